@@ -1,0 +1,100 @@
+"""``dsp-driving``: train and evaluate without ROS."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dsp_driving.config import default_config_path, load_config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dsp_driving.trainer import train
+
+    overrides = list(args.set or [])
+    if args.env:
+        overrides.append(f"train.env_id={args.env}")
+    if args.total_steps is not None:
+        overrides.append(f"train.total_steps={args.total_steps}")
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if args.num_envs is not None:
+        overrides.append(f"train.num_envs={args.num_envs}")
+    if args.no_prune:
+        overrides.append("pruning.enabled=false")
+    if args.resume:
+        cfg = load_config(None, overrides)
+        train(cfg, args.resume, resume=True)
+        return 0
+    if not args.env:
+        print("error: --env is required (or --resume RUN_DIR)", file=sys.stderr)
+        return 2
+    config_path = args.config or default_config_path()
+    cfg = load_config(config_path, overrides)
+    out = args.out or Path("runs") / (
+        f"{cfg.train.env_id.replace('/', '_')}_s{cfg.train.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"config: {config_path or 'built-in defaults'}; run folder: {out}")
+    train(cfg, out)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from dsp_driving.actor_file import load_actor
+    from dsp_driving.evaluation import evaluate
+
+    path = Path(args.run)
+    actor_path = path / "actor_compact.pt" if path.is_dir() else path
+    actor, meta = load_actor(actor_path)
+    cfg = meta["config"]["train"]
+    episodes = args.episodes or cfg["eval_episodes"]
+    seed = cfg["eval_seed"] if args.seed is None else args.seed
+    result = evaluate(actor.act, meta["env_id"], episodes, seed, progress=True)
+    result.pop("returns")
+    print(json.dumps({"policy": str(actor_path), "env": meta["env_id"], **result}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``dsp-driving``."""
+    parser = argparse.ArgumentParser(prog="dsp-driving", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a PPO policy while pruning it")
+    p.add_argument("--env", help="gymnasium env id, e.g. CartPole-v1")
+    p.add_argument("--config", type=Path, help="YAML config (default: config/train.yaml)")
+    p.add_argument("--total-steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-envs", type=int)
+    p.add_argument("--out", type=Path, help="run folder (default: runs/ENV_sSEED_TIME)")
+    p.add_argument("--no-prune", action="store_true", help="dense PPO baseline")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. pruning.lambda_actor=2e-4")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="evaluate a run's compact actor deterministically")
+    p.add_argument("run", help="run folder or actor_compact.pt")
+    p.add_argument("--episodes", type=int)
+    p.add_argument("--seed", type=int, help="first evaluation seed (default: train.eval_seed)")
+    p.set_defaults(func=_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Training configuration: frozen dataclasses that hold every default.
+
+YAML files (plain or ROS 2 ``ros__parameters`` form) and ``--set section.field=value``
+overrides are read into these at the edge. Validation raises ValueError naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+ACTIVATIONS = ("tanh", "relu")
+REGULARISERS = ("adaptive", "group_lasso")
+THRESHOLD_MODES = ("adaptive", "ratio")
+VECTOR_MODES = ("sync", "async")
+
+
+def _require(cond: bool, field: str, value: Any, why: str) -> None:
+    if not cond:
+        raise ValueError(f"invalid config: {field}={value!r}: {why}")
+
+
+def _positive(section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _require(value > 0, f"{section}.{name}", value, "must be > 0")
+
+
+def _fraction(section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _require(0.0 <= value <= 1.0, f"{section}.{name}", value, "must be in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetConfig:
+    """Actor and critic MLP shapes."""
+
+    actor_hidden: tuple[int, ...] = (256, 256)
+    critic_hidden: tuple[int, ...] = (256, 256)
+    activation: str = "tanh"
+    init_log_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("actor_hidden", "critic_hidden"):
+            value = tuple(int(v) for v in getattr(self, name))
+            object.__setattr__(self, name, value)
+            _require(len(value) >= 1, f"net.{name}", value, "needs at least one hidden layer")
+            _require(all(v >= 1 for v in value), f"net.{name}", value, "sizes must be >= 1")
+        _require(self.activation in ACTIVATIONS, "net.activation", self.activation,
+                 f"must be one of {ACTIVATIONS}")
+        _require(math.isfinite(self.init_log_std), "net.init_log_std", self.init_log_std,
+                 "must be finite")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters (CleanRL names)."""
+
+    num_steps: int = 128
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    norm_adv: bool = True
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float = 0.0  # 0 disables early stopping (ROS parameters cannot be null)
+    norm_obs: bool = True
+    norm_reward: bool = False
+    clip_obs: float = 10.0
+    clip_reward: float = 10.0
+
+    def __post_init__(self) -> None:
+        _positive("ppo", self, "num_steps", "learning_rate", "num_minibatches",
+                  "update_epochs", "clip_coef", "max_grad_norm", "clip_obs", "clip_reward")
+        _fraction("ppo", self, "gamma", "gae_lambda")
+        for name in ("ent_coef", "vf_coef", "target_kl"):
+            value = getattr(self, name)
+            _require(value >= 0, f"ppo.{name}", value, "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningConfig:
+    """Dynamic structured pruning (shared/method.md)."""
+
+    enabled: bool = True
+    prune_actor: bool = True
+    prune_critic: bool = True
+    regulariser: str = "adaptive"
+    lambda_actor: float = 1e-3
+    lambda_critic: float = 1e-3
+    eps: float = 1e-8
+    c_min: float = 0.1
+    c_max: float = 10.0
+    mode: str = "adaptive"
+    kappa_final: float = 0.5
+    t_start: float = 0.05
+    t_end: float = 0.6
+    ratio_initial: float = 0.0
+    ratio_final: float = 0.9
+    prune_every: int = 1
+    min_alive: int = 2
+    max_prune_frac: float = 0.2
+
+    def __post_init__(self) -> None:
+        _require(self.regulariser in REGULARISERS, "pruning.regulariser", self.regulariser,
+                 f"must be one of {REGULARISERS}")
+        _require(self.mode in THRESHOLD_MODES, "pruning.mode", self.mode,
+                 f"must be one of {THRESHOLD_MODES}")
+        for name in ("lambda_actor", "lambda_critic", "kappa_final"):
+            value = getattr(self, name)
+            _require(value >= 0, f"pruning.{name}", value, "must be >= 0")
+        _positive("pruning", self, "eps", "c_min", "prune_every", "min_alive",
+                  "max_prune_frac")
+        _require(self.c_max >= self.c_min, "pruning.c_max", self.c_max,
+                 f"must be >= pruning.c_min ({self.c_min})")
+        _fraction("pruning", self, "t_start", "t_end", "ratio_initial", "ratio_final",
+                  "max_prune_frac")
+        _require(self.t_end > self.t_start, "pruning.t_end", self.t_end,
+                 f"must be > pruning.t_start ({self.t_start})")
+        _require(self.ratio_final < 1.0, "pruning.ratio_final", self.ratio_final,
+                 "must be < 1 (a layer cannot lose every neuron)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Run-level settings."""
+
+    env_id: str = "CartPole-v1"
+    total_steps: int = 200_000
+    seed: int = 1
+    num_envs: int = 4
+    vector_mode: str = "sync"
+    torch_threads: int = 1
+    torch_deterministic: bool = True
+    checkpoint_every: int = 10
+    eval_episodes: int = 10
+    eval_seed: int = 1_000_000
+    tensorboard: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _require(bool(self.env_id), "train.env_id", self.env_id, "must not be empty")
+        _positive("train", self, "total_steps", "num_envs", "torch_threads",
+                  "checkpoint_every")
+        _require(self.eval_episodes >= 1, "train.eval_episodes", self.eval_episodes,
+                 "must be >= 1")
+        _require(self.seed >= 0, "train.seed", self.seed, "must be >= 0")
+        _require(self.vector_mode in VECTOR_MODES, "train.vector_mode", self.vector_mode,
+                 f"must be one of {VECTOR_MODES}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of a run."""
+
+    net: NetConfig = dataclasses.field(default_factory=NetConfig)
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    pruning: PruningConfig = dataclasses.field(default_factory=PruningConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    @property
+    def batch_size(self) -> int:
+        """Environment steps per PPO update."""
+        return self.train.num_envs * self.ppo.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        """Samples per gradient step."""
+        return self.batch_size // self.ppo.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        """PPO updates needed to reach train.total_steps (the last one may overshoot)."""
+        return max(1, math.ceil(self.train.total_steps / self.batch_size))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (tuples as lists), suitable for YAML and JSON."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+SECTIONS: dict[str, type] = {
+    "net": NetConfig,
+    "ppo": PPOConfig,
+    "pruning": PruningConfig,
+    "train": TrainConfig,
+}
+
+
+def _coerce(field: str, value: Any, default: Any) -> Any:
+    """Convert a YAML/CLI value to the type of the field's default."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("true", "1", "yes", "on"):
+                    return True
+                if low in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError
+            if isinstance(value, (bool, int)) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if isinstance(value, int):
+                value = [value]
+            return tuple(int(v) for v in value)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"invalid config: {field}={value!r}: expected {type(default).__name__}"
+        ) from None
+    return value
+
+
+def _unwrap_ros_params(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Accept ``node_name: {ros__parameters: {...}}`` (ROS 2 params file) or a plain dict."""
+    if len(data) == 1:
+        (only,) = data.values()
+        if isinstance(only, Mapping) and "ros__parameters" in only:
+            return only["ros__parameters"]
+    return data
+
+
+def from_dict(data: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Build a Config from a nested dict; unknown sections or fields are errors."""
+    base = base or Config()
+    data = _unwrap_ros_params(data)
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        current = getattr(base, name)
+        given = data.get(name) or {}
+        if not isinstance(given, Mapping):
+            raise ValueError(f"invalid config: {name}={given!r}: expected a mapping")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(
+                f"invalid config: unknown field {name}.{unknown[0]} (known: {sorted(known)})"
+            )
+        changes = {k: _coerce(f"{name}.{k}", v, getattr(current, k)) for k, v in given.items()}
+        sections[name] = dataclasses.replace(current, **changes)
+    unknown_sections = sorted(set(data) - set(SECTIONS))
+    if unknown_sections:
+        raise ValueError(
+            f"invalid config: unknown section {unknown_sections[0]!r} (known: {list(SECTIONS)})"
+        )
+    return Config(**sections)
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Turn ``["pruning.lambda_actor=2e-4", ...]`` into a nested dict of YAML-parsed values."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        section, dot, field = key.strip().partition(".")
+        if not sep or not dot or not field:
+            raise ValueError(f"invalid override {item!r}: expected section.field=value")
+        out.setdefault(section, {})[field] = yaml.safe_load(raw) if raw.strip() else raw
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: Config | None = None) -> Config:
+    """Load a YAML config file (optional), then apply ``--set`` overrides."""
+    config = base or Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, Mapping):
+            raise ValueError(f"config file {path}: expected a mapping at top level")
+        config = from_dict(data, config)
+    if overrides:
+        config = from_dict(parse_overrides(overrides), config)
+    return config
+
+
+def default_config_path() -> Path | None:
+    """config/train.yaml of the source tree or of the installed share/ folder, if found."""
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent / "config" / "train.yaml"]
+    try:
+        from importlib.resources import files
+
+        candidates.append(Path(str(files("dsp_driving"))).parent / "config" / "train.yaml")
+    except Exception:  # pragma: no cover - importlib edge cases
+        pass
+    import sys
+
+    candidates.append(Path(sys.prefix) / "share" / "dsp_driving" / "config" / "train.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return None

@@ -1,0 +1,42 @@
+"""Deterministic evaluation of a policy over seeded episodes."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from dsp_driving.rl.envs import make_env
+
+
+def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, seed: int,
+             progress: bool = False) -> dict[str, Any]:
+    """Run ``episodes`` episodes with reset seeds seed, seed + 1, ...; returns figures.
+
+    ``policy`` maps one raw observation to one environment action.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes!r}: must be >= 1")
+    env = make_env(env_id)
+    returns, lengths = [], []
+    iterator = range(episodes)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="eval", unit="ep", leave=False)
+    try:
+        for i in iterator:
+            obs, _ = env.reset(seed=seed + i)
+            total, length, done = 0.0, 0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(policy(obs))
+                total += float(reward)
+                length += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+    finally:
+        env.close()
+    return {"episodes": episodes, "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)), "returns": returns,
+            "length_mean": float(np.mean(lengths)), "seeds": [seed, seed + episodes - 1]}

@@ -1,0 +1,46 @@
+"""Atomic file output: write to a temporary file in the same folder, then rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then os.replace it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write text atomically."""
+    return atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON (indented, trailing newline) atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> Path:
+    """torch.save atomically."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))

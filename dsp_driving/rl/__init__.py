@@ -1,0 +1,1 @@
+"""PPO: networks, normalisation, losses, environments and the learner."""

@@ -1,0 +1,34 @@
+"""Gymnasium vector environments for training and single environments for evaluation."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+
+def make_vec_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
+    """A Sync/AsyncVectorEnv with same-step autoreset (final obs in info['final_obs'])."""
+    _check_env_id(env_id)
+    fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    kwargs = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+    if mode == "async":
+        return gym.vector.AsyncVectorEnv(fns, **kwargs)
+    return gym.vector.SyncVectorEnv(fns, **kwargs)
+
+
+def make_env(env_id: str) -> gym.Env:
+    """One environment (evaluation)."""
+    _check_env_id(env_id)
+    return gym.make(env_id)
+
+
+def _check_env_id(env_id: str) -> None:
+    if env_id.startswith("dsp_driving/"):
+        try:
+            import dsp_driving.envs  # noqa: F401  (registers the driving tasks)
+        except ModuleNotFoundError:
+            pass
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise ValueError(f"unknown environment train.env_id={env_id!r}: {exc}. Install the "
+                         "'sim' extra for Box2D/MuJoCo tasks.") from None

@@ -1,0 +1,190 @@
+"""A training run: run folder, stats sinks, checkpoints, resume, evaluation and summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from dsp_driving.actor_file import save_actor
+from dsp_driving.callbacks import (
+    Callback,
+    CallbackList,
+    JsonlSink,
+    ProgressBar,
+    TensorBoardSink,
+)
+from dsp_driving.config import Config, from_dict
+from dsp_driving.evaluation import evaluate
+from dsp_driving.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
+from dsp_driving.pruning import macs
+from dsp_driving.rl.envs import make_vec_env
+from dsp_driving.rl.networks import count_params
+from dsp_driving.rl.ppo import PPO
+
+CHECKPOINT = "checkpoint.pt"
+STATS = "stats.jsonl"
+SUMMARY = "summary.json"
+ACTOR = "actor_compact.pt"
+CONFIG = "config.yaml"
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """Read RUN_DIR/checkpoint.pt (our own file; holds RNG states, so not weights-only)."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from: {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _trim_stats(path: Path, last_update: int) -> None:
+    """Drop stats lines written after the checkpoint being resumed (and any torn last line)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("update", 0) <= last_update:
+            kept.append(line)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+
+def network_summary(hidden_dense: list[int], hidden_compact: list[int], in_dim: int,
+                    out_dim: int) -> dict[str, Any]:
+    """The summary.json block of one network (removed % = 1 - compact / dense)."""
+    def weights(hidden: list[int]) -> int:
+        sizes = [in_dim, *hidden, out_dim]
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+    dense_n, compact_n = sum(hidden_dense), sum(hidden_compact)
+    dense_w, compact_w = weights(hidden_dense), weights(hidden_compact)
+    return {
+        "hidden_dense": list(hidden_dense), "hidden_compact": list(hidden_compact),
+        "dense_neurons": dense_n, "compact_neurons": compact_n,
+        "dense_weights": dense_w, "compact_weights": compact_w,
+        "neurons_removed_pct": 100.0 * (1 - compact_n / dense_n),
+        "weights_removed_pct": 100.0 * (1 - compact_w / dense_w),
+    }
+
+
+def compaction_table(summary: dict[str, Any]) -> str:
+    """A plain-text per-layer compaction table for the terminal."""
+    lines = [f"{'network':<8} {'layer':<6} {'dense':>7} {'compact':>8} {'removed':>8}"]
+    for name in ("actor", "critic"):
+        net = summary[name]
+        for i, (d, c) in enumerate(zip(net["hidden_dense"], net["hidden_compact"])):
+            lines.append(f"{name:<8} {i:<6} {d:>7} {c:>8} {100 * (1 - c / d):>7.1f}%")
+        lines.append(f"{name:<8} {'neur.':<6} {net['dense_neurons']:>7} "
+                     f"{net['compact_neurons']:>8} {net['neurons_removed_pct']:>7.1f}%")
+        lines.append(f"{name:<8} {'wts.':<6} {net['dense_weights']:>7} "
+                     f"{net['compact_weights']:>8} {net['weights_removed_pct']:>7.1f}%")
+    return "\n".join(lines)
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False,
+          callbacks: Sequence[Callback] = (), progress: bool | None = None,
+          log=print) -> dict[str, Any]:
+    """Train (or resume) a run in ``run_dir``; returns summary.json's content.
+
+    On resume the configuration saved in the run folder is used, except that
+    ``cfg.train.total_steps`` may extend the run.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(run_dir)
+        saved = from_dict(checkpoint["config"])
+        cfg = from_dict({"train": {"total_steps": max(cfg.train.total_steps,
+                                                      saved.train.total_steps)}}, saved)
+        _trim_stats(run_dir / STATS, checkpoint["state"]["progress"]["update"])
+    elif (run_dir / CHECKPOINT).exists() or (run_dir / STATS).exists():
+        raise FileExistsError(f"{run_dir} already holds a run: pass --resume {run_dir} to "
+                              "continue it, or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs, cfg.train.vector_mode)
+    sinks: list[Callback] = [JsonlSink(run_dir / STATS)]
+    try:
+        learner = PPO(cfg, envs)
+        if checkpoint is not None:
+            learner.load_state_dict(checkpoint["state"])
+            log(f"resumed {run_dir} at update {learner.update}, step {learner.global_step}")
+        eval_seeds = range(cfg.train.eval_seed, cfg.train.eval_seed + cfg.train.eval_episodes)
+        max_updates = cfg.num_updates + 1
+        train_seeds = range(cfg.train.seed, cfg.train.seed + cfg.train.num_envs * max_updates)
+        if set(eval_seeds) & set(train_seeds):
+            raise ValueError(f"invalid config: train.eval_seed={cfg.train.eval_seed}: "
+                             f"evaluation seeds overlap training seeds {train_seeds}")
+        if cfg.train.tensorboard:
+            sinks.append(TensorBoardSink(run_dir / "tb"))
+        if progress if progress is not None else cfg.train.progress:
+            sinks.append(ProgressBar(cfg.num_updates * cfg.batch_size, learner.global_step,
+                                     desc=cfg.train.env_id))
+        sinks.extend(callbacks)
+        sink = CallbackList(sinks)
+
+        def save_checkpoint() -> None:
+            atomic_torch_save(run_dir / CHECKPOINT,
+                              {"config": cfg.to_dict(), "state": learner.state_dict()})
+
+        while not learner.done:
+            stats = learner.step_update()
+            sink.on_update(stats)
+            if learner.update % cfg.train.checkpoint_every == 0:
+                save_checkpoint()
+        save_checkpoint()
+        for cb in sinks:
+            if isinstance(cb, ProgressBar):
+                cb.close()
+        summary = finish(cfg, learner, run_dir, log)
+        sink.on_end(summary)
+        return summary
+    finally:
+        envs.close()
+        for cb in sinks:
+            cb.close()
+
+
+def finish(cfg: Config, learner: PPO, run_dir: Path, log=print) -> dict[str, Any]:
+    """Compact, save the actor, evaluate it and write summary.json."""
+    actor = learner.deployed_actor()
+    obs_dim, act_dim = learner.obs_dim, learner.action.dim
+    actor_block = network_summary(list(cfg.net.actor_hidden), actor.mlp.hidden_sizes,
+                                  obs_dim, act_dim)
+    critic_block = network_summary(list(cfg.net.critic_hidden),
+                                   learner.compact_critic_hidden(), obs_dim, 1)
+    assert actor_block["compact_weights"] == count_params(actor.mlp)
+    meta = {"env_id": cfg.train.env_id, "config": cfg.to_dict(),
+            "global_step": learner.global_step, "actor": actor_block,
+            "macs": macs(actor.mlp), "dense_macs": macs(learner.agent.actor),
+            "created_unix": time.time()}
+    save_actor(run_dir / ACTOR, actor, meta)
+    result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,
+                      cfg.train.eval_seed)
+    wall_s = learner.wall_s
+    summary = {
+        "env": cfg.train.env_id,
+        "seed": cfg.train.seed,
+        "total_steps": learner.global_step,
+        "wall_s": wall_s,
+        "steps_per_s": learner.global_step / wall_s if wall_s > 0 else 0.0,
+        "actor": actor_block,
+        "critic": critic_block,
+        "eval": {k: result[k] for k in ("episodes", "return_mean", "return_std")},
+    }
+    atomic_write_json(run_dir / SUMMARY, summary)
+    log(compaction_table(summary))
+    log(f"actor MACs per forward: {meta['dense_macs']} dense -> {meta['macs']} compact")
+    log(f"eval ({result['episodes']} episodes, seeds {result['seeds'][0]}.."
+        f"{result['seeds'][1]}): return {result['return_mean']:.2f} "
+        f"+/- {result['return_std']:.2f}")
+    log(f"wrote {run_dir / SUMMARY} and {run_dir / ACTOR}")
+    return summary

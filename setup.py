@@ -1,0 +1,49 @@
+"""dsp_driving: ROS 2 ament_python package (also pip-installable without ROS)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "dsp_driving"
+
+extras = {
+    "sim": ["gymnasium[box2d,mujoco]>=1.1", "highway-env==1.12.1"],
+    "export": ["onnx>=1.17", "onnxscript>=0.2"],
+    "dds": ["cyclonedds==11.0.1", "rosbags>=0.11,<0.12"],
+    "bench": ["stable-baselines3>=2.4", "gymnasium[box2d,mujoco]>=1.1"],
+}
+extras["test"] = ["pytest>=8", "tensorboard>=2.14"]
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
+        ("share/" + package_name + "/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "setuptools",
+        "numpy>=1.24",
+        "torch>=2.2",
+        "gymnasium>=1.1",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+    ],
+    extras_require=extras,
+    zip_safe=True,
+    maintainer="dsp_driving team",
+    maintainer_email="dsp-driving@example.com",
+    description="Deep-RL driving policies pruned while they learn (dynamic structured "
+                "pruning), exported compact for the car.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "dsp-driving = dsp_driving.cli:main",
+        ],
+    },
+)
