@@ -61,7 +61,7 @@ class JsonlSink(BaseCallback):
 
 
 def flatten(stats: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Nested stats -> {'actor/neurons_alive': 12.0, 'actor/layer0/alive': 6.0, ...}."""
+    """Nested stats -> {'actor/neurons_alive': 12.0, 'actor/layers0/alive': 6.0, ...}."""
     out: dict[str, float] = {}
     for key, value in stats.items():
         name = f"{prefix}{key}"

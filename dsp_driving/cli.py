@@ -14,6 +14,19 @@ from dsp_driving.config import default_config_path, load_config
 def _train(args: argparse.Namespace) -> int:
     from dsp_driving.trainer import train
 
+    if args.resume:
+        extra = [flag for flag, given in (("--env", args.env), ("--config", args.config),
+                 ("--seed", args.seed), ("--num-envs", args.num_envs), ("--out", args.out),
+                 ("--no-prune", args.no_prune), ("--set", args.set)) if given]
+        if extra:
+            print(f"error: with --resume only --total-steps may be given (got {extra[0]}): "
+                  "the run keeps the configuration saved in its folder", file=sys.stderr)
+            return 2
+        saved = load_config(Path(args.resume) / "config.yaml")
+        total = saved.train.total_steps if args.total_steps is None else args.total_steps
+        train(load_config(None, [f"train.total_steps={total}"], base=saved), args.resume,
+              resume=True)
+        return 0
     overrides = list(args.set or [])
     if args.env:
         overrides.append(f"train.env_id={args.env}")
@@ -25,10 +38,6 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"train.num_envs={args.num_envs}")
     if args.no_prune:
         overrides.append("pruning.enabled=false")
-    if args.resume:
-        cfg = load_config(None, overrides)
-        train(cfg, args.resume, resume=True)
-        return 0
     if not args.env:
         print("error: --env is required (or --resume RUN_DIR)", file=sys.stderr)
         return 2
@@ -49,7 +58,7 @@ def _eval(args: argparse.Namespace) -> int:
     actor_path = path / "actor_compact.pt" if path.is_dir() else path
     actor, meta = load_actor(actor_path)
     cfg = meta["config"]["train"]
-    episodes = args.episodes or cfg["eval_episodes"]
+    episodes = cfg["eval_episodes"] if args.episodes is None else args.episodes
     seed = cfg["eval_seed"] if args.seed is None else args.seed
     result = evaluate(actor.act, meta["env_id"], episodes, seed, progress=True)
     result.pop("returns")

@@ -170,6 +170,15 @@ class Config:
     pruning: PruningConfig = dataclasses.field(default_factory=PruningConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        batch = self.train.num_envs * self.ppo.num_steps
+        _require(batch % self.ppo.num_minibatches == 0, "ppo.num_minibatches",
+                 self.ppo.num_minibatches,
+                 f"must divide the batch train.num_envs * ppo.num_steps = {batch}")
+        _require(batch // self.ppo.num_minibatches >= 2, "ppo.num_minibatches",
+                 self.ppo.num_minibatches,
+                 f"leaves minibatches of fewer than 2 samples (batch {batch})")
+
     @property
     def batch_size(self) -> int:
         """Environment steps per PPO update."""
@@ -215,9 +224,10 @@ def _coerce(field: str, value: Any, default: Any) -> Any:
         if isinstance(default, int):
             if isinstance(value, bool):
                 raise ValueError
-            if isinstance(value, float) and not value.is_integer():
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():
                 raise ValueError
-            return int(float(value)) if isinstance(value, str) else int(value)
+            return int(number)
         if isinstance(default, float):
             if isinstance(value, bool):
                 raise ValueError
@@ -227,7 +237,7 @@ def _coerce(field: str, value: Any, default: Any) -> Any:
                 value = yaml.safe_load(value)
             if isinstance(value, int):
                 value = [value]
-            return tuple(int(v) for v in value)
+            return tuple(_coerce(f"{field}[{i}]", v, 0) for i, v in enumerate(value))
         if isinstance(default, str):
             if not isinstance(value, str):
                 raise ValueError
@@ -304,18 +314,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def default_config_path() -> Path | None:
-    """config/train.yaml of the source tree or of the installed share/ folder, if found."""
+    """config/train.yaml of the source tree, or of an install prefix's share/dsp_driving/."""
     here = Path(__file__).resolve().parent
     candidates = [here.parent / "config" / "train.yaml"]
-    try:
-        from importlib.resources import files
-
-        candidates.append(Path(str(files("dsp_driving"))).parent / "config" / "train.yaml")
-    except Exception:  # pragma: no cover - importlib edge cases
-        pass
-    import sys
-
-    candidates.append(Path(sys.prefix) / "share" / "dsp_driving" / "config" / "train.yaml")
+    # pip, colcon and ament installs: <prefix>/lib/pythonX.Y/site-packages/dsp_driving
+    candidates += [p / "share" / "dsp_driving" / "config" / "train.yaml" for p in here.parents]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

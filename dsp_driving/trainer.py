@@ -88,41 +88,45 @@ def compaction_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_seeds(cfg: Config) -> None:
+    """Evaluation seeds must be disjoint from every environment seed training may use."""
+    t = cfg.train
+    eval_seeds = range(t.eval_seed, t.eval_seed + t.eval_episodes)
+    train_seeds = range(t.seed, t.seed + t.num_envs * (cfg.num_updates + 1))
+    if eval_seeds.start < train_seeds.stop and train_seeds.start < eval_seeds.stop:
+        raise ValueError(f"invalid config: train.eval_seed={t.eval_seed}: evaluation seeds "
+                         f"{eval_seeds} overlap training seeds {train_seeds}")
+
+
 def train(cfg: Config, run_dir: str | Path, resume: bool = False,
           callbacks: Sequence[Callback] = (), progress: bool | None = None,
           log=print) -> dict[str, Any]:
     """Train (or resume) a run in ``run_dir``; returns summary.json's content.
 
-    On resume the configuration saved in the run folder is used, except that
-    ``cfg.train.total_steps`` may extend the run.
+    On resume the configuration saved in the checkpoint is used; only
+    ``cfg.train.total_steps`` is taken from ``cfg`` (so a finished run can be extended).
     """
     run_dir = Path(run_dir)
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(run_dir)
         saved = from_dict(checkpoint["config"])
-        cfg = from_dict({"train": {"total_steps": max(cfg.train.total_steps,
-                                                      saved.train.total_steps)}}, saved)
+        cfg = from_dict({"train": {"total_steps": cfg.train.total_steps}}, saved)
         _trim_stats(run_dir / STATS, checkpoint["state"]["progress"]["update"])
     elif (run_dir / CHECKPOINT).exists() or (run_dir / STATS).exists():
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume {run_dir} to "
                               "continue it, or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
+    _check_seeds(cfg)
     envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs, cfg.train.vector_mode)
-    sinks: list[Callback] = [JsonlSink(run_dir / STATS)]
+    sinks: list[Callback] = []
     try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        sinks.append(JsonlSink(run_dir / STATS))
         learner = PPO(cfg, envs)
         if checkpoint is not None:
             learner.load_state_dict(checkpoint["state"])
             log(f"resumed {run_dir} at update {learner.update}, step {learner.global_step}")
-        eval_seeds = range(cfg.train.eval_seed, cfg.train.eval_seed + cfg.train.eval_episodes)
-        max_updates = cfg.num_updates + 1
-        train_seeds = range(cfg.train.seed, cfg.train.seed + cfg.train.num_envs * max_updates)
-        if set(eval_seeds) & set(train_seeds):
-            raise ValueError(f"invalid config: train.eval_seed={cfg.train.eval_seed}: "
-                             f"evaluation seeds overlap training seeds {train_seeds}")
         if cfg.train.tensorboard:
             sinks.append(TensorBoardSink(run_dir / "tb"))
         if progress if progress is not None else cfg.train.progress:

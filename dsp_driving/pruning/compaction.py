@@ -23,8 +23,9 @@ def compact_mlp(mlp: MLP, masks: list[torch.Tensor]) -> MLP:
     hidden = [int(k.numel()) for k in keep[1:-1]]
     if min(hidden) < 1:
         raise ValueError(f"cannot compact: a hidden layer has no alive neuron ({hidden})")
-    compact = MLP(mlp.layers[0].in_features, hidden, mlp.layers[-1].out_features,
-                  mlp.activation)
+    with torch.random.fork_rng():  # the throwaway init must not shift the training RNG
+        compact = MLP(mlp.layers[0].in_features, hidden, mlp.layers[-1].out_features,
+                      mlp.activation)
     for i, (src, dst) in enumerate(zip(mlp.layers, compact.layers)):
         w = src.weight.index_select(0, keep[i + 1]).index_select(1, keep[i])
         dst.weight.copy_(w)

@@ -65,7 +65,9 @@ class NetworkPruner:
                 n_cut = int((s_alive < tau).sum())
             else:
                 p = prune_ratio(t, cfg.ratio_initial, cfg.ratio_final, cfg.t_start, cfg.t_end)
-                target_alive = max(cfg.min_alive, math.ceil((1.0 - p) * mask.numel()))
+                # round first: (1 - 0.7) * 10 is 3.0000000000000004 in floating point
+                target_alive = max(cfg.min_alive,
+                                   math.ceil(round((1.0 - p) * mask.numel(), 9)))
                 n_cut = max(0, n_alive - target_alive)
                 self.thresholds[l] = float(s_alive[order[n_cut]]) if n_cut < n_alive else 0.0
             n_cut = max(0, min(n_cut, budget))

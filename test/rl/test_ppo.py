@@ -1,0 +1,85 @@
+"""The PPO learner: bounded environment actions, checkpoint state, minibatch settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from dsp_driving.rl.ppo import PPO
+
+
+class RecordActions(gym.Wrapper):
+    """Keeps every action the environment receives."""
+
+    def __init__(self, env: gym.Env, sink: list[np.ndarray]) -> None:
+        super().__init__(env)
+        self.sink = sink
+
+    def step(self, action: Any):
+        self.sink.append(np.array(action, dtype=np.float64))
+        return self.env.step(action)
+
+
+def _pendulum_envs(sink: list[np.ndarray], n: int = 2) -> gym.vector.VectorEnv:
+    return gym.vector.SyncVectorEnv(
+        [lambda: RecordActions(gym.make("Pendulum-v1"), sink) for _ in range(n)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def test_continuous_actions_sent_to_env_are_clipped(tiny_config) -> None:
+    sink: list[np.ndarray] = []
+    cfg = tiny_config(net={"init_log_std": 1.0}, ppo={"num_steps": 64},
+                      train={"env_id": "Pendulum-v1", "num_envs": 2, "total_steps": 256})
+    envs = _pendulum_envs(sink)
+    try:
+        ppo = PPO(cfg, envs)
+        stats = ppo.step_update()
+        ppo.step_update()
+    finally:
+        envs.close()
+    sent = np.concatenate([a.reshape(-1) for a in sink])
+    assert sent.size == 2 * 64 * 2
+    assert sent.min() >= -2.0 and sent.max() <= 2.0
+    # std = e: many sampled actions fall outside the box, so clipping really happened
+    assert float(ppo.buf_actions.abs().max()) > 2.0
+    assert np.isclose(np.abs(sent).max(), 2.0)
+    assert ppo.global_step == 256 and ppo.update == 2
+    assert stats["step"] == 128 and np.isfinite(stats["losses"]["total"])
+
+
+def test_state_dict_round_trip_restores_progress_and_weights(tiny_config) -> None:
+    cfg = tiny_config(ppo={"num_steps": 32}, train={"num_envs": 2, "total_steps": 256})
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    try:
+        src = PPO(cfg, envs)
+        for _ in range(3):
+            src.step_update()
+        state = src.state_dict()
+        dst = PPO(cfg, envs)
+        dst.load_state_dict(state)
+    finally:
+        envs.close()
+    assert (dst.update, dst.global_step) == (3, 192)
+    src_state, dst_state = src.agent.state_dict(), dst.agent.state_dict()
+    assert src_state.keys() == dst_state.keys()
+    for key in src_state:
+        assert torch.equal(src_state[key], dst_state[key]), key
+    for name in ("actor", "critic"):
+        for a, b in zip(src.pruner.masks(name), dst.pruner.masks(name), strict=True):
+            assert torch.equal(a, b)
+    assert list(dst.episode_returns) == list(src.episode_returns)
+    assert list(dst.training_seeds()) == list(range(1, 1 + 2 * 4))
+
+
+@pytest.mark.parametrize(("num_steps", "num_minibatches"), [(10, 3), (2, 4), (3, 3)])
+def test_minibatch_settings_that_break_training_are_rejected(tiny_config, num_steps: int,
+                                                             num_minibatches: int) -> None:
+    """A short last minibatch (std of 1 sample = NaN) or an empty one is a config error."""
+    with pytest.raises(ValueError, match=r"ppo\.num_minibatches="):
+        tiny_config(ppo={"num_steps": num_steps, "num_minibatches": num_minibatches},
+                    train={"num_envs": 1, "total_steps": 3 * num_steps})

@@ -1,0 +1,158 @@
+"""Config: defaults, validation messages, --set parsing and the two YAML forms."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dsp_driving.config import (
+    Config,
+    NetConfig,
+    PPOConfig,
+    PruningConfig,
+    TrainConfig,
+    default_config_path,
+    from_dict,
+    load_config,
+    parse_overrides,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: PPOConfig(gamma=1.5), "ppo.gamma=1.5"),
+        (lambda: PPOConfig(num_steps=0), "ppo.num_steps=0"),
+        (lambda: PPOConfig(ent_coef=-0.1), "ppo.ent_coef=-0.1"),
+        (lambda: PruningConfig(mode="foo"), "pruning.mode='foo'"),
+        (lambda: PruningConfig(regulariser="l1"), "pruning.regulariser='l1'"),
+        (lambda: PruningConfig(t_start=0.5, t_end=0.5), "pruning.t_end=0.5"),
+        (lambda: PruningConfig(t_start=0.6, t_end=0.2), "pruning.t_end=0.2"),
+        (lambda: PruningConfig(c_min=1.0, c_max=0.5), "pruning.c_max=0.5"),
+        (lambda: PruningConfig(ratio_final=1.0), "pruning.ratio_final=1.0"),
+        (lambda: PruningConfig(max_prune_frac=0.0), "pruning.max_prune_frac=0.0"),
+        (lambda: NetConfig(actor_hidden=()), "net.actor_hidden=()"),
+        (lambda: NetConfig(critic_hidden=(4, 0)), "net.critic_hidden=(4, 0)"),
+        (lambda: NetConfig(activation="gelu"), "net.activation='gelu'"),
+        (lambda: NetConfig(init_log_std=float("nan")), "net.init_log_std=nan"),
+        (lambda: TrainConfig(vector_mode="threads"), "train.vector_mode='threads'"),
+        (lambda: TrainConfig(total_steps=-5), "train.total_steps=-5"),
+        (lambda: TrainConfig(env_id=""), "train.env_id=''"),
+    ],
+)
+def test_invalid_values_name_field_and_value(make, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make()
+
+
+def test_unknown_field_and_section() -> None:
+    with pytest.raises(ValueError, match=r"unknown field ppo\.gama"):
+        from_dict({"ppo": {"gama": 0.9}})
+    with pytest.raises(ValueError, match="unknown section 'optim'"):
+        from_dict({"optim": {"lr": 1.0}})
+    with pytest.raises(ValueError, match="ppo=3: expected a mapping"):
+        from_dict({"ppo": 3})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.total_steps=abc", "train.total_steps='abc': expected int"),
+        ("train.total_steps=1.5", "train.total_steps=1.5: expected int"),
+        ("train.progress=maybe", "train.progress='maybe': expected bool"),
+        ("train.progress=2", "train.progress=2: expected bool"),
+        ("ppo.gamma=abc", "ppo.gamma='abc': expected float"),
+        ("train.env_id=3", "train.env_id=3: expected str"),
+        ("net.actor_hidden=[a, b]", r"net.actor_hidden=\['a', 'b'\]: expected tuple"),
+        ("ppo.gamma=1.5", "ppo.gamma=1.5"),
+        ("pruning.mode=foo", "pruning.mode='foo'"),
+    ],
+)
+def test_bad_overrides_raise_value_error(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_parse_overrides() -> None:
+    parsed = parse_overrides(["pruning.lambda_actor=2.5e-4", "net.actor_hidden=[32, 16]",
+                              "train.env_id=Pendulum-v1", "train.progress=false",
+                              "ppo.num_steps=64"])
+    assert parsed == {"pruning": {"lambda_actor": 2.5e-4},
+                      "net": {"actor_hidden": [32, 16]},
+                      "train": {"env_id": "Pendulum-v1", "progress": False},
+                      "ppo": {"num_steps": 64}}
+    for bad in ("pruning", "pruning=3", "lambda_actor=3", "pruning.=3"):
+        with pytest.raises(ValueError, match="expected section.field=value"):
+            parse_overrides([bad])
+
+
+def test_load_config_applies_overrides_with_coercion() -> None:
+    cfg = load_config(None, ["pruning.lambda_actor=2e-4", "net.actor_hidden=[32, 16]",
+                             "net.critic_hidden=8", "train.total_steps=4096.0",
+                             "train.progress=off", "ppo.anneal_lr=0", "ppo.gamma=1"])
+    assert cfg.pruning.lambda_actor == 2e-4 and isinstance(cfg.pruning.lambda_actor, float)
+    assert cfg.net.actor_hidden == (32, 16)
+    assert cfg.net.critic_hidden == (8,)
+    assert cfg.train.total_steps == 4096 and isinstance(cfg.train.total_steps, int)
+    assert cfg.train.progress is False
+    assert cfg.ppo.anneal_lr is False
+    assert cfg.ppo.gamma == 1.0 and isinstance(cfg.ppo.gamma, float)
+    # Untouched fields keep their defaults.
+    assert cfg.pruning.lambda_critic == PruningConfig().lambda_critic
+
+
+def test_ros_params_form_and_plain_form_load_the_same(tmp_path: Path) -> None:
+    fields = {"ppo": {"gamma": 0.95, "num_steps": 64},
+              "pruning": {"mode": "ratio", "ratio_final": 0.8},
+              "train": {"env_id": "Pendulum-v1"}}
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(fields))
+    ros = tmp_path / "ros.yaml"
+    ros.write_text(yaml.safe_dump({"trainer_node": {"ros__parameters": fields}}))
+    a, b = load_config(plain), load_config(ros)
+    assert a == b
+    assert (a.ppo.gamma, a.ppo.num_steps, a.pruning.mode, a.pruning.ratio_final,
+            a.train.env_id) == (0.95, 64, "ratio", 0.8, "Pendulum-v1")
+    # Overrides win over the file.
+    c = load_config(ros, ["ppo.gamma=0.9"])
+    assert c.ppo.gamma == 0.9 and c.ppo.num_steps == 64
+
+
+def test_load_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="expected a mapping at top level"):
+        load_config(listy)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config(empty) == Config()
+
+
+def test_repo_train_yaml_loads_and_matches_the_defaults() -> None:
+    path = REPO / "config" / "train.yaml"
+    cfg = load_config(path)
+    assert cfg.net.actor_hidden == (256, 256)
+    assert cfg.pruning.lambda_actor == 1e-3
+    assert cfg.pruning.mode == "adaptive"
+    assert cfg.train.env_id == "CartPole-v1"
+    assert cfg.train.eval_seed == 1_000_000
+    assert cfg == Config()  # the YAML mirrors every default in config.py
+    assert default_config_path() == path
+
+
+def test_derived_sizes_round_trip_and_frozen() -> None:
+    cfg = from_dict({"ppo": {"num_steps": 100, "num_minibatches": 4},
+                     "train": {"num_envs": 3, "total_steps": 1000}})
+    assert (cfg.batch_size, cfg.minibatch_size, cfg.num_updates) == (300, 75, 4)
+    data = cfg.to_dict()
+    assert data["net"]["actor_hidden"] == [256, 256]
+    assert from_dict(data) == cfg
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.ppo.gamma = 0.5  # type: ignore[misc]

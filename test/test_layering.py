@@ -1,0 +1,48 @@
+"""The ROS-free core imports with rclpy, carla, cyclonedds and launch_ros blocked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+BLOCKED = ("rclpy", "carla", "cyclonedds", "launch_ros")
+CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.pruning",
+        "dsp_driving.trainer", "dsp_driving.cli", "dsp_driving.actor_file",
+        "dsp_driving.evaluation", "dsp_driving.callbacks")
+
+SCRIPT = """
+import importlib, json, sys
+
+BLOCKED = {blocked!r}
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked for the layering test: {{name}}")
+        return None
+
+sys.meta_path.insert(0, Blocker())
+for name in BLOCKED:  # the blocker works
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+    else:
+        raise SystemExit(f"{{name}} was importable despite the blocker")
+for name in {core!r}:
+    importlib.import_module(name)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print(json.dumps({{"loaded": loaded, "core": sorted(m for m in sys.modules
+                                                 if m.startswith("dsp_driving"))}}))
+"""
+
+
+def test_core_imports_without_ros_carla_or_dds() -> None:
+    code = SCRIPT.format(blocked=BLOCKED, core=CORE)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == []
+    assert set(CORE) <= set(result["core"])

@@ -1,0 +1,98 @@
+"""Training runs in-process: resume continuity, stats trimming, seeding, run-folder guards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsp_driving.actor_file import load_actor
+from dsp_driving.trainer import load_checkpoint, train
+
+TIMING = ("steps_per_s", "wall_s")
+
+
+def _quiet(*_args) -> None:
+    pass
+
+
+def _without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def test_resume_continues_update_and_step(tmp_path: Path, tiny_config, stats_reader) -> None:
+    run = tmp_path / "run"
+    first = train(tiny_config(train={"total_steps": 1024}), run, log=_quiet)
+    assert first["total_steps"] == 1024
+    before = (run / "stats.jsonl").read_text().splitlines()
+    ckpt = load_checkpoint(run)
+    assert ckpt["state"]["progress"]["update"] == 2
+    assert ckpt["state"]["progress"]["global_step"] == 1024
+
+    logs: list[str] = []
+    summary = train(tiny_config(train={"total_steps": 2048}), run, resume=True,
+                    log=logs.append)
+    assert logs[0] == f"resumed {run} at update 2, step 1024"
+    records = stats_reader(run)
+    assert [r["update"] for r in records] == [1, 2, 3, 4]
+    assert [r["step"] for r in records] == [512, 1024, 1536, 2048]
+    assert (run / "stats.jsonl").read_text().splitlines()[:2] == before
+    ckpt = load_checkpoint(run)
+    assert ckpt["state"]["progress"]["update"] == 4
+    assert ckpt["state"]["progress"]["global_step"] == 2048
+    assert ckpt["config"]["train"]["total_steps"] == 2048
+    assert summary["total_steps"] == 2048
+    assert json.loads((run / "summary.json").read_text())["total_steps"] == 2048
+
+
+def test_resume_drops_stats_written_after_the_checkpoint(tmp_path: Path, tiny_config,
+                                                         stats_reader) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(train={"total_steps": 1024}), run, log=_quiet)
+    # A kill between the stats line and the checkpoint of update 3, then a torn line.
+    with (run / "stats.jsonl").open("a") as f:
+        f.write(json.dumps({"update": 3, "step": 1536}) + "\n")
+        f.write('{"update": 4, "st')
+    train(tiny_config(train={"total_steps": 2048}), run, resume=True, log=_quiet)
+    records = stats_reader(run)
+    assert [r["update"] for r in records] == [1, 2, 3, 4]
+    assert "losses" in records[2]  # the real update 3, not the stale line
+
+
+def test_run_folder_guards(tmp_path: Path, tiny_config) -> None:
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
+        train(tiny_config(), tmp_path / "nothing", resume=True, log=_quiet)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stats.jsonl").write_text("")
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(tiny_config(), run, log=_quiet)
+    with pytest.raises(ValueError, match="train.eval_seed=3: evaluation seeds .* overlap"):
+        train(tiny_config(train={"seed": 1, "eval_seed": 3}), tmp_path / "overlap",
+              log=_quiet)
+    assert not (tmp_path / "overlap").exists()  # a rejected config leaves nothing behind
+
+
+def _run(tmp_path: Path, name: str, cfg) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    run = tmp_path / name
+    train(cfg, run, log=_quiet)
+    records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    actor, _ = load_actor(run / "actor_compact.pt")
+    return _without_timing(records), actor.state_dict()
+
+
+def test_same_seed_same_run_different_seed_differs(tmp_path: Path, tiny_config) -> None:
+    stats_a, actor_a = _run(tmp_path, "a", tiny_config(train={"seed": 7}))
+    stats_b, actor_b = _run(tmp_path, "b", tiny_config(train={"seed": 7}))
+    stats_c, actor_c = _run(tmp_path, "c", tiny_config(train={"seed": 8}))
+    assert len(stats_a) == 4
+    assert stats_a == stats_b  # losses, alive counts, thresholds, returns: all identical
+    assert [r["actor"]["neurons_alive"] for r in stats_a][-1] < 32  # it did prune
+    assert actor_a.keys() == actor_b.keys()
+    for key in actor_a:
+        assert torch.equal(actor_a[key], actor_b[key]), key
+    assert [r["losses"] for r in stats_a] != [r["losses"] for r in stats_c]
+    same_shapes = all(actor_a[k].shape == actor_c[k].shape for k in actor_a)
+    assert not same_shapes or any(not torch.equal(actor_a[k], actor_c[k]) for k in actor_a)
