@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+from pathlib import Path
 import platform
 import shlex
 import statistics
@@ -35,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 VARIANTS = ("ours-prune", "ours-noprune", "sb3")
@@ -84,8 +84,9 @@ HPARAMS = {
 
 
 # -- workers (run in a fresh subprocess each) ----------------------------------------------
-def _ours_overrides(env_id: str, steps: int, prune: bool) -> list[str]:
-    """Every setting that matters, spelled out as ``--set`` overrides."""
+def _ours_overrides(env_id: str, steps: int, prune: bool,
+                    extra: tuple[str, ...] = ()) -> list[str]:
+    """Every setting that matters, spelled out as ``--set`` overrides (``extra`` last)."""
     hp = HPARAMS[env_id]
     hidden = "[" + ",".join(str(h) for h in hp.hidden) + "]"
     return [
@@ -102,11 +103,12 @@ def _ours_overrides(env_id: str, steps: int, prune: bool) -> list[str]:
         f"ppo.max_grad_norm={hp.max_grad_norm}", "ppo.target_kl=0",
         f"ppo.norm_obs={str(hp.norm_obs).lower()}",
         f"ppo.norm_reward={str(hp.norm_reward).lower()}", "ppo.clip_obs=10.0",
-        "ppo.clip_reward=10.0", f"pruning.enabled={str(prune).lower()}",
+        "ppo.clip_reward=10.0", f"pruning.enabled={str(prune).lower()}", *extra,
     ]
 
 
-def run_ours(env_id: str, steps: int, prune: bool) -> dict[str, Any]:
+def run_ours(env_id: str, steps: int, prune: bool, extra: tuple[str, ...] = ()
+             ) -> dict[str, Any]:
     """dsp_driving.trainer.train with the training loop timed (see the module docstring)."""
     import torch
 
@@ -114,7 +116,7 @@ def run_ours(env_id: str, steps: int, prune: bool) -> dict[str, Any]:
     from dsp_driving import trainer
     from dsp_driving.config import load_config
 
-    cfg = load_config(None, _ours_overrides(env_id, steps, prune))
+    cfg = load_config(None, _ours_overrides(env_id, steps, prune, extra))
     marks: dict[str, float] = {}
 
     class TimedPPO(trainer.PPO):
@@ -183,7 +185,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measured training run described by ``spec``."""
     if spec["variant"] == "sb3":
         return run_sb3(spec["env"], spec["steps"])
-    return run_ours(spec["env"], spec["steps"], prune=spec["variant"] == "ours-prune")
+    return run_ours(spec["env"], spec["steps"], prune=spec["variant"] == "ours-prune",
+                    extra=tuple(spec.get("ours_set", ())))
 
 
 # -- driver ----------------------------------------------------------------------------------
@@ -280,6 +283,14 @@ def report(runs: list[dict[str, Any]], envs: list[str], header: list[str]) -> st
             verdicts.append("- " + _overhead_line(
                 f"{env_id}, pruning overhead ({unit} time, prune / no-prune - 1)",
                 by["ours-prune"], by["ours-noprune"], key, 5.0))
+        dense = 2 * sum(HPARAMS[env_id].hidden)
+        pruned = [r for r in by["ours-prune"]
+                  if sum(r["actor_alive"]) + sum(r["critic_alive"]) < dense]
+        if len(pruned) < len(by["ours-prune"]):
+            verdicts.append(
+                f"- NOTE {env_id}: {len(by['ours-prune']) - len(pruned)} of "
+                f"{len(by['ours-prune'])} ours-prune runs pruned no neuron, so their overhead "
+                "covers the regulariser only, not the mask enforcement")
     lines += ["", "### Against the targets", "", *verdicts]
     return "\n".join(lines) + "\n"
 
@@ -291,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hopper-steps", type=int, default=24_576)
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
+    parser.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for the ours runs, e.g. pruning.mode=ratio")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -313,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{e} {args.cartpole_steps if e == 'CartPole-v1' else args.hopper_steps}"
             for e in args.envs) + f"; {args.reps} repetitions, interleaved",
     ]
+    if args.ours_set:
+        header.append("Extra overrides for ours: " + " ".join(f"`{o}`" for o in args.ours_set))
     print("\n".join(header), flush=True)
     steps = {"CartPole-v1": args.cartpole_steps, "Hopper-v5": args.hopper_steps}
     runs = []
@@ -320,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         order = VARIANTS[rep % len(VARIANTS):] + VARIANTS[:rep % len(VARIANTS)]
         for env_id in args.envs:
             for variant in order:
-                spec = {"env": env_id, "variant": variant, "steps": steps[env_id]}
+                spec = {"env": env_id, "variant": variant, "steps": steps[env_id],
+                        "ours_set": args.ours_set}
                 load = os.getloadavg()[0]
                 result = launch(spec)
                 runs.append({**spec, **result, "rep": rep, "load_before": load})

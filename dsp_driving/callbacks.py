@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
 import math
-import warnings
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
+import warnings
 
 
 class Callback(Protocol):

@@ -6,11 +6,12 @@ overrides are read into these at the edge. Validation raises ValueError naming t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -112,6 +113,7 @@ class PruningConfig:
     prune_every: int = 1
     min_alive: int = 2
     max_prune_frac: float = 0.2
+    compact_in_training: bool = True
 
     def __post_init__(self) -> None:
         _require(self.regulariser in REGULARISERS, "pruning.regulariser", self.regulariser,

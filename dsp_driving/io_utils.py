@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+import tempfile
+from typing import Any
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import json
-import time
 from pathlib import Path
-from typing import Any, Sequence
+import time
+from typing import Any
 
 import torch
 import yaml
@@ -168,7 +169,8 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print) -> dict[str, Any
     assert actor_block["compact_weights"] == count_params(actor.mlp)
     meta = {"env_id": cfg.train.env_id, "config": cfg.to_dict(),
             "global_step": learner.global_step, "actor": actor_block,
-            "macs": macs(actor.mlp), "dense_macs": macs(learner.agent.actor),
+            "macs": macs(actor.mlp),
+            "dense_macs": actor_block["dense_weights"] - sum(cfg.net.actor_hidden) - act_dim,
             "created_unix": time.time()}
     save_actor(run_dir / ACTOR, actor, meta)
     result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,

@@ -36,3 +36,31 @@ def compact_mlp(mlp: MLP, masks: list[torch.Tensor]) -> MLP:
 def macs(mlp: nn.Module) -> int:
     """Multiply-accumulates of one forward pass (batch 1) through the Linear layers."""
     return sum(m.in_features * m.out_features for m in mlp.modules() if isinstance(m, nn.Linear))
+
+
+@torch.no_grad()
+def transplant_optimizer_state(optimizer: torch.optim.Optimizer, old: MLP, new: MLP,
+                               keep: list[torch.Tensor]) -> None:
+    """Point ``optimizer`` at ``new``'s parameters, carrying the kept entries' state over.
+
+    ``keep`` holds the kept neuron indices of each hidden layer (``new = compact(old)``).
+    Per-parameter state tensors (Adam's moments) are index-selected like the weights; scalar
+    state (Adam's step) is copied. The kept entries' update is then what it would have been.
+    """
+    full = [torch.arange(old.layers[0].in_features), *keep,
+            torch.arange(old.layers[-1].out_features)]
+    for i, (src, dst) in enumerate(zip(old.layers, new.layers)):
+        rows, cols = full[i + 1], full[i]
+        pairs = ((src.weight, dst.weight,
+                  lambda t, r=rows, c=cols: t.index_select(0, r).index_select(1, c)),
+                 (src.bias, dst.bias, lambda t, r=rows: t.index_select(0, r)))
+        for old_p, new_p, select in pairs:
+            state = optimizer.state.pop(old_p, None)
+            if state:
+                optimizer.state[new_p] = {
+                    k: (select(v).clone() if torch.is_tensor(v) and v.shape == old_p.shape
+                        else v.clone() if torch.is_tensor(v) else v)
+                    for k, v in state.items()
+                }
+            for group in optimizer.param_groups:
+                group["params"] = [new_p if p is old_p else p for p in group["params"]]

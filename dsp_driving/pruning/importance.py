@@ -14,9 +14,9 @@ def neuron_importance(mlp: MLP) -> list[torch.Tensor]:
     group (incoming row, bias, outgoing column). Differentiable.
     """
     out = []
-    for l in range(len(mlp.layers) - 1):
-        w_in, b_in = mlp.layers[l].weight, mlp.layers[l].bias
-        w_out = mlp.layers[l + 1].weight
+    for i in range(len(mlp.layers) - 1):
+        w_in, b_in = mlp.layers[i].weight, mlp.layers[i].bias
+        w_out = mlp.layers[i + 1].weight
         out.append(w_in.square().sum(1) + b_in.square() + w_out.square().sum(0))
     return out
 
@@ -29,7 +29,7 @@ def group_sizes(mlp: MLP, masks: list[torch.Tensor]) -> list[torch.Tensor]:
     """
     alive = [float(mlp.layers[0].in_features)] + [float(m.sum()) for m in masks] + \
         [float(mlp.layers[-1].out_features)]
-    return [torch.full_like(masks[l], alive[l] + 1.0 + alive[l + 2]) for l in range(len(masks))]
+    return [torch.full_like(masks[i], alive[i] + 1.0 + alive[i + 2]) for i in range(len(masks))]
 
 
 def adaptive_coefficients(importance: list[torch.Tensor], masks: list[torch.Tensor],
@@ -49,13 +49,63 @@ def adaptive_coefficients(importance: list[torch.Tensor], masks: list[torch.Tens
     return coeffs
 
 
+def group_weights(mlp: MLP, masks: list[torch.Tensor],
+                  coeffs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The constant factor c_j * m_j * sqrt(|g_j|) of every neuron's regulariser term."""
+    with torch.no_grad():
+        return [c * m * g.sqrt() for c, m, g in zip(coeffs, masks, group_sizes(mlp, masks))]
+
+
+def weighted_group_norms(mlp: MLP, weights: list[torch.Tensor], eps: float) -> torch.Tensor:
+    """sum_l sum_j weights_j * sqrt(s_j + eps): R once group_weights() is known."""
+    total = mlp.layers[0].weight.new_zeros(())
+    for s, w in zip(neuron_importance(mlp), weights):
+        total = total + (w * torch.sqrt(s + eps)).sum()
+    return total
+
+
 def group_sparse_regulariser(mlp: MLP, masks: list[torch.Tensor], coeffs: list[torch.Tensor],
                              eps: float) -> torch.Tensor:
     """R = sum_l sum_{j alive} c_j * sqrt(|g_j|) * sqrt(s_j + eps).
 
     With c_j = 1 for alive neurons this is plain group lasso (the ablation).
     """
-    total = mlp.layers[0].weight.new_zeros(())
-    for s, m, c, g in zip(neuron_importance(mlp), masks, coeffs, group_sizes(mlp, masks)):
-        total = total + (c * m * g.sqrt() * torch.sqrt(s + eps)).sum()
+    return weighted_group_norms(mlp, group_weights(mlp, masks, coeffs), eps)
+
+
+@torch.no_grad()
+def accumulate_regulariser_grad(mlp: MLP, weights: list[torch.Tensor], eps: float,
+                                scale: float) -> float:
+    """Add ``scale * dR/dtheta`` to the parameters' .grad in closed form; returns R.
+
+    With a_j = weights_j / sqrt(s_j + eps), dR/dW_l[j, :] = a_j W_l[j, :],
+    dR/db_l[j] = a_j b_l[j] and dR/dW_{l+1}[:, j] = a_j W_{l+1}[:, j]. Each weight matrix is
+    squared once and no autograd graph is built, which keeps the regulariser cheap next to
+    the PPO minibatch (``weighted_group_norms`` is the autograd reference it is tested on).
+    """
+    layers = mlp.layers
+    sq = [layer.weight.square() for layer in layers]
+    total = 0.0
+    coef = []  # a_j per hidden layer
+    for i, w in enumerate(weights):
+        s = sq[i].sum(1) + layers[i].bias.square() + sq[i + 1].sum(0)
+        root = torch.sqrt(s + eps)
+        total += float((w * root).sum())
+        coef.append(w / root * scale)
+    for i, layer in enumerate(layers):
+        row = coef[i] if i < len(coef) else None  # neurons this layer feeds (its outputs)
+        col = coef[i - 1] if i > 0 else None  # neurons it reads (its inputs)
+        if layer.weight.grad is None:
+            layer.weight.grad = torch.zeros_like(layer.weight)
+        if layer.bias.grad is None:
+            layer.bias.grad = torch.zeros_like(layer.bias)
+        if row is not None and col is not None:
+            factor = row.unsqueeze(1) + col.unsqueeze(0)
+        elif row is not None:
+            factor = row.unsqueeze(1)
+        else:
+            factor = col.unsqueeze(0)
+        layer.weight.grad.addcmul_(layer.weight, factor)
+        if row is not None:
+            layer.bias.grad.addcmul_(layer.bias, row)
     return total

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+import math
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
+from torch.nn import functional as F
 
 from dsp_driving.rl.normalization import ObsNormalizer
 
@@ -48,9 +51,15 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the network."""
-        for layer in self.layers[:-1]:
-            x = self.act(layer(x))
-        return self.layers[-1](x)
+        # functional calls: slicing a ModuleList or calling modules costs more than the
+        # maths at the batch sizes of a rollout
+        last = len(self.layers) - 1
+        act = torch.tanh if self.activation == "tanh" else torch.relu
+        for i, layer in enumerate(self.layers):
+            x = F.linear(x, layer.weight, layer.bias)
+            if i < last:
+                x = act(x)
+        return x
 
 
 def count_params(mlp: MLP) -> int:
@@ -113,6 +122,24 @@ class Agent(nn.Module):
         if self.continuous:
             return Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
         return Categorical(logits=out, validate_args=False)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rollout fast path: (action, log_prob, value) without distribution objects.
+
+        Draws the same samples as ``distribution(obs).sample()`` for the same RNG state.
+        """
+        out = self.actor(obs)
+        if self.continuous:
+            std = self.log_std.exp()
+            action = torch.normal(out, std.expand_as(out))
+            logprob = (-((action - out) ** 2) / (2 * std**2) - self.log_std
+                       - 0.5 * math.log(2 * math.pi)).sum(-1)
+        else:
+            logp = torch.log_softmax(out, -1)
+            action = torch.multinomial(logp.exp(), 1)
+            logprob = logp.gather(-1, action).squeeze(-1)
+            action = action.squeeze(-1)
+        return action, logprob, self.get_value(obs)
 
     def get_action_and_value(
         self, obs: torch.Tensor, action: torch.Tensor | None = None

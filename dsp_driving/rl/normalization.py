@@ -25,20 +25,30 @@ class ObsNormalizer(nn.Module):
         self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
 
     @torch.no_grad()
-    def update(self, batch: torch.Tensor) -> None:
+    def update(self, batch: torch.Tensor | np.ndarray) -> None:
         """Merge a [n, obs_dim] batch of raw observations into the statistics."""
         if not self.enabled:
             return
-        batch = batch.to(torch.float64)
+        # numpy views of the buffers: a rollout calls this every step with a tiny batch,
+        # where numpy's per-op cost is a fraction of torch's
+        batch = np.asarray(batch, dtype=np.float64)
+        mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()
         n = batch.shape[0]
-        b_mean = batch.mean(0)
-        b_var = batch.var(0, unbiased=False)
-        delta = b_mean - self.mean
-        total = self.count + n
-        self.mean += delta * n / total
-        m2 = self.var * self.count + b_var * n + delta.square() * self.count * n / total
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+        delta = batch.mean(0) - mean
+        total = count + n
+        m2 = var * count + batch.var(0) * n + np.square(delta) * (count * n / total)
+        mean += delta * (n / total)
+        var[:] = m2 / total
+        count[...] = total
+
+    def normalize_np(self, obs: np.ndarray) -> np.ndarray:
+        """numpy twin of forward() for the rollout; returns float32."""
+        obs = np.asarray(obs, dtype=np.float32)
+        if not self.enabled:
+            return obs
+        std = np.sqrt(self.var.numpy() + self.epsilon)
+        out = (obs - self.mean.numpy()) / std
+        return np.clip(out, -self.clip, self.clip).astype(np.float32)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Normalise raw observations (identity when disabled)."""

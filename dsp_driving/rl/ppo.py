@@ -51,9 +51,9 @@ class PPO:
         net, ppo = cfg.net, cfg.ppo
         self.agent = Agent(self.obs_dim, self.action, net.actor_hidden, net.critic_hidden,
                            net.activation, net.init_log_std, ppo.norm_obs, ppo.clip_obs)
-        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=ppo.learning_rate,
-                                          eps=1e-5)
-        self.pruner = DynamicPruner(self.agent.actor, self.agent.critic, cfg.pruning)
+        self.optimizer = self._make_optimizer()
+        self.pruner = DynamicPruner(self.agent.actor, self.agent.critic, cfg.pruning,
+                                    on_compact=self._install_network)
         n, t = cfg.train.num_envs, ppo.num_steps
         self.reward_scaler = (RewardScaler(n, ppo.gamma, ppo.clip_reward)
                               if ppo.norm_reward else None)
@@ -75,6 +75,15 @@ class PPO:
         self.buf_values = torch.zeros((t, n))
         self.next_obs = self._reset_envs(cfg.train.seed)
 
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        # fused Adam: one kernel for all parameters instead of a Python loop over them
+        return torch.optim.Adam(self.agent.parameters(), lr=self.cfg.ppo.learning_rate,
+                                eps=1e-5, fused=True)
+
+    def _install_network(self, name: str, mlp: nn.Module) -> None:
+        """Swap in a physically compacted actor or critic (called by the pruner)."""
+        setattr(self.agent, name, mlp)
+
     # -- environment ---------------------------------------------------------------------
     def _reset_envs(self, seed: int) -> np.ndarray:
         obs, _ = self.envs.reset(seed=seed)
@@ -89,10 +98,9 @@ class PPO:
                      self.cfg.train.seed + self.cfg.train.num_envs * (self.update + 1))
 
     def _normalise(self, obs_raw: np.ndarray, update_stats: bool) -> torch.Tensor:
-        x = torch.as_tensor(obs_raw, dtype=torch.float32)
         if update_stats:
-            self.agent.obs_norm.update(x)
-        return self.agent.obs_norm(x)
+            self.agent.obs_norm.update(obs_raw)
+        return torch.from_numpy(self.agent.obs_norm.normalize_np(obs_raw))
 
     @torch.no_grad()
     def collect(self) -> None:
@@ -101,7 +109,7 @@ class PPO:
         agent = self.agent
         for step in range(ppo.num_steps):
             obs = self._normalise(self.next_obs, update_stats=True)
-            action, logprob, _, value = agent.get_action_and_value(obs)
+            action, logprob, value = agent.sample(obs)
             env_action = action.numpy()
             if self.action.kind == "continuous":
                 env_action = np.clip(env_action, self.action.low, self.action.high)
@@ -166,20 +174,19 @@ class PPO:
                                        b_values[idx], b_returns[idx], entropy, ppo.clip_coef,
                                        ppo.clip_vloss)
                 loss = terms.pg_loss - ppo.ent_coef * terms.entropy + ppo.vf_coef * terms.v_loss
-                reg_loss = self.pruner.loss()
-                if reg_loss is not None:
-                    loss = loss + reg_loss
                 self.optimizer.zero_grad(set_to_none=False)
                 loss.backward()
-                self.pruner.before_step()
+                # + lambda_actor * R(actor) + lambda_critic * R(critic): the pruner adds the
+                # regulariser's gradient in closed form, then masks the gradients
+                reg_loss = self.pruner.before_step()
                 nn.utils.clip_grad_norm_(params, ppo.max_grad_norm)
                 self.optimizer.step()
                 self.pruner.after_step()
                 sums["policy"] += terms.pg_loss.item()
                 sums["value"] += terms.v_loss.item()
                 sums["entropy"] += terms.entropy.item()
-                sums["regulariser"] += 0.0 if reg_loss is None else reg_loss.item()
-                sums["total"] += loss.item()
+                sums["regulariser"] += reg_loss
+                sums["total"] += loss.item() + reg_loss
                 sums["approx_kl"] += terms.approx_kl.item()
                 sums["clipfrac"] += terms.clipfrac.item()
                 count += 1
@@ -264,9 +271,10 @@ class PPO:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from state_dict(); environments restart from fresh, reseeded episodes."""
+        self.pruner.load_state_dict(state["pruner"])  # first: may shrink the networks
+        self.optimizer = self._make_optimizer()
         self.agent.load_state_dict(state["agent"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.pruner.load_state_dict(state["pruner"])
         if self.reward_scaler is not None and state["reward_scaler"] is not None:
             self.reward_scaler.load_state_dict(
                 {k: v.numpy() if v.ndim else float(v) for k, v in
