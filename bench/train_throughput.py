@@ -18,7 +18,7 @@ What is timed:
 
 Usage::
 
-    python bench/train_throughput.py                     # full run, ~10-15 min on 2 cores
+    python bench/train_throughput.py                     # full run, ~7-15 min on 2 cores
     python bench/train_throughput.py --reps 1 --cartpole-steps 4096 --hopper-steps 4096
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -210,6 +211,23 @@ def machine_info() -> dict[str, str]:
             **json.loads(out.strip().splitlines()[-1])}
 
 
+def source_state() -> tuple[str, str]:
+    """The repository's git HEAD (with a dirty flag) and a hash of the package sources."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted((root / "dsp_driving").rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dsp_driving"],
+                               cwd=root, check=True, capture_output=True, text=True).stdout
+        head += " (dsp_driving/ has uncommitted changes)" if dirty.strip() else ""
+    except (OSError, subprocess.CalledProcessError):
+        head = "unknown (no git)"
+    return head, digest.hexdigest()[:12]
+
+
 def launch(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one worker subprocess and return its JSON result."""
     env = {**os.environ, **THREAD_ENV}
@@ -255,11 +273,12 @@ def report(runs: list[dict[str, Any]], envs: list[str], header: list[str]) -> st
         r["cpu_steps_per_s"] = r["steps"] / r["cpu_s"]
     lines = [*header, "", "### Per run", "",
              ("| rep | env | variant | steps | wall s | steps/s | CPU s | steps/CPU-s "
-              "| update-only steps/s | load avg 1 min | actor alive at end |"),
+              "| update-only steps/s | load avg 1 min | actor ; critic alive at end |"),
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in runs:
         upd = f"{r['update_steps_per_s']:.0f}" if "update_steps_per_s" in r else "-"
-        alive = "/".join(str(a) for a in r["actor_alive"]) if "actor_alive" in r else "-"
+        alive = ("/".join(str(a) for a in r["actor_alive"]) + " ; "
+                 + "/".join(str(a) for a in r["critic_alive"])) if "actor_alive" in r else "-"
         lines.append(f"| {r['rep']} | {r['env']} | {r['variant']} | {r['steps']} | "
                      f"{r['wall_s']:.2f} | {r['steps_per_s']:.0f} | {r['cpu_s']:.2f} | "
                      f"{r['cpu_steps_per_s']:.0f} | {upd} | {r['load_before']:.2f} | {alive} |")
@@ -290,7 +309,7 @@ def report(runs: list[dict[str, Any]], envs: list[str], header: list[str]) -> st
             verdicts.append(
                 f"- NOTE {env_id}: {len(by['ours-prune']) - len(pruned)} of "
                 f"{len(by['ours-prune'])} ours-prune runs pruned no neuron, so their overhead "
-                "covers the regulariser only, not the mask enforcement")
+                "covers the regulariser only, not masking or compaction")
     lines += ["", "### Against the targets", "", *verdicts]
     return "\n".join(lines) + "\n"
 
@@ -315,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python " + " ".join(shlex.quote(a) for a in
                                    ["bench/train_throughput.py", *sys.argv[1:]])
     info = machine_info()
+    head, src_hash = source_state()
     header = [
         f"Command: `{command}`",
         f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
@@ -326,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{e} {args.cartpole_steps if e == 'CartPole-v1' else args.hopper_steps}"
             for e in args.envs) + f"; {args.reps} repetitions, interleaved",
     ]
+    header.append(f"Source: git {head}; dsp_driving/*.py sha256 {src_hash}")
     if args.ours_set:
         header.append("Extra overrides for ours: " + " ".join(f"`{o}`" for o in args.ours_set))
     print("\n".join(header), flush=True)
@@ -343,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"rep {rep} {env_id:<12} {variant:<13} {result['steps']:>7} steps "
                       f"{result['wall_s']:7.2f} s {result['steps_per_s']:7.0f} steps/s "
                       f"(load {load:.2f})", flush=True)
+    end_head, end_hash = source_state()
+    if end_hash != src_hash:
+        header.append(f"WARNING: the package sources changed during the run (now git "
+                      f"{end_head}, sha256 {end_hash}): runs measured different code")
     text = report(runs, args.envs, header)
     print("\n" + text)
     if args.markdown:

@@ -41,7 +41,7 @@ def test_closed_form_regulariser_grad_equals_autograd() -> None:
         layer.weight.grad = torch.full_like(layer.weight, 0.5)  # accumulates onto existing
         layer.bias.grad = None
     value = accumulate_regulariser_grad(mlp, weights, 1e-8, scale=3.0)
-    assert value == pytest.approx(float(reg), rel=1e-12)
+    assert value == pytest.approx(reg.item(), rel=1e-12)
     for layer, (gw, gb) in zip(mlp.layers, expected):
         assert torch.allclose(layer.weight.grad, 0.5 + 3.0 * gw, atol=1e-12)
         assert torch.allclose(layer.bias.grad, 3.0 * gb, atol=1e-12)

@@ -1,0 +1,58 @@
+"""Training options end to end: async vector envs, reward normalisation, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dsp_driving.rl.normalization import RewardScaler
+from dsp_driving.trainer import train
+
+
+def _quiet(*_args: object) -> None:
+    pass
+
+
+def test_async_vector_env_run(tmp_path: Path, tiny_config) -> None:
+    cfg = tiny_config(train={"vector_mode": "async", "num_envs": 2, "total_steps": 1024})
+    summary = train(cfg, tmp_path / "async", log=_quiet)
+    assert summary["total_steps"] == 1024
+    lines = (tmp_path / "async" / "stats.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [256, 512, 768, 1024]
+
+
+def test_reward_normalisation_run_has_finite_losses(tmp_path: Path, tiny_config) -> None:
+    cfg = tiny_config(ppo={"norm_reward": True}, train={"total_steps": 1024})
+    train(cfg, tmp_path / "rn", log=_quiet)
+    records = [json.loads(x) for x in (tmp_path / "rn" / "stats.jsonl").read_text().splitlines()]
+    values = [r["losses"]["value"] for r in records]
+    assert len(values) == 2 and all(np.isfinite(values))
+
+
+def test_reward_scaler_divides_by_return_std_and_clips() -> None:
+    scaler = RewardScaler(num_envs=1, gamma=0.0, clip=5.0, epsilon=0.0)
+    # gamma 0: the tracked "return" is the reward itself
+    rewards = [np.array([v]) for v in (2.0, 4.0, 6.0)]
+    outs = [scaler(r, np.array([False]))[0] for r in rewards]
+    history = np.array([2.0, 4.0, 6.0])
+    var = np.var(history)  # the 1e-4 prior count is negligible
+    assert outs[-1] == pytest.approx(6.0 / np.sqrt(var), rel=1e-3)
+    for i in range(200):  # a long run of rewards near 1, then an outlier
+        scaler(np.array([1.0 + 0.01 * (i % 2)]), np.array([False]))
+    assert scaler(np.array([10.0]), np.array([False]))[0] == 5.0
+
+
+def test_tensorboard_scalars_are_written(tmp_path: Path, tiny_config) -> None:
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator")
+    cfg = tiny_config(train={"tensorboard": True, "total_steps": 1024})
+    train(cfg, tmp_path / "tb", log=_quiet)
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "tb" / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"actor/neurons_alive", "critic/weights_alive", "losses/policy",
+            "charts/kappa", "charts/steps_per_s", "actor/layers0/alive"} <= tags
+    assert [e.step for e in acc.Scalars("actor/neurons_alive")] == [512, 1024]
