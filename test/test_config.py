@@ -139,7 +139,7 @@ def test_repo_train_yaml_loads_and_matches_the_defaults() -> None:
     path = REPO / "config" / "train.yaml"
     cfg = load_config(path)
     assert cfg.net.actor_hidden == (256, 256)
-    assert cfg.pruning.lambda_actor == 1e-3
+    assert cfg.pruning.lambda_actor == 3e-4
     assert cfg.pruning.mode == "adaptive"
     assert cfg.train.env_id == "CartPole-v1"
     assert cfg.train.eval_seed == 1_000_000
