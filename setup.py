@@ -28,7 +28,7 @@ setup(
     install_requires=[
         "setuptools",
         "numpy>=1.24",
-        "torch>=2.2",
+        "torch>=2.4",  # fused Adam on CPU
         "gymnasium>=1.1",
         "pyyaml>=6",
         "tqdm>=4.60",

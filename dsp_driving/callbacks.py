@@ -47,11 +47,11 @@ def _json_safe(value: Any) -> Any:
 
 
 class JsonlSink(BaseCallback):
-    """Appends one JSON object per update to RUN_DIR/stats.jsonl (non-finite -> null)."""
+    """Writes one JSON object per update to RUN_DIR/stats.jsonl (non-finite -> null)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, append: bool = True) -> None:
         self.path = Path(path)
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self.path.open("a" if append else "w", encoding="utf-8")
 
     def on_update(self, stats: dict[str, Any]) -> None:
         self._file.write(json.dumps(_json_safe(stats), allow_nan=False) + "\n")
@@ -80,7 +80,8 @@ def flatten(stats: dict[str, Any], prefix: str = "") -> dict[str, float]:
 class TensorBoardSink(BaseCallback):
     """TensorBoard scalars (CleanRL-style prefixes) when tensorboard is installed."""
 
-    def __init__(self, log_dir: str | Path) -> None:
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
+        """``purge_step``: on resume, drop events logged after the checkpoint."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -88,7 +89,7 @@ class TensorBoardSink(BaseCallback):
                           stacklevel=2)
             self.writer = None
             return
-        self.writer = SummaryWriter(str(log_dir))
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
 
     def on_update(self, stats: dict[str, Any]) -> None:
         if self.writer is None:

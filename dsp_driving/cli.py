@@ -15,9 +15,11 @@ def _train(args: argparse.Namespace) -> int:
     from dsp_driving.trainer import train
 
     if args.resume:
-        extra = [flag for flag, given in (("--env", args.env), ("--config", args.config),
+        extra = [flag for flag, value in (("--env", args.env), ("--config", args.config),
                  ("--seed", args.seed), ("--num-envs", args.num_envs), ("--out", args.out),
-                 ("--no-prune", args.no_prune), ("--set", args.set)) if given]
+                 ("--set", args.set)) if value is not None]
+        if args.no_prune:
+            extra.append("--no-prune")
         if extra:
             print(f"error: with --resume only --total-steps may be given (got {extra[0]}): "
                   "the run keeps the configuration saved in its folder", file=sys.stderr)
@@ -38,9 +40,6 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"train.num_envs={args.num_envs}")
     if args.no_prune:
         overrides.append("pruning.enabled=false")
-    if not args.env:
-        print("error: --env is required (or --resume RUN_DIR)", file=sys.stderr)
-        return 2
     config_path = args.config or default_config_path()
     cfg = load_config(config_path, overrides)
     out = args.out or Path("runs") / (
@@ -72,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a PPO policy while pruning it")
-    p.add_argument("--env", help="gymnasium env id, e.g. CartPole-v1")
+    p.add_argument("--env", help="gymnasium env id, e.g. CartPole-v1 (default: the config's "
+                   "train.env_id)")
     p.add_argument("--config", type=Path, help="YAML config (default: config/train.yaml)")
     p.add_argument("--total-steps", type=int)
     p.add_argument("--seed", type=int)

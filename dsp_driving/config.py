@@ -18,6 +18,7 @@ import yaml
 ACTIVATIONS = ("tanh", "relu")
 REGULARISERS = ("adaptive", "group_lasso")
 THRESHOLD_MODES = ("adaptive", "ratio")
+GROUP_SIZES = ("alive", "dense")
 VECTOR_MODES = ("sync", "async")
 
 
@@ -30,6 +31,13 @@ def _positive(section: str, obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         _require(value > 0, f"{section}.{name}", value, "must be > 0")
+
+
+def _finite_floats(section: str, obj: Any) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float):
+            _require(math.isfinite(value), f"{section}.{f.name}", value, "must be finite")
 
 
 def _fraction(section: str, obj: Any, *names: str) -> None:
@@ -55,8 +63,7 @@ class NetConfig:
             _require(all(v >= 1 for v in value), f"net.{name}", value, "sizes must be >= 1")
         _require(self.activation in ACTIVATIONS, "net.activation", self.activation,
                  f"must be one of {ACTIVATIONS}")
-        _require(math.isfinite(self.init_log_std), "net.init_log_std", self.init_log_std,
-                 "must be finite")
+        _finite_floats("net", self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +90,7 @@ class PPOConfig:
     clip_reward: float = 10.0
 
     def __post_init__(self) -> None:
+        _finite_floats("ppo", self)
         _positive("ppo", self, "num_steps", "learning_rate", "num_minibatches",
                   "update_epochs", "clip_coef", "max_grad_norm", "clip_obs", "clip_reward")
         _fraction("ppo", self, "gamma", "gae_lambda")
@@ -99,6 +107,7 @@ class PruningConfig:
     prune_actor: bool = True
     prune_critic: bool = True
     regulariser: str = "adaptive"
+    group_size: str = "alive"
     lambda_actor: float = 3e-4
     lambda_critic: float = 3e-4
     eps: float = 1e-8
@@ -116,8 +125,11 @@ class PruningConfig:
     compact_in_training: bool = True
 
     def __post_init__(self) -> None:
+        _finite_floats("pruning", self)
         _require(self.regulariser in REGULARISERS, "pruning.regulariser", self.regulariser,
                  f"must be one of {REGULARISERS}")
+        _require(self.group_size in GROUP_SIZES, "pruning.group_size", self.group_size,
+                 f"must be one of {GROUP_SIZES}")
         _require(self.mode in THRESHOLD_MODES, "pruning.mode", self.mode,
                  f"must be one of {THRESHOLD_MODES}")
         for name in ("lambda_actor", "lambda_critic", "kappa_final"):
@@ -159,6 +171,7 @@ class TrainConfig:
         _require(self.eval_episodes >= 1, "train.eval_episodes", self.eval_episodes,
                  "must be >= 1")
         _require(self.seed >= 0, "train.seed", self.seed, "must be >= 0")
+        _require(self.eval_seed >= 0, "train.eval_seed", self.eval_seed, "must be >= 0")
         _require(self.vector_mode in VECTOR_MODES, "train.vector_mode", self.vector_mode,
                  f"must be one of {VECTOR_MODES}")
 
@@ -237,7 +250,7 @@ def _coerce(field: str, value: Any, default: Any) -> Any:
         if isinstance(default, tuple):
             if isinstance(value, str):
                 value = yaml.safe_load(value)
-            if isinstance(value, int):
+            if isinstance(value, int) and not isinstance(value, bool):
                 value = [value]
             return tuple(_coerce(f"{field}[{i}]", v, 0) for i, v in enumerate(value))
         if isinstance(default, str):
@@ -294,7 +307,11 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, A
         section, dot, field = key.strip().partition(".")
         if not sep or not dot or not field:
             raise ValueError(f"invalid override {item!r}: expected section.field=value")
-        out.setdefault(section, {})[field] = yaml.safe_load(raw) if raw.strip() else raw
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError as exc:
+            raise ValueError(f"invalid override {item!r}: not a YAML value ({exc})") from None
+        out.setdefault(section, {})[field] = value
     return out
 
 
@@ -306,7 +323,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, Mapping):
             raise ValueError(f"config file {path}: expected a mapping at top level")
         config = from_dict(data, config)

@@ -114,7 +114,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
         saved = from_dict(checkpoint["config"])
         cfg = from_dict({"train": {"total_steps": cfg.train.total_steps}}, saved)
         _trim_stats(run_dir / STATS, checkpoint["state"]["progress"]["update"])
-    elif (run_dir / CHECKPOINT).exists() or (run_dir / STATS).exists():
+    elif (run_dir / CHECKPOINT).exists():
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume {run_dir} to "
                               "continue it, or choose another --out")
     _check_seeds(cfg)
@@ -123,13 +123,15 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        sinks.append(JsonlSink(run_dir / STATS))
+        # a fresh run replaces the stats of an earlier attempt that never checkpointed
+        sinks.append(JsonlSink(run_dir / STATS, append=checkpoint is not None))
         learner = PPO(cfg, envs)
         if checkpoint is not None:
             learner.load_state_dict(checkpoint["state"])
             log(f"resumed {run_dir} at update {learner.update}, step {learner.global_step}")
         if cfg.train.tensorboard:
-            sinks.append(TensorBoardSink(run_dir / "tb"))
+            purge = learner.global_step + 1 if checkpoint is not None else None
+            sinks.append(TensorBoardSink(run_dir / "tb", purge_step=purge))
         if progress if progress is not None else cfg.train.progress:
             sinks.append(ProgressBar(cfg.num_updates * cfg.batch_size, learner.global_step,
                                      desc=cfg.train.env_id))

@@ -90,8 +90,24 @@ def test_eval_command(cartpole_run: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_cli_errors_exit_with_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                      ) -> None:
-    assert cli.main(["train", "--out", str(tmp_path / "x")]) == 2
-    assert "--env is required" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(tmp_path / "x"), "--seed", "0"]) == 2
+    assert "with --resume only --total-steps may be given (got --seed)" in \
+        capsys.readouterr().err
+    assert cli.main(["train", "--env", "CartPole-v1", "--set", "net.actor_hidden=[64,",
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "invalid override 'net.actor_hidden=[64,': not a YAML value" in \
+        capsys.readouterr().err
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("ppo: {gamma: [0.9\n")
+    assert cli.main(["train", "--env", "CartPole-v1", "--config", str(bad_yaml)]) == 2
+    assert f"config file {bad_yaml} is not valid YAML" in capsys.readouterr().err
+    assert cli.main(["train", "--env", "CartPole-v1", "--set", "pruning.lambda_actor=.inf",
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "pruning.lambda_actor=inf: must be finite" in capsys.readouterr().err
+    assert cli.main(["train", "--env", "CartPole-v1", "--set", "train.eval_seed=-100",
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "train.eval_seed=-100: must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     assert cli.main(["train", "--env", "CartPole-v1", "--set", "ppo.gamma=1.5",
                      "--out", str(tmp_path / "y")]) == 2
     assert "ppo.gamma=1.5" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -61,14 +62,28 @@ def test_resume_drops_stats_written_after_the_checkpoint(tmp_path: Path, tiny_co
     assert "losses" in records[2]  # the real update 3, not the stale line
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_run_folder_guards(tmp_path: Path, tiny_config) -> None:
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
         train(tiny_config(), tmp_path / "nothing", resume=True, log=_quiet)
     run = tmp_path / "run"
     run.mkdir()
-    (run / "stats.jsonl").write_text("")
+    (run / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(FileExistsError, match="already holds a run"):
         train(tiny_config(), run, log=_quiet)
+    # an attempt that died before its first checkpoint does not block a fresh run
+    died = tmp_path / "died"
+    died.mkdir()
+    (died / "stats.jsonl").write_text('{"update": 1}\n{"update": 2}\n')
+    train(tiny_config(train={"total_steps": 1024}), died, log=_quiet)
+    updates = [json.loads(x)["update"] for x in (died / "stats.jsonl").read_text().splitlines()]
+    assert updates == [1, 2]  # replaced by the new run's two updates, not appended
+    assert (died / "summary.json").stat().st_mode & 0o777 == 0o666 & ~_umask()
     with pytest.raises(ValueError, match="train.eval_seed=3: evaluation seeds .* overlap"):
         train(tiny_config(train={"seed": 1, "eval_seed": 3}), tmp_path / "overlap",
               log=_quiet)

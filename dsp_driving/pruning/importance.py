@@ -49,11 +49,15 @@ def adaptive_coefficients(importance: list[torch.Tensor], masks: list[torch.Tens
     return coeffs
 
 
-def group_weights(mlp: MLP, masks: list[torch.Tensor],
-                  coeffs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The constant factor c_j * m_j * sqrt(|g_j|) of every neuron's regulariser term."""
+def group_weights(mlp: MLP, masks: list[torch.Tensor], coeffs: list[torch.Tensor],
+                  sizes: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """The constant factor c_j * m_j * sqrt(|g_j|) of every neuron's regulariser term.
+
+    ``sizes`` gives |g_j| per hidden layer; default: group_sizes(mlp, masks).
+    """
+    sizes = group_sizes(mlp, masks) if sizes is None else sizes
     with torch.no_grad():
-        return [c * m * g.sqrt() for c, m, g in zip(coeffs, masks, group_sizes(mlp, masks))]
+        return [c * m * g.sqrt() for c, m, g in zip(coeffs, masks, sizes)]
 
 
 def weighted_group_norms(mlp: MLP, weights: list[torch.Tensor], eps: float) -> torch.Tensor:

@@ -72,7 +72,13 @@ class NetworkPruner:
     def _set_coeffs(self, coeffs: list[torch.Tensor]) -> None:
         # c_j * m_j * sqrt(|g_j|) changes only here, so R's constant factor is cached
         self.coeffs = coeffs
-        self._weights = group_weights(self.mlp, self.masks.masks, coeffs)
+        sizes = None  # "alive": the group's size in the compacted network
+        if self.cfg.group_size == "dense":  # the group's size in the dense network
+            dims = [self.mlp.layers[0].in_features, *self.dense_sizes,
+                    self.mlp.layers[-1].out_features]
+            sizes = [torch.full_like(m, dims[i] + 1.0 + dims[i + 2])
+                     for i, m in enumerate(self.masks.masks)]
+        self._weights = group_weights(self.mlp, self.masks.masks, coeffs, sizes)
 
     def refresh_coefficients(self) -> None:
         """Recompute c_j from the current importances (once per PPO update)."""

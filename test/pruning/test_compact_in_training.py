@@ -107,3 +107,23 @@ def test_compaction_in_training_changes_shapes_not_the_learned_function(tiny_con
     with torch.no_grad():
         diff = (ppo_c.deployed_actor().mlp(x) - ppo_m.deployed_actor().mlp(x)).abs().max()
     assert diff.item() <= 1e-4
+
+
+def test_group_size_dense_uses_the_dense_group_size() -> None:
+    from dsp_driving.config import PruningConfig
+    from dsp_driving.pruning.pruner import NetworkPruner
+
+    mlp, masks = _masked_net(torch.float32)  # 5 -> [7, 6] -> 3, alive [6, 4]
+    alive = NetworkPruner("a", mlp, 1.0, PruningConfig(regulariser="group_lasso"), True)
+    dense = NetworkPruner("a", mlp, 1.0, PruningConfig(regulariser="group_lasso",
+                                                       group_size="dense"), True)
+    for p in (alive, dense):
+        p.masks.load_state_dict([m.clone() for m in masks.masks])
+        p.refresh_coefficients()
+    # layer 0 neuron 0: alive group 5 + 1 + 4 = 10; dense group 5 + 1 + 6 = 12
+    assert alive._weights[0][0].item() == pytest.approx(10 ** 0.5)
+    assert dense._weights[0][0].item() == pytest.approx(12 ** 0.5)
+    # layer 1 neuron 1: alive 6 + 1 + 3 = 10; dense 7 + 1 + 3 = 11; masked neuron 0 is 0
+    assert alive._weights[1][1].item() == pytest.approx(10 ** 0.5)
+    assert dense._weights[1][1].item() == pytest.approx(11 ** 0.5)
+    assert dense._weights[1][0].item() == 0.0
