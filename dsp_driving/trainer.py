@@ -147,7 +147,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
             sink.on_update(stats)
             if learner.update % cfg.train.checkpoint_every == 0:
                 save_checkpoint()
-        save_checkpoint()
+        if learner.update % cfg.train.checkpoint_every != 0:
+            save_checkpoint()  # the final state, unless the loop just wrote it
         for cb in sinks:
             if isinstance(cb, ProgressBar):
                 cb.close()
@@ -164,6 +165,7 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print) -> dict[str, Any
     """Compact, save the actor, evaluate it and write summary.json."""
     actor = learner.deployed_actor()
     obs_dim, act_dim = learner.obs_dim, learner.action.dim
+    dense_sizes = [obs_dim, *cfg.net.actor_hidden, act_dim]
     actor_block = network_summary(list(cfg.net.actor_hidden), actor.mlp.hidden_sizes,
                                   obs_dim, act_dim)
     critic_block = network_summary(list(cfg.net.critic_hidden),
@@ -172,7 +174,7 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print) -> dict[str, Any
     meta = {"env_id": cfg.train.env_id, "config": cfg.to_dict(),
             "global_step": learner.global_step, "actor": actor_block,
             "macs": macs(actor.mlp),
-            "dense_macs": actor_block["dense_weights"] - sum(cfg.net.actor_hidden) - act_dim,
+            "dense_macs": sum(a * b for a, b in zip(dense_sizes[:-1], dense_sizes[1:])),
             "created_unix": time.time()}
     save_actor(run_dir / ACTOR, actor, meta)
     result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,
