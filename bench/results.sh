@@ -20,6 +20,9 @@ ll="--env LunarLander-v3 --total-steps 1000000 --num-envs 8 --set ppo.num_steps=
   for s in $seeds; do
     echo $ll --seed "$s" --out "$out/lunarlander_dsp_s$s"
     echo $ll --seed "$s" --no-prune --out "$out/lunarlander_dense_s$s"
+    # gentler: a lower threshold and the critic left dense
+    echo $ll --seed "$s" --set pruning.kappa_final=0.5 --set pruning.prune_critic=false \
+      --out "$out/lunarlander_dspk05_s$s"
   done
 } | grep -v -F -f <(for d in "$out"/*/; do [ -f "$d/summary.json" ] && echo "--out ${d%/}"; done; echo "@none@") \
   | xargs -P 2 -L 1 dsp-driving train --set train.progress=false --set train.tensorboard=false \

@@ -25,7 +25,9 @@ def load(run: Path) -> dict:
     if not pruning["enabled"]:
         variant = "dense PPO"
     else:
-        variant = f"DSP ({pruning['regulariser']}, lambda_a={pruning['lambda_actor']:g})"
+        critic = "" if pruning["prune_critic"] else ", critic unpruned"
+        variant = (f"DSP ({pruning['regulariser']}, lambda_a={pruning['lambda_actor']:g}, "
+                   f"kappa={pruning['kappa_final']:g}{critic})")
     return {"run": run.name, "variant": variant, **summary}
 
 
