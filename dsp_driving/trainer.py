@@ -24,8 +24,8 @@ from dsp_driving.evaluation import evaluate
 from dsp_driving.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from dsp_driving.pruning import macs
 from dsp_driving.rl.envs import make_vec_env
-from dsp_driving.rl.networks import count_params
-from dsp_driving.rl.ppo import PPO
+from dsp_driving.rl.networks import count_params, macs_of_sizes, params_of_sizes
+from dsp_driving.rl.ppo import PPO, training_seed_range
 
 CHECKPOINT = "checkpoint.pt"
 STATS = "stats.jsonl"
@@ -60,12 +60,9 @@ def _trim_stats(path: Path, last_update: int) -> None:
 def network_summary(hidden_dense: list[int], hidden_compact: list[int], in_dim: int,
                     out_dim: int) -> dict[str, Any]:
     """The summary.json block of one network (removed % = 1 - compact / dense)."""
-    def weights(hidden: list[int]) -> int:
-        sizes = [in_dim, *hidden, out_dim]
-        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-
     dense_n, compact_n = sum(hidden_dense), sum(hidden_compact)
-    dense_w, compact_w = weights(hidden_dense), weights(hidden_compact)
+    dense_w = params_of_sizes([in_dim, *hidden_dense, out_dim])
+    compact_w = params_of_sizes([in_dim, *hidden_compact, out_dim])
     return {
         "hidden_dense": list(hidden_dense), "hidden_compact": list(hidden_compact),
         "dense_neurons": dense_n, "compact_neurons": compact_n,
@@ -93,7 +90,7 @@ def _check_seeds(cfg: Config) -> None:
     """Evaluation seeds must be disjoint from every environment seed training may use."""
     t = cfg.train
     eval_seeds = range(t.eval_seed, t.eval_seed + t.eval_episodes)
-    train_seeds = range(t.seed, t.seed + t.num_envs * (cfg.num_updates + 1))
+    train_seeds = training_seed_range(cfg, cfg.num_updates + 1)
     if eval_seeds.start < train_seeds.stop and train_seeds.start < eval_seeds.stop:
         raise ValueError(f"invalid config: train.eval_seed={t.eval_seed}: evaluation seeds "
                          f"{eval_seeds} overlap training seeds {train_seeds}")
@@ -165,7 +162,6 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print) -> dict[str, Any
     """Compact, save the actor, evaluate it and write summary.json."""
     actor = learner.deployed_actor()
     obs_dim, act_dim = learner.obs_dim, learner.action.dim
-    dense_sizes = [obs_dim, *cfg.net.actor_hidden, act_dim]
     actor_block = network_summary(list(cfg.net.actor_hidden), actor.mlp.hidden_sizes,
                                   obs_dim, act_dim)
     critic_block = network_summary(list(cfg.net.critic_hidden),
@@ -174,7 +170,7 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print) -> dict[str, Any
     meta = {"env_id": cfg.train.env_id, "config": cfg.to_dict(),
             "global_step": learner.global_step, "actor": actor_block,
             "macs": macs(actor.mlp),
-            "dense_macs": sum(a * b for a, b in zip(dense_sizes[:-1], dense_sizes[1:])),
+            "dense_macs": macs_of_sizes([obs_dim, *cfg.net.actor_hidden, act_dim]),
             "created_unix": time.time()}
     save_actor(run_dir / ACTOR, actor, meta)
     result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,

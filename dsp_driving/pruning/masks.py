@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dsp_driving.rl.networks import MLP
+from dsp_driving.rl.networks import MLP, params_of_sizes
 
 
 class NeuronMasks:
@@ -49,7 +49,7 @@ class NeuronMasks:
         """Weights and biases that survive compaction."""
         sizes = [self.mlp.layers[0].in_features, *self.alive(),
                  self.mlp.layers[-1].out_features]
-        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        return params_of_sizes(sizes)
 
     def weights_total(self) -> int:
         """Weights and biases of the dense network."""

@@ -62,6 +62,16 @@ class MLP(nn.Module):
         return x
 
 
+def params_of_sizes(sizes: list[int]) -> int:
+    """Weights and biases of an MLP with layer widths ``sizes`` (input, hidden..., output)."""
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def macs_of_sizes(sizes: list[int]) -> int:
+    """Multiply-accumulates of one forward pass of an MLP with layer widths ``sizes``."""
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
 def count_params(mlp: MLP) -> int:
     """Every weight and bias of the MLP's Linear layers."""
     return sum(layer.weight.numel() + layer.bias.numel() for layer in mlp.layers)

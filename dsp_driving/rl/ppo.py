@@ -32,6 +32,14 @@ def seed_everything(seed: int, threads: int, deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
+def training_seed_range(cfg: Config, updates: int) -> range:
+    """Environment reset seeds of a run that has (re)started its envs at most ``updates`` times.
+
+    Start: seed .. seed + num_envs - 1; a resume at update u reseeds from seed + num_envs * u.
+    """
+    return range(cfg.train.seed, cfg.train.seed + cfg.train.num_envs * updates)
+
+
 def _mean_or_none(values: Any) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
@@ -94,8 +102,7 @@ class PPO:
 
     def training_seeds(self) -> range:
         """Every environment seed training has used or will use on this resume count."""
-        return range(self.cfg.train.seed,
-                     self.cfg.train.seed + self.cfg.train.num_envs * (self.update + 1))
+        return training_seed_range(self.cfg, self.update + 1)
 
     def _normalise(self, obs_raw: np.ndarray, update_stats: bool) -> torch.Tensor:
         if update_stats:
