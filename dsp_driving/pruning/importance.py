@@ -21,15 +21,19 @@ def neuron_importance(mlp: MLP) -> list[torch.Tensor]:
     return out
 
 
-def group_sizes(mlp: MLP, masks: list[torch.Tensor]) -> list[torch.Tensor]:
-    """|g_j| per hidden layer: alive inputs + 1 (bias) + alive outputs of the neuron's group.
+def group_sizes(mlp: MLP, masks: list[torch.Tensor],
+                widths: list[int] | None = None) -> list[torch.Tensor]:
+    """|g_j| per hidden layer: inputs + 1 (bias) + outputs of the neuron's group.
 
-    Masked neighbours are fixed at zero and leave the group, so |g_j| is the size the group
-    has in the compacted network.
+    ``widths`` are the layer widths [input, hidden..., output] to count; by default the
+    alive ones: masked neighbours are fixed at zero and leave the group, so |g_j| is the size
+    the group has in the compacted network.
     """
-    alive = [float(mlp.layers[0].in_features)] + [float(m.sum()) for m in masks] + \
-        [float(mlp.layers[-1].out_features)]
-    return [torch.full_like(masks[i], alive[i] + 1.0 + alive[i + 2]) for i in range(len(masks))]
+    if widths is None:
+        widths = [mlp.layers[0].in_features, *(int(m.sum()) for m in masks),
+                  mlp.layers[-1].out_features]
+    return [torch.full_like(masks[i], widths[i] + 1.0 + widths[i + 2])
+            for i in range(len(masks))]
 
 
 def adaptive_coefficients(importance: list[torch.Tensor], masks: list[torch.Tensor],

@@ -13,6 +13,7 @@ from dsp_driving.pruning.compaction import compact_mlp, transplant_optimizer_sta
 from dsp_driving.pruning.importance import (
     accumulate_regulariser_grad,
     adaptive_coefficients,
+    group_sizes,
     group_weights,
     neuron_importance,
     weighted_group_norms,
@@ -72,12 +73,11 @@ class NetworkPruner:
     def _set_coeffs(self, coeffs: list[torch.Tensor]) -> None:
         # c_j * m_j * sqrt(|g_j|) changes only here, so R's constant factor is cached
         self.coeffs = coeffs
-        sizes = None  # "alive": the group's size in the compacted network
+        widths = None  # "alive": the group's size in the compacted network
         if self.cfg.group_size == "dense":  # the group's size in the dense network
-            dims = [self.mlp.layers[0].in_features, *self.dense_sizes,
-                    self.mlp.layers[-1].out_features]
-            sizes = [torch.full_like(m, dims[i] + 1.0 + dims[i + 2])
-                     for i, m in enumerate(self.masks.masks)]
+            widths = [self.mlp.layers[0].in_features, *self.dense_sizes,
+                      self.mlp.layers[-1].out_features]
+        sizes = group_sizes(self.mlp, self.masks.masks, widths)
         self._weights = group_weights(self.mlp, self.masks.masks, coeffs, sizes)
 
     def refresh_coefficients(self) -> None:
