@@ -41,3 +41,19 @@ def test_reward_scaler_state_round_trip() -> None:
     b = clone(np.array([0.5, 0.5]), np.array([False, False]))
     np.testing.assert_array_equal(a, b)
     assert clone.returns[1] == 0.5  # env 1 was reset by its done flag
+
+
+def test_numpy_rollout_path_equals_the_torch_path_the_policy_ships_with() -> None:
+    """The rollout normalises with normalize_np, the deployed actor with forward()."""
+    rng = np.random.default_rng(0)
+    norm = ObsNormalizer(3, clip=2.0)
+    for _ in range(5):
+        norm.update(rng.normal([1.0, -3.0, 50.0], [0.5, 2.0, 10.0], size=(4, 3)))
+    x = rng.normal([1.0, -3.0, 50.0], [2.0, 8.0, 40.0], size=(64, 3)).astype(np.float32)
+    out_np = norm.normalize_np(x)
+    out_torch = norm(torch.as_tensor(x)).numpy()
+    assert out_np.dtype == np.float32
+    assert np.abs(out_np).max() == 2.0  # some entries hit the clip
+    np.testing.assert_allclose(out_np, out_torch, atol=1e-6)
+    off = ObsNormalizer(3, enabled=False)
+    np.testing.assert_array_equal(off.normalize_np(x), x)
