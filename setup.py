@@ -12,7 +12,7 @@ extras = {
     "dds": ["cyclonedds==11.0.1", "rosbags>=0.11,<0.12"],
     "bench": ["stable-baselines3>=2.4", "gymnasium[box2d,mujoco]>=1.1"],
 }
-extras["test"] = ["pytest>=8", "tensorboard>=2.14"]
+extras["test"] = ["pytest>=8", "tensorboard>=2.14", *extras["export"]]
 
 setup(
     name=package_name,
@@ -32,6 +32,7 @@ setup(
         "gymnasium>=1.1",
         "pyyaml>=6",
         "tqdm>=4.60",
+        "onnxruntime>=1.17",  # the torch-free policy runtime (dsp_driving.inference)
     ],
     extras_require=extras,
     zip_safe=True,

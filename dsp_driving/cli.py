@@ -1,4 +1,4 @@
-"""``dsp-driving``: train and evaluate without ROS."""
+"""``dsp-driving``: train, export and evaluate without ROS."""
 
 from __future__ import annotations
 
@@ -50,18 +50,38 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from dsp_driving.actor_file import load_actor
     from dsp_driving.evaluation import evaluate
 
     path = Path(args.run)
-    actor_path = path / "actor_compact.pt" if path.is_dir() else path
-    actor, meta = load_actor(actor_path)
-    cfg = meta["config"]["train"]
-    episodes = cfg["eval_episodes"] if args.episodes is None else args.episodes
-    seed = cfg["eval_seed"] if args.seed is None else args.seed
-    result = evaluate(actor.act, meta["env_id"], episodes, seed, progress=True)
+    if path.suffix == ".onnx":
+        # torch-free: the ONNX policy carries the normaliser, env id and config
+        from dsp_driving.inference import OnnxPolicy
+
+        policy = OnnxPolicy(path)
+        policy_path, act, meta = path, policy.act, policy.metadata
+    else:
+        from dsp_driving.actor_file import load_actor
+
+        policy_path = path / "actor_compact.pt" if path.is_dir() else path
+        actor, meta = load_actor(policy_path)
+        act = actor.act
+    cfg = (meta.get("config") or {}).get("train", {})
+    episodes = cfg.get("eval_episodes", 10) if args.episodes is None else args.episodes
+    seed = cfg.get("eval_seed", 1_000_000) if args.seed is None else args.seed
+    result = evaluate(act, meta["env_id"], episodes, seed, progress=True)
     result.pop("returns")
-    print(json.dumps({"policy": str(actor_path), "env": meta["env_id"], **result}, indent=2))
+    print(json.dumps({"policy": str(policy_path), "env": meta["env_id"], **result}, indent=2))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dsp_driving.export import ExportError, export_run
+
+    try:
+        export_run(args.run, args.out)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -85,10 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="evaluate a run's compact actor deterministically")
-    p.add_argument("run", help="run folder or actor_compact.pt")
+    p.add_argument("run", help="run folder, actor_compact.pt, or policy.onnx (needs no torch)")
     p.add_argument("--episodes", type=int)
     p.add_argument("--seed", type=int, help="first evaluation seed (default: train.eval_seed)")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("export", help="write RUN_DIR/policy.onnx (+ policy.json) from a run's "
+                       "compact actor")
+    p.add_argument("run", help="run folder or actor_compact.pt")
+    p.add_argument("--out", type=Path, help="output .onnx (default: RUN_DIR/policy.onnx)")
+    p.set_defaults(func=_export)
     return parser
 
 
@@ -97,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -163,6 +163,7 @@ class TrainConfig:
     eval_seed: int = 1_000_000
     tensorboard: bool = True
     progress: bool = True
+    export_onnx: bool = True  # write policy.onnx at the end when the export extra is installed
 
     def __post_init__(self) -> None:
         _require(bool(self.env_id), "train.env_id", self.env_id, "must not be empty")

@@ -22,6 +22,7 @@ from dsp_driving.callbacks import (
 from dsp_driving.config import Config, from_dict
 from dsp_driving.evaluation import evaluate
 from dsp_driving.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
+from dsp_driving.provenance import git_commit
 from dsp_driving.pruning import macs
 from dsp_driving.rl.envs import make_vec_env
 from dsp_driving.rl.networks import count_params, macs_of_sizes, params_of_sizes
@@ -171,7 +172,7 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print) -> dict[str, Any
             "global_step": learner.global_step, "actor": actor_block,
             "macs": macs(actor.mlp),
             "dense_macs": macs_of_sizes([obs_dim, *cfg.net.actor_hidden, act_dim]),
-            "created_unix": time.time()}
+            "git_commit": git_commit(), "created_unix": time.time()}
     save_actor(run_dir / ACTOR, actor, meta)
     result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,
                       cfg.train.eval_seed)
@@ -193,4 +194,20 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print) -> dict[str, Any
         f"{result['seeds'][1]}): return {result['return_mean']:.2f} "
         f"+/- {result['return_std']:.2f}")
     log(f"wrote {run_dir / SUMMARY} and {run_dir / ACTOR}")
+    if cfg.train.export_onnx:
+        _export(run_dir, log)
     return summary
+
+
+def _export(run_dir: Path, log=print) -> None:
+    """policy.onnx when the export extra is installed; the run's own files are already saved."""
+    from dsp_driving.export import missing_export_modules
+
+    missing = missing_export_modules()
+    if missing:
+        log(f"skipped ONNX export ({', '.join(missing)} not installed): pip install -e "
+            f"'.[export]', then `dsp-driving export {run_dir}`")
+        return
+    from dsp_driving.export import export_run
+
+    export_run(run_dir, log=log)

@@ -19,7 +19,7 @@ TINY: dict[str, dict[str, Any]] = {
                 "lambda_actor": 0.01},
     "train": {"env_id": "CartPole-v1", "total_steps": 2048, "num_envs": 4,
               "eval_episodes": 2, "checkpoint_every": 1, "tensorboard": False,
-              "progress": False},
+              "progress": False, "export_onnx": False},
 }
 
 
@@ -73,11 +73,26 @@ def stats_reader() -> Callable[[Path], list[dict[str, Any]]]:
 
 @pytest.fixture(scope="session")
 def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One TINY CartPole run trained once per session through `dsp-driving train`."""
+    """One TINY CartPole run trained once per session through `dsp-driving train`.
+
+    It ends with the automatic ONNX export, so it holds policy.onnx and policy.json.
+    """
     from dsp_driving import cli
 
     run_dir = tmp_path_factory.mktemp("runs") / "cartpole"
     rc = cli.main(["train", "--env", "CartPole-v1", "--total-steps", "2048",
-                   "--out", str(run_dir), *cli_set_args()])
+                   "--out", str(run_dir), *cli_set_args({"train": {"export_onnx": True}})])
+    assert rc == 0
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def pendulum_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TINY continuous-action (Pendulum-v1) run with its automatic ONNX export."""
+    from dsp_driving import cli
+
+    run_dir = tmp_path_factory.mktemp("runs") / "pendulum"
+    rc = cli.main(["train", "--env", "Pendulum-v1", "--total-steps", "2048",
+                   "--out", str(run_dir), *cli_set_args({"train": {"export_onnx": True}})])
     assert rc == 0
     return run_dir

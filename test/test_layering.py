@@ -9,7 +9,8 @@ import sys
 BLOCKED = ("rclpy", "carla", "cyclonedds", "launch_ros")
 CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.pruning",
         "dsp_driving.trainer", "dsp_driving.cli", "dsp_driving.actor_file",
-        "dsp_driving.evaluation", "dsp_driving.callbacks")
+        "dsp_driving.evaluation", "dsp_driving.callbacks", "dsp_driving.export",
+        "dsp_driving.inference", "dsp_driving.provenance")
 
 SCRIPT = """
 import importlib, json, sys

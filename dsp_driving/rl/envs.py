@@ -32,3 +32,24 @@ def _check_env_id(env_id: str) -> None:
     except gym.error.Error as exc:
         raise ValueError(f"unknown environment train.env_id={env_id!r}: {exc}. Install the "
                          "'sim' extra for Box2D/MuJoCo tasks.") from None
+
+
+def describe_env(env_id: str) -> dict[str, object]:
+    """What the environment says about its own interface, for exported-policy metadata.
+
+    Reads ``observation_names``, ``action_names`` and ``policy_metadata`` (normalisation
+    constants, units) from the unwrapped env; each is None where the env defines none.
+    """
+    env = make_env(env_id)
+    try:
+        inner = env.unwrapped
+        names = {key: getattr(inner, key, None)
+                 for key in ("observation_names", "action_names", "policy_metadata")}
+        if callable(names["policy_metadata"]):
+            names["policy_metadata"] = names["policy_metadata"]()
+    finally:
+        env.close()
+    for key in ("observation_names", "action_names"):
+        if names[key] is not None:
+            names[key] = [str(n) for n in names[key]]
+    return names
