@@ -8,7 +8,7 @@ from pathlib import Path
 import sys
 import time
 
-from dsp_driving.config import default_config_path, load_config
+from dsp_driving.config import TrainConfig, default_config_path, load_config
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -66,8 +66,10 @@ def _eval(args: argparse.Namespace) -> int:
         actor, meta = load_actor(policy_path)
         act = actor.act
     cfg = (meta.get("config") or {}).get("train", {})
-    episodes = cfg.get("eval_episodes", 10) if args.episodes is None else args.episodes
-    seed = cfg.get("eval_seed", 1_000_000) if args.seed is None else args.seed
+    defaults = TrainConfig()
+    episodes = cfg.get("eval_episodes", defaults.eval_episodes) if args.episodes is None \
+        else args.episodes
+    seed = cfg.get("eval_seed", defaults.eval_seed) if args.seed is None else args.seed
     result = evaluate(act, meta["env_id"], episodes, seed, progress=True)
     result.pop("returns")
     print(json.dumps({"policy": str(policy_path), "env": meta["env_id"], **result}, indent=2))

@@ -118,9 +118,25 @@ def parity_error(model_bytes: bytes, actor: DeployedActor, obs: np.ndarray) -> f
         if actor.kind == "continuous":
             return float(np.max(np.abs(onnx_out - torch_out)))
         logits = actor.mlp(actor.obs_norm(x)).numpy()
-    top2 = np.sort(logits, axis=1)[:, -2:]
-    decided = (top2[:, 1] - top2[:, 0]) >= PARITY_TOL
+    if logits.shape[1] == 1:
+        decided = np.ones(len(obs), dtype=bool)  # one action: nothing to decide
+    else:
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        decided = (top2[:, 1] - top2[:, 0]) >= PARITY_TOL
     return float(np.sum(onnx_out[decided] != torch_out[decided]))
+
+
+def _bounds(values: torch.Tensor) -> list[float | None]:
+    """Action bounds for JSON: an infinite (unbounded) entry is written as null."""
+    return [float(v) if np.isfinite(v) else None for v in values.tolist()]
+
+
+def _check_names(names: Any, size: int, field: str) -> list[str] | None:
+    if names is None:
+        return None
+    if len(names) != size:
+        raise ValueError(f"the env's {field} has {len(names)} entries, the policy {size}")
+    return [str(n) for n in names]
 
 
 def policy_metadata(actor: DeployedActor, meta: dict[str, Any],
@@ -140,10 +156,12 @@ def policy_metadata(actor: DeployedActor, meta: dict[str, Any],
         "output": {"name": OUTPUT_NAME, "dtype": "float32" if continuous else "int64",
                    "shape": ["batch", actor.action_dim] if continuous else ["batch"]},
         "action": {"kind": actor.kind, "dim": actor.action_dim,
-                   "low": actor.action_low.tolist() if continuous else None,
-                   "high": actor.action_high.tolist() if continuous else None},
-        "observation_names": env_info.get("observation_names"),
-        "action_names": env_info.get("action_names"),
+                   "low": _bounds(actor.action_low) if continuous else None,
+                   "high": _bounds(actor.action_high) if continuous else None},
+        "observation_names": _check_names(env_info.get("observation_names"), obs_dim,
+                                          "observation_names"),
+        "action_names": _check_names(env_info.get("action_names"), actor.action_dim,
+                                     "action_names"),
         "env_metadata": env_info.get("policy_metadata"),
         "normalizer": {"enabled": actor.obs_norm.enabled, "clip": actor.obs_norm.clip,
                        "epsilon": actor.obs_norm.epsilon, "in_graph": True},
@@ -156,6 +174,7 @@ def policy_metadata(actor: DeployedActor, meta: dict[str, Any],
         "config": meta.get("config"),
         "global_step": meta.get("global_step"),
         "git_commit": meta.get("git_commit"),
+        "git_commits": meta.get("git_commits") or [meta.get("git_commit")],
         "created_unix": meta.get("created_unix"),
         "exported_unix": time.time(),
         "opset": OPSET,
@@ -168,29 +187,43 @@ def write_policy(model: Any, metadata: dict[str, Any], out: str | Path) -> tuple
 
     del model.metadata_props[:]
     entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=True)
+    entry.key, entry.value = METADATA_KEY, metadata_json(metadata)
     onnx.checker.check_model(model, full_check=True)
     data = model.SerializeToString()
     out = Path(out)
-    atomic_write(out, lambda f: f.write(data))
     sidecar = {"file": out.name, "sha256": hashlib.sha256(data).hexdigest(),
                "size_bytes": len(data), METADATA_KEY: metadata}
+    # Each file is replaced atomically. The old sidecar goes first, so a crash between the two
+    # leaves a new model with no sidecar (loads, unverified), never one with a stale sha256.
+    sidecar_path(out).unlink(missing_ok=True)
+    atomic_write(out, lambda f: f.write(data))
     atomic_write_json(sidecar_path(out), sidecar)
     return out, sidecar_path(out)
+
+
+def metadata_json(metadata: dict[str, Any]) -> str:
+    """Strict JSON (no NaN/Infinity tokens, which C++ and JS readers reject)."""
+    try:
+        return json.dumps(metadata, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"policy metadata is not strict JSON: {exc}; the env's "
+                         "policy_metadata must hold plain finite numbers, strings, lists "
+                         "and dicts") from None
 
 
 def export_actor(actor: DeployedActor, meta: dict[str, Any], out: str | Path,
                  env_info: dict[str, Any] | None = None,
                  check_obs: np.ndarray | None = None) -> tuple[Path, Path, float]:
     """Export ``actor`` to ``out`` after checking it against torch; returns paths and error."""
+    metadata = policy_metadata(actor, meta, env_info)
+    metadata_json(metadata)  # fail on bad env metadata before the slow part
     model = onnx_model(actor)
     obs = sample_observations(actor) if check_obs is None else check_obs
     error = parity_error(model.SerializeToString(), actor, obs)
-    if error > (0.0 if actor.kind == "discrete" else PARITY_TOL):
+    if not error <= (0.0 if actor.kind == "discrete" else PARITY_TOL):  # NaN fails too
         what = "argmax mismatches" if actor.kind == "discrete" else "max |onnx - torch|"
         raise ExportError(f"exported graph disagrees with the torch actor: {what} = {error:g} "
                           f"over {len(obs)} observations; nothing was written")
-    metadata = policy_metadata(actor, meta, env_info)
     metadata["parity"] = {"samples": len(obs), "max_abs_diff": error,
                           "tolerance": PARITY_TOL}
     onnx_path, json_path = write_policy(model, metadata, out)
@@ -204,6 +237,9 @@ def export_run(source: str | Path, out: str | Path | None = None,
     if missing:
         raise ModuleNotFoundError(f"export needs {', '.join(missing)}: "
                                   "pip install -e '.[export]' (and onnxruntime)")
+    if out is not None and (Path(out).suffix != ".onnx" or Path(out).is_dir()):
+        raise ValueError(f"--out={out}: must be a file path ending in .onnx (its sidecar "
+                         "goes beside it as .json)")
     actor_path = resolve_actor_path(source)
     actor, meta = load_actor(actor_path)
     out = Path(out) if out is not None else actor_path.parent / POLICY_FILE

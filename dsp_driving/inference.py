@@ -61,11 +61,46 @@ def read_metadata(session: ort.InferenceSession, path: Path) -> dict[str, Any]:
         raise PolicyMetadataError(f"{path}: metadata format_version="
                                   f"{meta['format_version']!r}, this runtime reads "
                                   f"{SUPPORTED_FORMATS}")
-    kind = meta["action"].get("kind")
-    if kind not in ("continuous", "discrete"):
-        raise PolicyMetadataError(f"{path}: metadata action.kind={kind!r}, expected "
-                                  "'continuous' or 'discrete'")
+    _check_fields(meta, path)
     return meta
+
+
+def _check_fields(meta: dict[str, Any], path: Path) -> None:
+    """Types and sizes of the metadata fields the runtime relies on."""
+
+    def bad(field: str, value: Any, why: str) -> PolicyMetadataError:
+        return PolicyMetadataError(f"{path}: metadata {field}={value!r}: {why}")
+
+    for field in ("obs_dim", "act_dim"):
+        value = meta[field]
+        if type(value) is not int or value < 1:
+            raise bad(field, value, "must be a positive integer")
+    for field in ("input", "output", "action"):
+        if not isinstance(meta[field], dict):
+            raise bad(field, meta[field], "must be a JSON object")
+    for field in ("input", "output"):
+        if not isinstance(meta[field].get("name"), str):
+            raise bad(f"{field}.name", meta[field].get("name"), "must be a string")
+    action = meta["action"]
+    if action.get("kind") not in ("continuous", "discrete"):
+        raise bad("action.kind", action.get("kind"), "expected 'continuous' or 'discrete'")
+    if action["kind"] == "continuous":
+        for field in ("low", "high"):
+            bounds = action.get(field)
+            if (not isinstance(bounds, list) or len(bounds) != meta["act_dim"]
+                    or not all(b is None or isinstance(b, (int, float)) for b in bounds)):
+                raise bad(f"action.{field}", bounds, f"must be a list of {meta['act_dim']} "
+                          "numbers (null for unbounded)")
+    for field, size in (("observation_names", meta["obs_dim"]),
+                        ("action_names", meta["act_dim"])):
+        names = meta.get(field)
+        if names is not None and (not isinstance(names, list) or len(names) != size):
+            raise bad(field, names, f"must be null or a list of {size} names")
+
+
+def _bounds(values: list[float | None], unbounded: float) -> np.ndarray:
+    """JSON action bounds (null = unbounded) as float32."""
+    return np.array([unbounded if v is None else v for v in values], np.float32)
 
 
 def _check_signature(session: ort.InferenceSession, meta: dict[str, Any], path: Path) -> None:
@@ -105,6 +140,8 @@ class OnnxPolicy:
     buffers and one intra-op thread; an instance is therefore not thread-safe.
     """
 
+    use_private_binding_api = True  # see _bind_fast_path
+
     def __init__(self, path: str | Path, *, verify_checksum: bool = True,
                  intra_op_threads: int = 1) -> None:
         self.path = Path(path)
@@ -116,7 +153,7 @@ class OnnxPolicy:
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.sidecar = self.path.with_suffix(".json")
         if verify_checksum and self.sidecar.is_file():
-            self._verify_sidecar()
+            self._verify_sidecar(len(data))
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
@@ -138,22 +175,25 @@ class OnnxPolicy:
         self.act_dim: int = int(meta["act_dim"])
         self.kind: str = meta["action"]["kind"]
         self.discrete = self.kind == "discrete"
-        self.action_low = None if self.discrete else np.asarray(meta["action"]["low"],
-                                                                  np.float32)
-        self.action_high = None if self.discrete else np.asarray(meta["action"]["high"],
-                                                                   np.float32)
+        self.action_low = None if self.discrete else _bounds(meta["action"]["low"], -np.inf)
+        self.action_high = None if self.discrete else _bounds(meta["action"]["high"], np.inf)
         self.observation_names: list[str] | None = meta.get("observation_names")
         self.action_names: list[str] | None = meta.get("action_names")
         self.input_name: str = meta["input"]["name"]
         self.output_name: str = meta["output"]["name"]
         self._bind_fast_path()
 
-    def _verify_sidecar(self) -> None:
+    def _verify_sidecar(self, size: int) -> None:
         try:
-            recorded = json.loads(self.sidecar.read_text(encoding="utf-8"))["sha256"]
+            sidecar = json.loads(self.sidecar.read_text(encoding="utf-8"))
+            recorded = sidecar["sha256"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PolicyChecksumError(f"{self.sidecar}: cannot read the recorded sha256 "
                                       f"({exc!r}); pass verify_checksum=False to skip") from None
+        expected_size = sidecar.get("size_bytes")
+        if isinstance(expected_size, int) and size < expected_size:
+            raise PolicyFileError(f"{self.path} is truncated: {size} of {expected_size} bytes "
+                                  f"(size recorded in {self.sidecar.name})")
         if recorded != self.sha256:
             raise PolicyChecksumError(f"{self.path}: sha256 {self.sha256} does not match "
                                       f"{recorded} recorded in {self.sidecar}: the file was "
@@ -174,14 +214,18 @@ class OnnxPolicy:
         # The public InferenceSession.run_with_iobinding adds Python-side WebGPU graph-capture
         # checks that cost ~40 us per call in onnxruntime 1.31 (bench/inference_latency.py);
         # the C session's method is the same run without them. Fall back if it ever moves.
-        c_session = getattr(self.session, "_sess", None)
-        c_binding = getattr(binding, "_iobinding", None)
-        if c_session is not None and c_binding is not None and hasattr(c_session,
-                                                                       "run_with_iobinding"):
-            run = c_session.run_with_iobinding
-            self._run = lambda: run(c_binding, self._run_options)
-        else:
-            self._run = lambda: self.session.run_with_iobinding(binding, self._run_options)
+        # Probed once here, so a changed private API shows at load, not in the first act().
+        public = lambda: self.session.run_with_iobinding(binding, self._run_options)  # noqa: E731
+        self._run, self.fast_path = public, "public"
+        if self.use_private_binding_api:
+            try:
+                run, c_binding = self.session._sess.run_with_iobinding, binding._iobinding
+                run(c_binding, self._run_options)
+            except (AttributeError, TypeError, RuntimeError):
+                pass
+            else:
+                self._run = lambda: run(c_binding, self._run_options)
+                self.fast_path = "private"
 
     def act(self, obs: Any) -> np.ndarray | int:
         """One raw observation [obs_dim] -> one action (float32 [act_dim], or an int)."""
@@ -196,6 +240,8 @@ class OnnxPolicy:
         return int(self._action[0]) if self.discrete else self._action[0].copy()
 
     def _as_observation(self, obs: Any) -> np.ndarray:
+        if np.iscomplexobj(obs):
+            raise ValueError("observation is complex; expected real numbers")
         try:
             x = np.asarray(obs, dtype=np.float32)
         except (TypeError, ValueError) as exc:

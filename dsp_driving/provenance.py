@@ -19,8 +19,7 @@ def git_commit(source: Path = _SOURCE) -> str | None:
     try:
         head = subprocess.run(["git", "-C", str(source), "rev-parse", "--show-toplevel",
                                "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-        status = subprocess.run(["git", "-C", str(source), "status", "--porcelain",
-                                 "--untracked-files=no"],
+        status = subprocess.run(["git", "-C", str(source), "status", "--porcelain"],
                                 capture_output=True, text=True, timeout=5, check=True)
     except (OSError, subprocess.SubprocessError):
         return None

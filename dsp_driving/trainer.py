@@ -116,6 +116,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume {run_dir} to "
                               "continue it, or choose another --out")
     _check_seeds(cfg)
+    # the code that trained this run: one entry per training segment (start, each resume)
+    commits = list(checkpoint.get("git_commits", [])) if checkpoint is not None else []
+    commits.append(git_commit())
+    if len(set(commits)) > 1:
+        log(f"warning: this run was trained by several code versions: {commits}")
     envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs, cfg.train.vector_mode)
     sinks: list[Callback] = []
     try:
@@ -138,7 +143,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
 
         def save_checkpoint() -> None:
             atomic_torch_save(run_dir / CHECKPOINT,
-                              {"config": cfg.to_dict(), "state": learner.state_dict()})
+                              {"config": cfg.to_dict(), "state": learner.state_dict(),
+                               "git_commits": commits})
 
         while not learner.done:
             stats = learner.step_update()
@@ -150,7 +156,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
         for cb in sinks:
             if isinstance(cb, ProgressBar):
                 cb.close()
-        summary = finish(cfg, learner, run_dir, log)
+        summary = finish(cfg, learner, run_dir, log, commits)
         sink.on_end(summary)
         return summary
     finally:
@@ -159,8 +165,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
             cb.close()
 
 
-def finish(cfg: Config, learner: PPO, run_dir: Path, log=print) -> dict[str, Any]:
-    """Compact, save the actor, evaluate it and write summary.json."""
+def finish(cfg: Config, learner: PPO, run_dir: Path, log=print,
+           git_commits: Sequence[str | None] = ()) -> dict[str, Any]:
+    """Compact, save the actor, evaluate it and write summary.json (then export ONNX)."""
     actor = learner.deployed_actor()
     obs_dim, act_dim = learner.obs_dim, learner.action.dim
     actor_block = network_summary(list(cfg.net.actor_hidden), actor.mlp.hidden_sizes,
@@ -172,7 +179,9 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print) -> dict[str, Any
             "global_step": learner.global_step, "actor": actor_block,
             "macs": macs(actor.mlp),
             "dense_macs": macs_of_sizes([obs_dim, *cfg.net.actor_hidden, act_dim]),
-            "git_commit": git_commit(), "created_unix": time.time()}
+            "git_commit": git_commits[0] if git_commits else git_commit(),
+            "git_commits": list(dict.fromkeys(git_commits)),
+            "created_unix": time.time()}
     save_actor(run_dir / ACTOR, actor, meta)
     result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,
                       cfg.train.eval_seed)
@@ -210,4 +219,8 @@ def _export(run_dir: Path, log=print) -> None:
         return
     from dsp_driving.export import export_run
 
-    export_run(run_dir, log=log)
+    try:
+        export_run(run_dir, log=log)
+    except Exception as exc:  # the run is saved; a failed export must not turn it into a crash
+        log(f"error: ONNX export failed ({type(exc).__name__}: {exc}); the run itself is "
+            f"complete. Retry with `dsp-driving export {run_dir}`")

@@ -148,6 +148,7 @@ def test_metadata_round_trip(run: Path) -> None:
     assert embedded["config"] == config
     assert embedded["global_step"] == summary["total_steps"]
     assert embedded["git_commit"] == meta["git_commit"]
+    assert embedded["git_commits"] == meta["git_commits"] == [meta["git_commit"]]
     assert embedded["created_unix"] <= embedded["exported_unix"]
     assert embedded["parity"]["max_abs_diff"] <= TOL
     assert embedded["observation_names"] is None  # gymnasium's classic envs name nothing
@@ -230,3 +231,96 @@ def test_train_skips_export_without_the_extra(tiny_config, tmp_path: Path,
     assert any("skipped ONNX export (onnxscript not installed)" in line for line in lines)
     with pytest.raises(ModuleNotFoundError, match="export needs onnxscript"):
         export_run(tmp_path / "run")
+
+
+def _actor(obs_dim: int, hidden: list[int], action: ActionSpec, seed: int = 0) -> DeployedActor:
+    torch.manual_seed(seed)
+    norm = ObsNormalizer(obs_dim)
+    norm.update(np.random.default_rng(seed).normal(1.0, 2.0, size=(100, obs_dim)))
+    return DeployedActor(norm, MLP(obs_dim, hidden, action.dim), action).eval()
+
+
+def test_single_action_discrete_policy(tmp_path: Path) -> None:
+    actor = _actor(2, [3], ActionSpec("discrete", 1, None, None))
+    path, _, err = export_actor(actor, {"env_id": "x"}, tmp_path / "one.onnx")
+    policy = OnnxPolicy(path)
+    assert err == 0 and policy.act_dim == 1
+    assert policy.act([0.5, -2.0]) == 0
+    np.testing.assert_array_equal(policy.act_batch(np.ones((5, 2))), np.zeros(5, np.int64))
+
+
+def test_unbounded_action_dims_are_strict_json_nulls(tmp_path: Path) -> None:
+    low, high = np.array([-1.0, -np.inf], np.float32), np.array([1.0, np.inf], np.float32)
+    actor = _actor(3, [6], ActionSpec("continuous", 2, low, high))
+    with torch.no_grad():  # push the mean far out, so the finite bound really clips
+        actor.mlp.layers[-1].bias.copy_(torch.tensor([50.0, 50.0]))
+    path, json_path, err = export_actor(actor, {"env_id": "x"}, tmp_path / "inf.onnx")
+
+    def reject(token: str) -> None:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    sidecar = json.loads(json_path.read_text(), parse_constant=reject)
+    assert sidecar[METADATA_KEY]["action"]["low"] == [-1.0, None]
+    assert sidecar[METADATA_KEY]["action"]["high"] == [1.0, None]
+    policy = OnnxPolicy(path)
+    np.testing.assert_array_equal(policy.action_low, low)
+    np.testing.assert_array_equal(policy.action_high, high)
+    obs = sample_observations(actor, n=64)
+    got = policy.act_batch(obs)
+    assert err <= TOL and np.max(np.abs(got - actor.act(obs))) <= TOL
+    assert np.all(got[:, 0] == 1.0) and np.all(got[:, 1] > 1.0)  # clipped / unbounded
+
+
+def test_env_names_must_fit_the_policy(tmp_path: Path) -> None:
+    actor = _actor(3, [4], ActionSpec("discrete", 2, None, None))
+    with pytest.raises(ValueError, match="observation_names has 2 entries, the policy 3"):
+        export_actor(actor, {"env_id": "x"}, tmp_path / "p.onnx",
+                     {"observation_names": ["a", "b"]})
+    with pytest.raises(ValueError, match="not strict JSON"):
+        export_actor(actor, {"env_id": "x"}, tmp_path / "p.onnx",
+                     {"policy_metadata": {"scale": float("nan")}})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [1.0, float("nan")])
+def test_continuous_parity_failure_or_nan_stops_the_export(
+        pendulum_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        error: float) -> None:
+    monkeypatch.setattr(export_module, "parity_error", lambda *args: error)
+    with pytest.raises(ExportError, match=r"max \|onnx - torch\|"):
+        export_run(pendulum_run, tmp_path / "policy.onnx", log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_export_does_not_fail_the_finished_run(
+        tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsp_driving.trainer import train
+
+    monkeypatch.setattr(export_module, "parity_error", lambda *args: 5.0)
+    lines: list[str] = []
+    summary = train(tiny_config(train={"total_steps": 512, "export_onnx": True}),
+                    tmp_path / "run", log=lines.append)
+    assert summary["total_steps"] == 512
+    assert (tmp_path / "run" / "summary.json").is_file()
+    assert not (tmp_path / "run" / "policy.onnx").exists()
+    assert any("ONNX export failed (ExportError" in line and "dsp-driving export" in line
+               for line in lines)
+
+
+def test_export_out_must_be_an_onnx_file(cartpole_run: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["export", str(cartpole_run), "--out", str(tmp_path / "p.json")]) == 2
+    assert "must be a file path ending in .onnx" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reexport_replaces_model_and_sidecar_together(cartpole_run: Path,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "policy.onnx"
+    export_run(cartpole_run, out, log=lambda *_: None)
+    first = json.loads(out.with_suffix(".json").read_text())
+    export_run(cartpole_run, out, log=lambda *_: None)
+    second = json.loads(out.with_suffix(".json").read_text())
+    assert second[METADATA_KEY]["exported_unix"] > first[METADATA_KEY]["exported_unix"]
+    assert OnnxPolicy(out).sha256 == second["sha256"] != first["sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.json", "policy.onnx"]

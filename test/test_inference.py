@@ -215,3 +215,69 @@ sys.exit(rc)
     assert through_torch["policy"].endswith("actor_compact.pt")
     assert through_torch["return_mean"] == result["return_mean"]
     assert through_torch["length_mean"] == result["length_mean"]
+
+
+def test_wrong_continuous_action_dim(pendulum_run: Path, tmp_path: Path) -> None:
+    for name in ("policy.onnx", "policy.json"):
+        shutil.copy(pendulum_run / name, tmp_path / name)
+    path = tmp_path / "policy.onnx"
+    meta = _metadata(path)
+    meta["act_dim"] = 2
+    meta["action"] = {**meta["action"], "dim": 2, "low": [-2.0] * 2, "high": [2.0] * 2}
+    _rewrite(path, lambda m: _set_metadata(m, json.dumps(meta)))
+    with pytest.raises(PolicySignatureError,
+                       match=r"output 'action' has shape \['.*', 1\], metadata says \[batch, 2\]"):
+        OnnxPolicy(path)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("obs_dim", "4", r"metadata obs_dim='4': must be a positive integer"),
+    ("act_dim", 0, r"metadata act_dim=0: must be a positive integer"),
+    ("action", "discrete", r"metadata action='discrete': must be a JSON object"),
+    ("input", "obs", r"metadata input='obs': must be a JSON object"),
+    ("observation_names", ["x"], r"observation_names=\['x'\]: must be null or a list of 4"),
+])
+def test_malformed_metadata_fields(policy_copy: Path, field: str, value, message: str) -> None:
+    meta = {**_metadata(policy_copy), field: value}
+    _rewrite(policy_copy, lambda m: _set_metadata(m, json.dumps(meta)))
+    with pytest.raises(PolicyMetadataError, match=message):
+        OnnxPolicy(policy_copy)
+
+
+def test_continuous_bounds_must_match_act_dim(pendulum_run: Path, tmp_path: Path) -> None:
+    shutil.copy(pendulum_run / "policy.onnx", tmp_path / "policy.onnx")
+    path = tmp_path / "policy.onnx"
+    meta = json.loads((pendulum_run / "policy.json").read_text())[METADATA_KEY]
+    meta["action"] = {**meta["action"], "low": [-2.0, -2.0]}
+    model = onnx.load(str(path))
+    _set_metadata(model, json.dumps(meta))
+    onnx.save(model, str(path))
+    with pytest.raises(PolicyMetadataError, match=r"action.low=\[-2.0, -2.0\]: must be a list "
+                       "of 1 numbers"):
+        OnnxPolicy(path)
+
+
+def test_truncated_file_with_its_sidecar_says_truncated(policy_copy: Path) -> None:
+    data = policy_copy.read_bytes()
+    policy_copy.write_bytes(data[:100])
+    with pytest.raises(PolicyFileError, match=f"truncated: 100 of {len(data)} bytes"):
+        OnnxPolicy(policy_copy)
+
+
+def test_complex_observation_is_rejected(cartpole_run: Path) -> None:
+    policy = OnnxPolicy(cartpole_run / "policy.onnx")
+    with pytest.raises(ValueError, match="complex"):
+        policy.act(np.ones(4, np.complex64))
+
+
+def test_public_binding_fallback_gives_the_same_actions(
+        pendulum_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = OnnxPolicy(pendulum_run / "policy.onnx")
+    monkeypatch.setattr(OnnxPolicy, "use_private_binding_api", False)
+    public = OnnxPolicy(pendulum_run / "policy.onnx")
+    assert (fast.fast_path, public.fast_path) == ("private", "public")
+    obs = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32)
+    for o in obs:
+        np.testing.assert_array_equal(fast.act(o), public.act(o))
+    np.testing.assert_allclose(np.stack([fast.act(o) for o in obs]), fast.act_batch(obs),
+                               atol=1e-6, rtol=0)
