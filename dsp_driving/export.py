@@ -81,6 +81,13 @@ def onnx_model(actor: DeployedActor) -> Any:
             dynamic_shapes={"obs": {0: batch}}, opset_version=OPSET, dynamo=True,
             external_data=False, verbose=False)
     model = program.model_proto
+    # the exporter annotates every node and tensor with its torch.fx origin (debug info
+    # that was ~45 % of a compact actor's file); the car has no use for it
+    graph = model.graph
+    for item in (*graph.node, *graph.value_info, *graph.input, *graph.output,
+                 *graph.initializer):
+        del item.metadata_props[:]
+        item.doc_string = ""
     model.graph.name = "dsp_driving_actor"
     model.producer_name, model.producer_version = producer().split(" ", 1)
     return model
