@@ -12,7 +12,7 @@ extras = {
     "dds": ["cyclonedds==11.0.1", "rosbags>=0.11,<0.12"],
     "bench": ["stable-baselines3>=2.4", "gymnasium[box2d,mujoco]>=1.1"],
 }
-extras["test"] = ["pytest>=8", "tensorboard>=2.14", *extras["export"]]
+extras["test"] = ["pytest>=8", "tensorboard>=2.14", *extras["export"], *extras["dds"]]
 
 setup(
     name=package_name,

@@ -1,4 +1,4 @@
-"""``dsp-driving``: train, export and evaluate without ROS."""
+"""``dsp-driving``: train, export, evaluate and inspect topics without ROS."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import sys
 import time
 
+from dsp_driving import topic_cli
 from dsp_driving.config import TrainConfig, default_config_path, load_config
 
 
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder or actor_compact.pt")
     p.add_argument("--out", type=Path, help="output .onnx (default: RUN_DIR/policy.onnx)")
     p.set_defaults(func=_export)
+
+    topic_cli.add_parser(sub)
     return parser
 
 

@@ -10,7 +10,8 @@ BLOCKED = ("rclpy", "carla", "cyclonedds", "launch_ros")
 CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.pruning",
         "dsp_driving.trainer", "dsp_driving.cli", "dsp_driving.actor_file",
         "dsp_driving.evaluation", "dsp_driving.callbacks", "dsp_driving.export",
-        "dsp_driving.inference", "dsp_driving.provenance")
+        "dsp_driving.inference", "dsp_driving.provenance", "dsp_driving.transport",
+        "dsp_driving.transport.base")
 
 SCRIPT = """
 import importlib, json, sys

@@ -1,0 +1,203 @@
+"""The transport interface our nodes are written against, shared by the rclpy and dds backends.
+
+A node gets publishers, subscriptions, timers, a clock, a throttling logger and its parameters
+from a :class:`Node`; it never imports rclpy or cyclonedds itself. Message classes come from
+``node.msg_type('pkg/msg/Name')``: real ROS 2 classes under rclpy, ``dsp_driving.msgs`` classes
+under dds, with the same field names, so node code builds messages the same way on both.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+import dataclasses
+import inspect
+import time
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class QosProfile:
+    """The QoS settings we use (ROS 2 names): reliability, durability and keep-last depth."""
+
+    reliable: bool = True
+    transient_local: bool = False
+    depth: int = 10
+
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ValueError(f"QosProfile.depth={self.depth!r}: must be >= 1")
+
+
+# rmw_qos_profile_default and rmw_qos_profile_sensor_data
+DEFAULT_QOS = QosProfile(reliable=True, transient_local=False, depth=10)
+SENSOR_QOS = QosProfile(reliable=False, transient_local=False, depth=5)
+
+
+def ros_topic(name: str) -> str:
+    """A node-relative or absolute ROS topic name as the absolute name ('/dsp/compaction')."""
+    name = name.strip()
+    if not name or name in ("/", "~") or "//" in name or name.endswith("/"):
+        raise ValueError(f"invalid topic name {name!r}")
+    return name if name.startswith("/") else "/" + name
+
+
+class Publisher(abc.ABC):
+    """Publishes messages of one type on one topic."""
+
+    topic: str
+
+    @abc.abstractmethod
+    def publish(self, msg: Any) -> None:
+        """Send one message."""
+
+    @abc.abstractmethod
+    def subscription_count(self) -> int:
+        """Number of matched subscriptions."""
+
+
+class Timer(abc.ABC):
+    """A periodic callback, run by the node's spin loop."""
+
+    period_s: float
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Stop calling the callback."""
+
+
+class Logger:
+    """info/warning/error with optional throttling, over a backend's ``emit(level, text)``."""
+
+    def __init__(self, name: str, emit: Callable[[str, str], None]) -> None:
+        self.name = name
+        self._emit = emit
+        self._last: dict[tuple[str, str], float] = {}
+
+    def _log(self, level: str, text: str, throttle_s: float | None, key: str | None) -> bool:
+        if throttle_s is not None:
+            caller = inspect.stack(0)[2]
+            mark = (level, key if key is not None else f"{caller.filename}:{caller.lineno}")
+            now = time.monotonic()
+            if now - self._last.get(mark, -float("inf")) < throttle_s:
+                return False
+            self._last[mark] = now
+        self._emit(level, text)
+        return True
+
+    def debug(self, text: str, throttle_s: float | None = None, key: str | None = None) -> bool:
+        """Log at DEBUG; with throttle_s, at most once per throttle_s per call site (or key)."""
+        return self._log("DEBUG", text, throttle_s, key)
+
+    def info(self, text: str, throttle_s: float | None = None, key: str | None = None) -> bool:
+        """Log at INFO (see debug for throttling); returns whether it was emitted."""
+        return self._log("INFO", text, throttle_s, key)
+
+    def warning(self, text: str, throttle_s: float | None = None, key: str | None = None) -> bool:
+        """Log at WARN (see debug for throttling); returns whether it was emitted."""
+        return self._log("WARN", text, throttle_s, key)
+
+    def error(self, text: str, throttle_s: float | None = None, key: str | None = None) -> bool:
+        """Log at ERROR (see debug for throttling); returns whether it was emitted."""
+        return self._log("ERROR", text, throttle_s, key)
+
+
+class Node(abc.ABC):
+    """What a dsp_driving node uses from ROS 2; one instance per node."""
+
+    name: str
+    backend: str
+    logger: Logger
+
+    @abc.abstractmethod
+    def msg_type(self, ros_type: str) -> type:
+        """The message class for 'pkg/msg/Name' in this backend."""
+
+    @abc.abstractmethod
+    def create_publisher(self, msg_type: type, topic: str,
+                         qos: QosProfile = DEFAULT_QOS) -> Publisher:
+        """A publisher of ``msg_type`` on ``topic``."""
+
+    @abc.abstractmethod
+    def create_subscription(self, msg_type: type, topic: str, callback: Callable[[Any], None],
+                            qos: QosProfile = DEFAULT_QOS) -> Any:
+        """Call ``callback(msg)`` from the spin loop for each message received on ``topic``."""
+
+    @abc.abstractmethod
+    def create_timer(self, period_s: float, callback: Callable[[], None]) -> Timer:
+        """Call ``callback()`` every ``period_s`` seconds from the spin loop."""
+
+    @abc.abstractmethod
+    def now_ns(self) -> int:
+        """The node clock's time in nanoseconds (ROS time under rclpy, system time under dds)."""
+
+    def now_msg(self) -> Any:
+        """The node clock's time as builtin_interfaces/Time."""
+        ns = self.now_ns()
+        return self.msg_type("builtin_interfaces/msg/Time")(sec=ns // 1_000_000_000,
+                                                           nanosec=ns % 1_000_000_000)
+
+    @abc.abstractmethod
+    def get_parameters(self, defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """Declare parameters with these defaults (dotted names) and return their values."""
+
+    @abc.abstractmethod
+    def spin_once(self, timeout_s: float = 0.1) -> None:
+        """Wait up to ``timeout_s`` for work, then run due timers and message callbacks."""
+
+    def spin(self, duration_s: float | None = None,
+             until: Callable[[], bool] | None = None) -> None:
+        """Spin until ``duration_s`` passes, ``until()`` is true, or Ctrl-C."""
+        end = None if duration_s is None else time.monotonic() + duration_s
+        while (end is None or time.monotonic() < end) and not (until and until()):
+            self.spin_once(0.05 if end is None else max(0.0, min(0.05, end - time.monotonic())))
+
+    @abc.abstractmethod
+    def destroy(self) -> None:
+        """Release the node's entities."""
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: ROS 2's naming of nested parameters."""
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{'a.b': 1} -> {'a': {'b': 1}}."""
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def dataclass_from_parameters(node: Node, cls: type[T], prefix: str = "") -> T:
+    """Build a flat config dataclass from the node's parameters (defaults from ``cls()``).
+
+    Validation is the dataclass's own (``__post_init__`` raising ValueError naming the field).
+    """
+    defaults = {f"{prefix}{k}": v for k, v in dataclasses.asdict(cls()).items()}
+    values = node.get_parameters(defaults)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value, default = values[f"{prefix}{f.name}"], getattr(cls(), f.name)
+        kwargs[f.name] = tuple(value) if isinstance(default, tuple) else value
+    return cls(**kwargs)

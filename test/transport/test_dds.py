@@ -1,0 +1,184 @@
+"""The dds backend between real processes on loopback, and its node mechanics in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("cyclonedds", reason="the dds backend needs cyclonedds (the dds extra)")
+
+from dsp_driving import msgs  # noqa: E402
+from dsp_driving.transport import create_node, select_backend  # noqa: E402
+from dsp_driving.transport.dds import LOOPBACK_CONFIG, DdsNode, domain_id_from_env  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from msg_samples import sample_message  # noqa: E402
+
+PEER = Path(__file__).with_name("peer.py")
+
+
+def _domain(offset: int) -> int:
+    """A domain id of this test process's own (parallel test runs use other ones)."""
+    return 100 + (os.getpid() * 7 + offset) % 120
+
+
+def _start(role: str, domain: int, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(PEER), role, "--domain", str(domain), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _exchange(domain: int, pub_args: list[str], sub_args: list[str]) -> dict:
+    """Start a subscriber, wait until it is ready, run a publisher; the subscriber's report."""
+    sub = _start("sub", domain, *sub_args)
+    assert json.loads(sub.stdout.readline()) == {"ready": True}
+    pub = _start("pub", domain, *pub_args)
+    pub_out, pub_err = pub.communicate(timeout=60)
+    assert pub.returncode == 0, pub_out + pub_err
+    sub_out, sub_err = sub.communicate(timeout=60)
+    assert sub.returncode == 0, sub_err
+    return json.loads(sub_out.strip().splitlines()[-1])["received"]
+
+
+def test_every_type_crosses_between_processes_with_equal_content() -> None:
+    received = _exchange(_domain(1), ["--count", "2"], ["--count", "2"])
+    assert set(received) == set(msgs.ROS_TYPES)
+    for ros_type, got in received.items():
+        expected = msgs.message_to_dict(sample_message(ros_type))
+        if ros_type == "std_msgs/msg/String":
+            assert [m["data"] for m in got] == ["0", "1"]
+        else:
+            assert got == [expected, expected], ros_type
+
+
+def test_best_effort_subscriber_receives_from_reliable_publisher() -> None:
+    received = _exchange(_domain(2), ["--types", "std_msgs/msg/String", "--count", "20"],
+                         ["--types", "std_msgs/msg/String", "--count", "20",
+                          "--qos", "best_effort", "--timeout", "10"])
+    data = [m["data"] for m in received["std_msgs/msg/String"]]
+    assert 0 < len(data) <= 20
+    assert data == sorted(data, key=int)  # in order, no duplicates
+    assert set(data) <= {str(i) for i in range(20)}
+
+
+def test_reliable_subscriber_does_not_match_best_effort_publisher() -> None:
+    domain = _domain(3)
+    sub = create_node("strict_sub", backend="dds", domain_id=domain)
+    pub = _start("pub", domain, "--types", "std_msgs/msg/String", "--qos", "best_effort",
+                 "--timeout", "3")
+    got = []
+    sub.create_subscription(msgs.ROS_TYPES["std_msgs/msg/String"], "/test/std_msgs/String",
+                            got.append)
+    out, _ = pub.communicate(timeout=30)
+    sub.spin(duration_s=0.2)
+    sub.destroy()
+    assert pub.returncode == 1 and "no subscriber matched" in out  # DDS QoS rule, as in ROS 2
+    assert got == []
+
+
+def test_parallel_domains_never_see_each_other() -> None:
+    a, b = _domain(4), _domain(5)
+    assert a != b
+    subs = {d: _start("sub", d, "--types", "std_msgs/msg/String", "--count", "5",
+                      "--timeout", "15") for d in (a, b)}
+    for proc in subs.values():
+        assert json.loads(proc.stdout.readline()) == {"ready": True}
+    pubs = {d: _start("pub", d, "--types", "std_msgs/msg/String", "--count", "5",
+                      "--tag", f"d{d}-") for d in (a, b)}
+    for proc in pubs.values():
+        proc.communicate(timeout=60)
+    for d, proc in subs.items():
+        out, _ = proc.communicate(timeout=60)
+        data = [m["data"] for m in json.loads(out.strip().splitlines()[-1])["received"][
+            "std_msgs/msg/String"]]
+        assert data == [f"d{d}-{i}" for i in range(5)]  # all of its own, none of the other's
+
+
+def test_in_process_publish_subscribe_timer_and_wrong_type() -> None:
+    node = create_node("loop", backend="dds", domain_id=_domain(6))
+    assert isinstance(node, DdsNode) and node.backend == "dds"
+    drive_t = node.msg_type("ackermann_msgs/msg/AckermannDriveStamped")
+    pub = node.create_publisher(drive_t, "cmd")
+    got: list = []
+    node.create_subscription(drive_t, "/cmd", got.append)
+    ticks: list[int] = []
+    timer = node.create_timer(0.01, lambda: ticks.append(1))
+    node.spin(until=lambda: pub.subscription_count() > 0, duration_s=5)
+    msg = drive_t()
+    msg.drive.speed = 3.5
+    msg.header.stamp = node.now_msg()
+    pub.publish(msg)
+    node.spin(until=lambda: len(got) == 1, duration_s=5)
+    assert got[0].drive.speed == 3.5 and got[0].header.stamp == msg.header.stamp
+    node.spin(until=lambda: len(ticks) >= 3, duration_s=5)
+    assert len(ticks) >= 3
+    timer.cancel()
+    before = len(ticks)
+    node.spin(duration_s=0.05)
+    assert len(ticks) == before
+    with pytest.raises(TypeError, match="takes ackermann_msgs/msg/AckermannDriveStamped"):
+        pub.publish(node.msg_type("std_msgs/msg/String")(data="x"))
+    with pytest.raises(ValueError, match="already has type"):
+        node.create_publisher(node.msg_type("std_msgs/msg/String"), "/cmd")
+    with pytest.raises(ValueError, match="unknown message type 'foo/msg/Bar'"):
+        node.msg_type("foo/msg/Bar")
+    node.destroy()
+
+
+def test_parameters_are_checked_like_ros2() -> None:
+    node = DdsNode("params", domain_id=_domain(7),
+                   parameters={"rate_hz": 20, "topic": "/x", "limits": [1.0, 2.0]})
+    values = node.get_parameters({"rate_hz": 50.0, "topic": "/cmd", "limits": (0.5, 0.5),
+                                  "enabled": True})
+    assert values == {"rate_hz": 20.0, "topic": "/x", "limits": [1.0, 2.0], "enabled": True}
+    assert isinstance(values["rate_hz"], float)
+    with pytest.raises(ValueError, match=r"unknown parameter 'rate_hz' for node params"):
+        node.get_parameters({"topic": "/cmd", "limits": [], "enabled": True})
+    bad = DdsNode("bad", domain_id=_domain(7), parameters={"enabled": "yes"})
+    with pytest.raises(ValueError, match=r"parameter enabled='yes': expected bool"):
+        bad.get_parameters({"enabled": True})
+
+
+def test_domain_id_and_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROS_DOMAIN_ID", "42")
+    assert domain_id_from_env() == 42 and domain_id_from_env(7) == 7
+    monkeypatch.setenv("ROS_DOMAIN_ID", "x")
+    with pytest.raises(ValueError, match="ROS_DOMAIN_ID='x'"):
+        domain_id_from_env()
+    with pytest.raises(ValueError, match=r"domain_id=300: must be in \[0, 232\]"):
+        domain_id_from_env(300)
+    monkeypatch.setenv("DSP_TRANSPORT", "dds")
+    assert select_backend() == "dds"
+    monkeypatch.setenv("DSP_TRANSPORT", "zenoh")
+    with pytest.raises(ValueError, match="DSP_TRANSPORT='zenoh'"):
+        select_backend()
+    monkeypatch.delenv("DSP_TRANSPORT")
+    expected = "rclpy" if __import__("importlib").util.find_spec("rclpy") else "dds"
+    assert select_backend() == expected
+
+
+def test_default_configuration_is_loopback_only() -> None:
+    assert '<NetworkInterface name="lo"/>' in LOOPBACK_CONFIG
+    assert "<AllowMulticast>false</AllowMulticast>" in LOOPBACK_CONFIG
+    assert '<Peer address="127.0.0.1"/>' in LOOPBACK_CONFIG
+
+
+def test_throttled_logging_emits_once_per_period() -> None:
+    lines: list[str] = []
+
+    class Sink:
+        def write(self, text: str) -> None:
+            lines.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    node = DdsNode("logs", domain_id=_domain(8), log_stream=Sink())
+    emitted = [node.logger.warning("bad message", throttle_s=60.0) for _ in range(5)]
+    assert emitted == [True, False, False, False, False]
+    assert node.logger.warning("other site", throttle_s=60.0)  # another call site
+    assert sum("[WARN]" in line and "[logs]: bad message" in line for line in lines) == 1
