@@ -21,6 +21,7 @@ from dsp_driving.transport.base import (
     Publisher,
     QosProfile,
     Timer,
+    config_from_parameters,
     dataclass_from_parameters,
     flatten,
     unflatten,
@@ -29,8 +30,8 @@ from dsp_driving.transport.base import (
 BACKENDS = ("rclpy", "dds")
 
 __all__ = ["BACKENDS", "DEFAULT_QOS", "SENSOR_QOS", "Logger", "Node", "Publisher", "QosProfile",
-           "Timer", "create_node", "dataclass_from_parameters", "flatten", "select_backend",
-           "unflatten"]
+           "Timer", "config_from_parameters", "create_node", "dataclass_from_parameters",
+           "flatten", "select_backend", "unflatten"]
 
 
 def select_backend(requested: str | None = None) -> str:

@@ -201,3 +201,15 @@ def dataclass_from_parameters(node: Node, cls: type[T], prefix: str = "") -> T:
         value, default = values[f"{prefix}{f.name}"], getattr(cls(), f.name)
         kwargs[f.name] = tuple(value) if isinstance(default, tuple) else value
     return cls(**kwargs)
+
+
+def config_from_parameters(node: Node, base: Any = None) -> Any:
+    """The training Config from the node's parameters (dotted: ``ppo.gamma``, ...).
+
+    Defaults are ``base`` (or the built-in defaults); validation is config.from_dict's.
+    """
+    from dsp_driving.config import Config, from_dict
+
+    base = base if base is not None else Config()
+    values = node.get_parameters(flatten(base.to_dict()))
+    return from_dict(unflatten(values), base)

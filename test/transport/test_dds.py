@@ -182,3 +182,53 @@ def test_throttled_logging_emits_once_per_period() -> None:
     assert emitted == [True, False, False, False, False]
     assert node.logger.warning("other site", throttle_s=60.0)  # another call site
     assert sum("[WARN]" in line and "[logs]: bad message" in line for line in lines) == 1
+
+
+def test_parameters_into_config_dataclasses() -> None:
+    import dataclasses
+
+    from dsp_driving.transport import config_from_parameters, dataclass_from_parameters
+
+    @dataclasses.dataclass(frozen=True)
+    class DriveParams:
+        rate_hz: float = 50.0
+        max_steer_rad: float = 0.5
+        frame_id: str = "base_link"
+        limits: tuple[float, ...] = (1.0, 2.0)
+
+        def __post_init__(self) -> None:
+            if not self.rate_hz > 0:
+                raise ValueError(f"rate_hz={self.rate_hz!r}: must be > 0")
+
+    node = DdsNode("p", domain_id=_domain(9), parameters={"rate_hz": 20, "limits": [3.0]})
+    assert dataclass_from_parameters(node, DriveParams) == DriveParams(20.0, 0.5, "base_link",
+                                                                       (3.0,))
+    bad = DdsNode("p", domain_id=_domain(9), parameters={"rate_hz": -1.0})
+    with pytest.raises(ValueError, match=r"rate_hz=-1.0: must be > 0"):
+        dataclass_from_parameters(bad, DriveParams)
+
+    trainer = DdsNode("trainer_node", domain_id=_domain(9),
+                      parameters={"ppo.gamma": 0.95, "net.actor_hidden": [32, 32],
+                                  "train.env_id": "Pendulum-v1"})
+    cfg = config_from_parameters(trainer)
+    assert (cfg.ppo.gamma, cfg.net.actor_hidden, cfg.train.env_id) == (0.95, (32, 32),
+                                                                       "Pendulum-v1")
+    invalid = DdsNode("trainer_node", domain_id=_domain(9), parameters={"ppo.gamma": 1.5})
+    with pytest.raises(ValueError, match=r"invalid config: ppo.gamma=1.5"):
+        config_from_parameters(invalid)
+
+
+@pytest.mark.skipif(not Path("/proc/net/igmp").exists(), reason="needs Linux /proc/net/igmp")
+def test_no_multicast_group_is_joined() -> None:
+    """Cyclone's default joins 239.255.0.1 (SPDP); the loopback config must join nothing."""
+    code = f"""
+import time
+from dsp_driving.transport import create_node
+node = create_node("igmp", backend="dds", domain_id={_domain(10)})
+node.create_publisher(node.msg_type("std_msgs/msg/String"), "/x")
+time.sleep(0.5)
+print(open("/proc/net/igmp").read())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "0100FFEF" not in out.upper()  # 239.255.0.1, little-endian hex
