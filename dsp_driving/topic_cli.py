@@ -168,6 +168,8 @@ def cmd_hz(args: argparse.Namespace) -> int:
         while end is None or time.monotonic() < end:
             node.spin(duration_s=1.0 if end is None else min(1.0, end - time.monotonic()))
             del stamps[:-(args.window + 1)]
+            if stamps and time.monotonic() - stamps[-1] > 1.0:
+                stamps.clear()  # the publisher stopped: say so instead of the old rate
             if len(stamps) >= 2:
                 print(format_rate(stamps), flush=True)
                 reported = True
@@ -204,8 +206,9 @@ def add_parser(sub: Any) -> None:
         q.add_argument("--domain", type=int, help="DDS domain id (default: $ROS_DOMAIN_ID or 0)")
         q.add_argument("--wait", type=float, default=1.5,
                        help="seconds of discovery / waiting for peers (default 1.5)")
-        if qos:
-            q.add_argument("--qos", choices=["reliable", "best_effort"], default="reliable")
+        if qos:  # best effort readers match both kinds of writer; writers stay reliable
+            q.add_argument("--qos", choices=["reliable", "best_effort"],
+                           default="reliable" if q.prog.endswith(" pub") else "best_effort")
 
     q = tsub.add_parser("list", help="topics seen on the domain")
     q.add_argument("-t", "--show-types", action="store_true")

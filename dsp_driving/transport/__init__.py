@@ -41,7 +41,13 @@ def select_backend(requested: str | None = None) -> str:
         if choice not in BACKENDS:
             raise ValueError(f"DSP_TRANSPORT={choice!r}: expected one of {BACKENDS}")
         return choice
-    return "rclpy" if importlib.util.find_spec("rclpy") is not None else "dds"
+    if importlib.util.find_spec("rclpy") is None:
+        return "dds"
+    try:  # on the path is not enough: a ROS built for another Python fails to import
+        import rclpy  # noqa: F401
+    except ImportError:
+        return "dds"
+    return "rclpy"
 
 
 def create_node(name: str, backend: str | None = None,

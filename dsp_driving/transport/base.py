@@ -11,11 +11,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 import dataclasses
-import inspect
+import re
+import sys
 import time
+import traceback
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,14 +37,6 @@ class QosProfile:
 # rmw_qos_profile_default and rmw_qos_profile_sensor_data
 DEFAULT_QOS = QosProfile(reliable=True, transient_local=False, depth=10)
 SENSOR_QOS = QosProfile(reliable=False, transient_local=False, depth=5)
-
-
-def ros_topic(name: str) -> str:
-    """A node-relative or absolute ROS topic name as the absolute name ('/dsp/compaction')."""
-    name = name.strip()
-    if not name or name in ("/", "~") or "//" in name or name.endswith("/"):
-        raise ValueError(f"invalid topic name {name!r}")
-    return name if name.startswith("/") else "/" + name
 
 
 class Publisher(abc.ABC):
@@ -78,8 +73,9 @@ class Logger:
 
     def _log(self, level: str, text: str, throttle_s: float | None, key: str | None) -> bool:
         if throttle_s is not None:
-            caller = inspect.stack(0)[2]
-            mark = (level, key if key is not None else f"{caller.filename}:{caller.lineno}")
+            caller = sys._getframe(2)  # the node code that called info()/warning()/...
+            mark = (level, key if key is not None
+                    else f"{caller.f_code.co_filename}:{caller.f_lineno}")
             now = time.monotonic()
             if now - self._last.get(mark, -float("inf")) < throttle_s:
                 return False
@@ -102,6 +98,35 @@ class Logger:
     def error(self, text: str, throttle_s: float | None = None, key: str | None = None) -> bool:
         """Log at ERROR (see debug for throttling); returns whether it was emitted."""
         return self._log("ERROR", text, throttle_s, key)
+
+
+def guarded(logger: Logger, what: str, callback: Callable[..., None]) -> Callable[..., None]:
+    """``callback`` that logs (throttled, per ``what``) instead of raising into the spin loop.
+
+    A node never dies on one bad message or one failing timer tick; the traceback is logged.
+    """
+
+    def call(*args: Any) -> None:
+        try:
+            callback(*args)
+        except Exception as exc:
+            logger.error(f"{what} raised {type(exc).__name__}: {exc}\n"
+                         f"{traceback.format_exc(limit=5)}", throttle_s=5.0, key=what)
+
+    return call
+
+
+def ros_topic(name: str) -> str:
+    """A topic name checked against ROS 2's rules, made absolute ('/dsp/compaction').
+
+    Tokens are [A-Za-z_][A-Za-z0-9_]* separated by '/'; '~' (private) names are not supported.
+    """
+    name = name.strip()
+    body = name[1:] if name.startswith("/") else name
+    if not body or not all(_TOKEN.fullmatch(t) for t in body.split("/")):
+        raise ValueError(f"invalid topic name {name!r}: ROS 2 names are tokens of letters, "
+                         "digits and '_' (not starting with a digit) separated by '/'")
+    return "/" + body
 
 
 class Node(abc.ABC):
@@ -140,8 +165,13 @@ class Node(abc.ABC):
                                                            nanosec=ns % 1_000_000_000)
 
     @abc.abstractmethod
-    def get_parameters(self, defaults: Mapping[str, Any]) -> dict[str, Any]:
-        """Declare parameters with these defaults (dotted names) and return their values."""
+    def get_parameters(self, defaults: Mapping[str, Any], strict: bool = True
+                       ) -> dict[str, Any]:
+        """Declare parameters with these defaults (dotted names) and return their values.
+
+        A node that reads its parameters in several groups passes ``strict=False`` for all but
+        the last, so names of later groups are not taken for typos.
+        """
 
     @abc.abstractmethod
     def spin_once(self, timeout_s: float = 0.1) -> None:

@@ -43,6 +43,7 @@ from dsp_driving.transport.base import (
     Publisher,
     QosProfile,
     Timer,
+    guarded,
     ros_topic,
 )
 
@@ -83,26 +84,45 @@ def domain_id_from_env(domain_id: int | None = None) -> int:
     return domain_id
 
 
+def default_config() -> str:
+    """$CYCLONEDDS_URI's content when set (the user's own choice), else LOOPBACK_CONFIG."""
+    uri = os.environ.get("CYCLONEDDS_URI", "").strip()
+    if not uri:
+        return LOOPBACK_CONFIG.format(max_participants=MAX_PARTICIPANTS)
+    if uri.lstrip().startswith("<"):
+        return uri
+    path = uri.removeprefix("file://")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"CYCLONEDDS_URI={uri!r}: cannot read it ({exc.strerror}); unset it "
+                         "for the loopback-only default") from None
+
+
 def participant(domain_id: int, config: str | None = None) -> DomainParticipant:
     """A participant on ``domain_id``; the first call per id creates and keeps its Domain."""
     with _domains_lock:
         if domain_id not in _domains:
-            xml = config or LOOPBACK_CONFIG.format(max_participants=MAX_PARTICIPANTS)
-            _domains[domain_id] = Domain(domain_id, xml)
+            _domains[domain_id] = Domain(domain_id, config or default_config())
         elif config is not None:
             raise ValueError(f"domain {domain_id} already exists in this process with another "
                              "configuration; pass config only to the first node")
     return DomainParticipant(domain_id)
 
 
-def dds_qos(profile: QosProfile) -> Qos:
+def dds_qos(profile: QosProfile, writer: bool = False) -> Qos:
     """Our QoS profile as Cyclone QoS, with XCDR1 (plain CDR) forced as ROS 2 uses."""
-    reliability = (Policy.Reliability.Reliable(duration(milliseconds=100)) if profile.reliable
+    # rmw_cyclonedds: reliable with an infinite max_blocking_time, no autodispose
+    reliability = (Policy.Reliability.Reliable(duration(infinite=True)) if profile.reliable
                    else Policy.Reliability.BestEffort)
     durability = (Policy.Durability.TransientLocal if profile.transient_local
                   else Policy.Durability.Volatile)
-    return Qos(reliability, durability, Policy.History.KeepLast(profile.depth),
-               Policy.DataRepresentation(use_cdrv0_representation=True))
+    policies = [reliability, durability, Policy.History.KeepLast(profile.depth),
+                Policy.DataRepresentation(use_cdrv0_representation=True)]
+    if writer:
+        policies.append(Policy.WriterDataLifecycle(autodispose=False))
+    return Qos(*policies)
 
 
 class DdsPublisher(Publisher):
@@ -172,6 +192,7 @@ class DdsNode(Node):
         self._timers: list[tuple[float, int, DdsTimer]] = []
         self._order = itertools.count()
         self._given = dict(parameters or {})
+        self._declared: dict[str, Any] = {}
         self._stream = log_stream or sys.stderr
         self.logger = Logger(name, self._emit)
 
@@ -200,7 +221,8 @@ class DdsNode(Node):
     def create_publisher(self, msg_type: type, topic: str,
                          qos: QosProfile = DEFAULT_QOS) -> DdsPublisher:
         """A DataWriter on rt/<topic>."""
-        writer = DataWriter(self._participant, self._topic(msg_type, topic), qos=dds_qos(qos))
+        writer = DataWriter(self._participant, self._topic(msg_type, topic),
+                            qos=dds_qos(qos, writer=True))
         return DdsPublisher(writer, ros_topic(topic), msg_type)
 
     def create_subscription(self, msg_type: type, topic: str, callback: Callable[[Any], None],
@@ -209,13 +231,15 @@ class DdsNode(Node):
         reader = DataReader(self._participant, self._topic(msg_type, topic), qos=dds_qos(qos))
         condition = ReadCondition(reader, SampleState.Any | ViewState.Any | InstanceState.Any)
         self._waitset.attach(condition)
-        sub = _Subscription(reader, condition, callback, ros_topic(topic))
+        sub = _Subscription(reader, condition,
+                            guarded(self.logger, f"callback on {ros_topic(topic)}", callback),
+                            ros_topic(topic))
         self._subscriptions.append(sub)
         return sub
 
     def create_timer(self, period_s: float, callback: Callable[[], None]) -> DdsTimer:
         """Fire ``callback`` every ``period_s`` from spin_once (catch-up is skipped, as rclpy)."""
-        timer = DdsTimer(period_s, callback)
+        timer = DdsTimer(period_s, guarded(self.logger, "timer callback", callback))
         heapq.heappush(self._timers, (timer.next_s, next(self._order), timer))
         return timer
 
@@ -223,16 +247,17 @@ class DdsNode(Node):
         """System time (there is no /clock without ROS 2)."""
         return time.time_ns()
 
-    def get_parameters(self, defaults: Mapping[str, Any]) -> dict[str, Any]:
-        """The given values over ``defaults``; unknown names and wrong types are errors."""
-        unknown = sorted(set(self._given) - set(defaults))
-        if unknown:
+    def get_parameters(self, defaults: Mapping[str, Any], strict: bool = True
+                       ) -> dict[str, Any]:
+        """The given values over ``defaults``; wrong types are errors, and so (when ``strict``)
+        are given names not declared by this or an earlier call (a typo in a params file)."""
+        self._declared.update(defaults)
+        unknown = sorted(set(self._given) - set(self._declared))
+        if unknown and strict:
             raise ValueError(f"unknown parameter {unknown[0]!r} for node {self.name} "
-                             f"(known: {sorted(defaults)})")
-        values = dict(defaults)
-        for name, value in self._given.items():
-            values[name] = _check_parameter(name, value, defaults[name])
-        return values
+                             f"(known: {sorted(self._declared)})")
+        return {name: _check_parameter(name, self._given[name], default)
+                if name in self._given else default for name, default in defaults.items()}
 
     def wake(self) -> None:
         """Interrupt a spin_once waiting in another thread."""
@@ -251,9 +276,19 @@ class DdsNode(Node):
         self._wake.set(False)
         self._fire_timers()
         for sub in self._subscriptions:
-            for sample in sub.reader.take(N=256):
-                if getattr(sample, "sample_info", None) is not None and \
-                        not sample.sample_info.valid_data:
+            for _ in range(256):  # one sample at a time: a bad one costs only itself
+                try:
+                    taken = sub.reader.take(N=1)
+                except Exception as exc:  # a sample that does not deserialise: drop, go on
+                    self.logger.error(f"dropped a sample on {sub.topic}: "
+                                      f"{type(exc).__name__}: {exc}", throttle_s=5.0,
+                                      key=f"take:{sub.topic}")
+                    continue
+                if not taken:
+                    break
+                sample = taken[0]
+                info = getattr(sample, "sample_info", None)
+                if info is not None and not info.valid_data:
                     continue  # writer gone / disposed: no data
                 sub.callback(sample)
 
@@ -263,7 +298,7 @@ class DdsNode(Node):
             _, _, timer = heapq.heappop(self._timers)
             if timer.cancelled:
                 continue
-            timer.callback()
+            timer.callback()  # guarded at creation: cannot raise
             # next deadline on the period grid; missed periods are skipped, not bunched
             periods = max(1, int((time.monotonic() - timer.next_s) // timer.period_s) + 1)
             timer.next_s += periods * timer.period_s
@@ -282,7 +317,8 @@ class DdsNode(Node):
 
 
 def _check_parameter(name: str, value: Any, default: Any) -> Any:
-    """ROS 2 parameter typing: the value must have the default's type (int fits a float)."""
+    """The value must have the default's type; an int is accepted for a float (YAML writes
+    ``rate_hz: 20``), where rclpy's static typing would reject it."""
     if isinstance(default, bool) or default is None:
         ok = default is None or isinstance(value, bool)
     elif isinstance(default, float):

@@ -21,6 +21,7 @@ from dsp_driving.transport.base import (
     Publisher,
     QosProfile,
     Timer,
+    guarded,
     ros_topic,
 )
 
@@ -86,28 +87,39 @@ class RclpyNode(Node):
     def create_publisher(self, msg_type: type, topic: str,
                          qos: QosProfile = DEFAULT_QOS) -> RclpyPublisher:
         """rclpy create_publisher."""
-        return RclpyPublisher(self._node.create_publisher(msg_type, ros_topic(topic),
-                                                          ros_qos(qos)), ros_topic(topic))
+        ros_topic(topic)  # validate; relative names stay relative (node namespace applies)
+        return RclpyPublisher(self._node.create_publisher(msg_type, topic, ros_qos(qos)), topic)
 
     def create_subscription(self, msg_type: type, topic: str, callback: Callable[[Any], None],
                             qos: QosProfile = DEFAULT_QOS) -> Any:
         """rclpy create_subscription."""
-        return self._node.create_subscription(msg_type, ros_topic(topic), callback, ros_qos(qos))
+        ros_topic(topic)
+        return self._node.create_subscription(
+            msg_type, topic, guarded(self.logger, f"callback on {topic}", callback),
+            ros_qos(qos))
 
     def create_timer(self, period_s: float, callback: Callable[[], None]) -> RclpyTimer:
         """rclpy create_timer."""
-        return RclpyTimer(self._node.create_timer(period_s, callback), period_s)
+        return RclpyTimer(self._node.create_timer(
+            period_s, guarded(self.logger, "timer callback", callback)), period_s)
 
     def now_ns(self) -> int:
         """The node clock (ROS time, so use_sim_time works)."""
         return self._node.get_clock().now().nanoseconds
 
-    def get_parameters(self, defaults: Mapping[str, Any]) -> dict[str, Any]:
-        """declare_parameter for each default, then read the values (params file, --ros-args)."""
+    def get_parameters(self, defaults: Mapping[str, Any], strict: bool = True
+                       ) -> dict[str, Any]:
+        """declare_parameter for each default, then read the values (params file, --ros-args).
+
+        ``strict`` has no effect: ROS 2 itself ignores overrides nobody declares.
+        """
         values = {}
         for name, default in defaults.items():
             value = list(default) if isinstance(default, tuple) else default
-            got = self._node.declare_parameter(name, value).value
+            if self._node.has_parameter(name):
+                got = self._node.get_parameter(name).value
+            else:
+                got = self._node.declare_parameter(name, value).value
             # array parameters come back as array.array from params files: plain lists here
             values[name] = got if isinstance(got, (str, bytes)) or not hasattr(got, "__len__") \
                 else list(got)

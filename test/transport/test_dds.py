@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 import subprocess
 import sys
@@ -21,10 +20,6 @@ from msg_samples import sample_message  # noqa: E402
 
 PEER = Path(__file__).with_name("peer.py")
 
-
-def _domain(offset: int) -> int:
-    """A domain id of this test process's own (parallel test runs use other ones)."""
-    return 100 + (os.getpid() * 7 + offset) % 120
 
 
 def _start(role: str, domain: int, *args: str) -> subprocess.Popen:
@@ -44,8 +39,8 @@ def _exchange(domain: int, pub_args: list[str], sub_args: list[str]) -> dict:
     return json.loads(sub_out.strip().splitlines()[-1])["received"]
 
 
-def test_every_type_crosses_between_processes_with_equal_content() -> None:
-    received = _exchange(_domain(1), ["--count", "2"], ["--count", "2"])
+def test_every_type_crosses_between_processes_with_equal_content(domain) -> None:
+    received = _exchange(domain(), ["--count", "2"], ["--count", "2"])
     assert set(received) == set(msgs.ROS_TYPES)
     for ros_type, got in received.items():
         expected = msgs.message_to_dict(sample_message(ros_type))
@@ -55,8 +50,8 @@ def test_every_type_crosses_between_processes_with_equal_content() -> None:
             assert got == [expected, expected], ros_type
 
 
-def test_best_effort_subscriber_receives_from_reliable_publisher() -> None:
-    received = _exchange(_domain(2), ["--types", "std_msgs/msg/String", "--count", "20"],
+def test_best_effort_subscriber_receives_from_reliable_publisher(domain) -> None:
+    received = _exchange(domain(), ["--types", "std_msgs/msg/String", "--count", "20"],
                          ["--types", "std_msgs/msg/String", "--count", "20",
                           "--qos", "best_effort", "--timeout", "10"])
     data = [m["data"] for m in received["std_msgs/msg/String"]]
@@ -65,10 +60,10 @@ def test_best_effort_subscriber_receives_from_reliable_publisher() -> None:
     assert set(data) <= {str(i) for i in range(20)}
 
 
-def test_reliable_subscriber_does_not_match_best_effort_publisher() -> None:
-    domain = _domain(3)
-    sub = create_node("strict_sub", backend="dds", domain_id=domain)
-    pub = _start("pub", domain, "--types", "std_msgs/msg/String", "--qos", "best_effort",
+def test_reliable_subscriber_does_not_match_best_effort_publisher(domain) -> None:
+    dom = domain()
+    sub = create_node("strict_sub", backend="dds", domain_id=dom)
+    pub = _start("pub", dom, "--types", "std_msgs/msg/String", "--qos", "best_effort",
                  "--timeout", "3")
     got = []
     sub.create_subscription(msgs.ROS_TYPES["std_msgs/msg/String"], "/test/std_msgs/String",
@@ -80,8 +75,8 @@ def test_reliable_subscriber_does_not_match_best_effort_publisher() -> None:
     assert got == []
 
 
-def test_parallel_domains_never_see_each_other() -> None:
-    a, b = _domain(4), _domain(5)
+def test_parallel_domains_never_see_each_other(domain) -> None:
+    a, b = domain(), domain()
     assert a != b
     subs = {d: _start("sub", d, "--types", "std_msgs/msg/String", "--count", "5",
                       "--timeout", "15") for d in (a, b)}
@@ -98,8 +93,8 @@ def test_parallel_domains_never_see_each_other() -> None:
         assert data == [f"d{d}-{i}" for i in range(5)]  # all of its own, none of the other's
 
 
-def test_in_process_publish_subscribe_timer_and_wrong_type() -> None:
-    node = create_node("loop", backend="dds", domain_id=_domain(6))
+def test_in_process_publish_subscribe_timer_and_wrong_type(domain) -> None:
+    node = create_node("loop", backend="dds", domain_id=domain())
     assert isinstance(node, DdsNode) and node.backend == "dds"
     drive_t = node.msg_type("ackermann_msgs/msg/AckermannDriveStamped")
     pub = node.create_publisher(drive_t, "cmd")
@@ -129,16 +124,22 @@ def test_in_process_publish_subscribe_timer_and_wrong_type() -> None:
     node.destroy()
 
 
-def test_parameters_are_checked_like_ros2() -> None:
-    node = DdsNode("params", domain_id=_domain(7),
-                   parameters={"rate_hz": 20, "topic": "/x", "limits": [1.0, 2.0]})
+def test_parameters_are_typed_and_declared(domain) -> None:
+    given = {"rate_hz": 20, "topic": "/x", "limits": [1.0, 2.0]}
+    node = DdsNode("params", domain_id=domain(), parameters=given)
     values = node.get_parameters({"rate_hz": 50.0, "topic": "/cmd", "limits": (0.5, 0.5),
                                   "enabled": True})
     assert values == {"rate_hz": 20.0, "topic": "/x", "limits": [1.0, 2.0], "enabled": True}
-    assert isinstance(values["rate_hz"], float)
-    with pytest.raises(ValueError, match=r"unknown parameter 'rate_hz' for node params"):
-        node.get_parameters({"topic": "/cmd", "limits": [], "enabled": True})
-    bad = DdsNode("bad", domain_id=_domain(7), parameters={"enabled": "yes"})
+    assert isinstance(values["rate_hz"], float)  # YAML's 20 for a float parameter
+    # a node may read its parameters in several groups (two dataclasses, say)
+    first = DdsNode("split", domain_id=domain(), parameters=given)
+    assert first.get_parameters({"rate_hz": 50.0}, strict=False) == {"rate_hz": 20.0}
+    assert first.get_parameters({"topic": "/cmd", "limits": []}) == {"topic": "/x",
+                                                                     "limits": [1.0, 2.0]}
+    typo = DdsNode("typo", domain_id=domain(), parameters={**given, "rate_hzz": 5.0})
+    with pytest.raises(ValueError, match=r"unknown parameter 'rate_hzz' for node typo"):
+        typo.get_parameters({"rate_hz": 50.0, "topic": "/cmd", "limits": []})
+    bad = DdsNode("bad", domain_id=domain(), parameters={"enabled": "yes"})
     with pytest.raises(ValueError, match=r"parameter enabled='yes': expected bool"):
         bad.get_parameters({"enabled": True})
 
@@ -167,7 +168,7 @@ def test_default_configuration_is_loopback_only() -> None:
     assert '<Peer address="127.0.0.1"/>' in LOOPBACK_CONFIG
 
 
-def test_throttled_logging_emits_once_per_period() -> None:
+def test_throttled_logging_emits_once_per_period(domain) -> None:
     lines: list[str] = []
 
     class Sink:
@@ -177,14 +178,14 @@ def test_throttled_logging_emits_once_per_period() -> None:
         def flush(self) -> None:
             pass
 
-    node = DdsNode("logs", domain_id=_domain(8), log_stream=Sink())
+    node = DdsNode("logs", domain_id=domain(), log_stream=Sink())
     emitted = [node.logger.warning("bad message", throttle_s=60.0) for _ in range(5)]
     assert emitted == [True, False, False, False, False]
     assert node.logger.warning("other site", throttle_s=60.0)  # another call site
     assert sum("[WARN]" in line and "[logs]: bad message" in line for line in lines) == 1
 
 
-def test_parameters_into_config_dataclasses() -> None:
+def test_parameters_into_config_dataclasses(domain) -> None:
     import dataclasses
 
     from dsp_driving.transport import config_from_parameters, dataclass_from_parameters
@@ -200,31 +201,31 @@ def test_parameters_into_config_dataclasses() -> None:
             if not self.rate_hz > 0:
                 raise ValueError(f"rate_hz={self.rate_hz!r}: must be > 0")
 
-    node = DdsNode("p", domain_id=_domain(9), parameters={"rate_hz": 20, "limits": [3.0]})
+    node = DdsNode("p", domain_id=domain(), parameters={"rate_hz": 20, "limits": [3.0]})
     assert dataclass_from_parameters(node, DriveParams) == DriveParams(20.0, 0.5, "base_link",
                                                                        (3.0,))
-    bad = DdsNode("p", domain_id=_domain(9), parameters={"rate_hz": -1.0})
+    bad = DdsNode("p", domain_id=domain(), parameters={"rate_hz": -1.0})
     with pytest.raises(ValueError, match=r"rate_hz=-1.0: must be > 0"):
         dataclass_from_parameters(bad, DriveParams)
 
-    trainer = DdsNode("trainer_node", domain_id=_domain(9),
+    trainer = DdsNode("trainer_node", domain_id=domain(),
                       parameters={"ppo.gamma": 0.95, "net.actor_hidden": [32, 32],
                                   "train.env_id": "Pendulum-v1"})
     cfg = config_from_parameters(trainer)
     assert (cfg.ppo.gamma, cfg.net.actor_hidden, cfg.train.env_id) == (0.95, (32, 32),
                                                                        "Pendulum-v1")
-    invalid = DdsNode("trainer_node", domain_id=_domain(9), parameters={"ppo.gamma": 1.5})
+    invalid = DdsNode("trainer_node", domain_id=domain(), parameters={"ppo.gamma": 1.5})
     with pytest.raises(ValueError, match=r"invalid config: ppo.gamma=1.5"):
         config_from_parameters(invalid)
 
 
 @pytest.mark.skipif(not Path("/proc/net/igmp").exists(), reason="needs Linux /proc/net/igmp")
-def test_no_multicast_group_is_joined() -> None:
+def test_no_multicast_group_is_joined(domain) -> None:
     """Cyclone's default joins 239.255.0.1 (SPDP); the loopback config must join nothing."""
     code = f"""
 import time
 from dsp_driving.transport import create_node
-node = create_node("igmp", backend="dds", domain_id={_domain(10)})
+node = create_node("igmp", backend="dds", domain_id={domain()})
 node.create_publisher(node.msg_type("std_msgs/msg/String"), "/x")
 time.sleep(0.5)
 print(open("/proc/net/igmp").read())
@@ -232,3 +233,51 @@ print(open("/proc/net/igmp").read())
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert "0100FFEF" not in out.upper()  # 239.255.0.1, little-endian hex
+
+
+def test_a_failing_callback_or_timer_never_stops_the_node(domain) -> None:
+    lines: list[str] = []
+
+    class Sink:
+        def write(self, text: str) -> None:
+            lines.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    node = DdsNode("robust", domain_id=domain(), log_stream=Sink())
+    string_t = node.msg_type("std_msgs/msg/String")
+    pub = node.create_publisher(string_t, "/robust")
+    got: list[str] = []
+
+    def picky(msg) -> None:
+        if msg.data == "bad":
+            raise ValueError("cannot use this one")
+        got.append(msg.data)
+
+    node.create_subscription(string_t, "/robust", picky)
+    ticks: list[int] = []
+
+    def flaky_tick() -> None:
+        ticks.append(1)
+        if len(ticks) == 1:
+            raise RuntimeError("first tick fails")
+
+    node.create_timer(0.01, flaky_tick)
+    node.spin(until=lambda: pub.subscription_count() > 0, duration_s=5)
+    for text in ("a", "bad", "b", "c"):
+        pub.publish(string_t(data=text))
+    node.spin(until=lambda: len(got) == 3 and len(ticks) >= 3, duration_s=5)
+    assert got == ["a", "b", "c"] and len(ticks) >= 3  # later messages and ticks still run
+    text = "".join(lines)
+    assert "callback on /robust raised ValueError: cannot use this one" in text
+    assert "timer callback raised RuntimeError: first tick fails" in text
+
+
+def test_topic_names_follow_ros_rules() -> None:
+    from dsp_driving.transport.base import ros_topic
+
+    assert ros_topic("dsp/compaction") == "/dsp/compaction" == ros_topic("/dsp/compaction")
+    for bad in ("", "/", "/1abc", "/a b", "/a-b", "~/x", "/a//b", "/a/"):
+        with pytest.raises(ValueError, match="invalid topic name"):
+            ros_topic(bad)

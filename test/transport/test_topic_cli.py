@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -16,9 +15,6 @@ from dsp_driving.topic_cli import format_rate  # noqa: E402
 CLI = [sys.executable, "-m", "dsp_driving"]
 
 
-def _domain(offset: int) -> int:
-    return 100 + (os.getpid() * 7 + 50 + offset) % 120
-
 
 def _pub(domain: int, *args: str) -> subprocess.Popen:
     return subprocess.Popen([*CLI, "topic", "pub", "--domain", str(domain), *args],
@@ -30,13 +26,13 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def test_echo_prints_what_a_publisher_sends_as_yaml() -> None:
-    domain = _domain(1)
-    pub = _pub(domain, "/dsp/cmd", "ackermann_msgs/msg/AckermannDriveStamped",
+def test_echo_prints_what_a_publisher_sends_as_yaml(domain) -> None:
+    dom = domain()
+    pub = _pub(dom, "/dsp/cmd", "ackermann_msgs/msg/AckermannDriveStamped",
                "{header: {frame_id: base_link}, drive: {speed: 2.5, steering_angle: -0.25}}",
                "--rate", "20", "--times", "200")
     try:
-        echo = _run("echo", "/dsp/cmd", "--count", "2", "--domain", str(domain),
+        echo = _run("echo", "/dsp/cmd", "--count", "2", "--domain", str(dom),
                     "--wait", "3", "--timeout", "30")
     finally:
         pub.kill()
@@ -51,13 +47,13 @@ def test_echo_prints_what_a_publisher_sends_as_yaml() -> None:
         assert doc["header"]["stamp"] == {"sec": 0, "nanosec": 0}
 
 
-def test_list_and_hz_report_a_publisher() -> None:
-    domain = _domain(2)
-    pub = _pub(domain, "/dsp/rate_test", "std_msgs/msg/Float32", "{data: 1.5}",
+def test_list_and_hz_report_a_publisher(domain) -> None:
+    dom = domain()
+    pub = _pub(dom, "/dsp/rate_test", "std_msgs/msg/Float32", "{data: 1.5}",
                "--rate", "20", "--times", "400")
     try:
-        listing = _run("list", "-t", "--domain", str(domain), "--wait", "2")
-        hz = _run("hz", "/dsp/rate_test", "--domain", str(domain), "--wait", "2",
+        listing = _run("list", "-t", "--domain", str(dom), "--wait", "2")
+        hz = _run("hz", "/dsp/rate_test", "--domain", str(dom), "--wait", "2",
                   "--duration", "3")
     finally:
         pub.kill()
@@ -80,8 +76,8 @@ def test_pub_rejects_bad_input() -> None:
     assert bad_yaml.returncode == 2 and "expected a YAML mapping" in bad_yaml.stderr
 
 
-def test_echo_without_type_or_publisher_says_so() -> None:
-    result = _run("echo", "/nobody/here", "--domain", str(_domain(3)), "--wait", "0.5")
+def test_echo_without_type_or_publisher_says_so(domain) -> None:
+    result = _run("echo", "/nobody/here", "--domain", str(domain()), "--wait", "0.5")
     assert result.returncode == 2 and "cannot determine the type of /nobody/here" in result.stderr
 
 
