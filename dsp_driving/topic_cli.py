@@ -138,8 +138,10 @@ def cmd_pub(args: argparse.Namespace) -> int:
     node = _node(args, "dsp_topic_pub")
     pub = node.create_publisher(type(msg), _topic(args.topic), _qos(args.qos))
     try:
-        node.spin(until=lambda: pub.subscription_count() >= args.wait_matching,
-                  duration_s=args.wait)
+        wanted = args.wait_matching
+        if wanted is None:  # like ros2 topic pub: a bounded publish waits for one reader
+            wanted = 1 if times is not None else 0
+        node.spin(until=lambda: pub.subscription_count() >= wanted, duration_s=args.wait)
         print(f"publisher: beginning loop\npublishing #1: {msg!r}\n", flush=True)
         sent = 0
         next_s = time.monotonic()
@@ -231,8 +233,9 @@ def add_parser(sub: Any) -> None:
     q.add_argument("-r", "--rate", type=float, default=1.0, help="Hz (default 1)")
     q.add_argument("-1", "--once", action="store_true")
     q.add_argument("-t", "--times", type=int, help="publish this many times, then exit")
-    q.add_argument("--wait-matching", type=int, default=0,
-                   help="wait (up to --wait s) for this many subscribers before publishing")
+    q.add_argument("--wait-matching", type=int,
+                   help="wait (up to --wait s) for this many subscribers before publishing "
+                   "(default 1 with --once/--times, else 0)")
     common(q)
     q.set_defaults(func=cmd_pub)
 
