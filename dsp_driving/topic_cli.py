@@ -40,14 +40,18 @@ def discover(domain_id: int | None, wait_s: float) -> dict[str, set[str]]:
                BuiltinDataReader(participant, BuiltinTopicDcpsSubscription)]
     found: dict[str, set[str]] = {}
     end = time.monotonic() + wait_s
-    while time.monotonic() < end:
-        for reader in readers:
-            for sample in reader.take(N=1000):
-                name = getattr(sample, "topic_name", None)
-                if name and name.startswith("rt/"):
-                    found.setdefault("/" + name[3:], set()).add(
-                        _ros_type_from_dds(sample.type_name))
-        time.sleep(0.05)
+    try:
+        while time.monotonic() < end:
+            for reader in readers:
+                for sample in reader.take(N=1000):
+                    name = getattr(sample, "topic_name", None)
+                    if name and name.startswith("rt/"):
+                        found.setdefault("/" + name[3:], set()).add(
+                            _ros_type_from_dds(sample.type_name))
+            time.sleep(0.05)
+    finally:
+        for entity in (*readers, participant):
+            entity.__del__()  # this probe participant leaves the domain
     return found
 
 

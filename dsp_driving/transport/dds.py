@@ -189,6 +189,7 @@ class DdsNode(Node):
         self._waitset.attach(self._wake)
         self._topics: dict[str, tuple[Topic, type]] = {}
         self._subscriptions: list[_Subscription] = []
+        self._writers: list[DataWriter] = []
         self._timers: list[tuple[float, int, DdsTimer]] = []
         self._order = itertools.count()
         self._given = dict(parameters or {})
@@ -223,6 +224,7 @@ class DdsNode(Node):
         """A DataWriter on rt/<topic>."""
         writer = DataWriter(self._participant, self._topic(msg_type, topic),
                             qos=dds_qos(qos, writer=True))
+        self._writers.append(writer)
         return DdsPublisher(writer, ros_topic(topic), msg_type)
 
     def create_subscription(self, msg_type: type, topic: str, callback: Callable[[Any], None],
@@ -305,13 +307,24 @@ class DdsNode(Node):
             heapq.heappush(self._timers, (timer.next_s, next(self._order), timer))
 
     def destroy(self) -> None:
-        """Detach conditions and drop entities (the Domain stays for the process)."""
+        """Delete the node's readers, writers, topics and participant, children first.
+
+        Remote peers see them go (unmatched); a publisher kept by the caller stops working.
+        The Domain stays for the process (see the module docstring). Idempotent.
+        """
         for sub in self._subscriptions:
             try:
                 self._waitset.detach(sub.condition)
-            except Exception:  # already gone with the participant
+            except Exception:  # already detached
                 pass
+        entities = [e for sub in self._subscriptions for e in (sub.condition, sub.reader)]
+        entities += [*self._writers, self._wake, self._waitset]
+        entities += [topic for topic, _ in self._topics.values()]
+        entities.append(self._participant)
+        for entity in entities:
+            entity.__del__()  # cyclonedds' own delete; a no-op for one already deleted
         self._subscriptions.clear()
+        self._writers.clear()
         self._timers.clear()
         self._topics.clear()
 

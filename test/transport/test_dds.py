@@ -281,3 +281,19 @@ def test_topic_names_follow_ros_rules() -> None:
     for bad in ("", "/", "/1abc", "/a b", "/a-b", "~/x", "/a//b", "/a/"):
         with pytest.raises(ValueError, match="invalid topic name"):
             ros_topic(bad)
+
+
+def test_destroy_unmatches_remote_peers(domain) -> None:
+    dom = domain()
+    left = DdsNode("left", domain_id=dom)
+    right = DdsNode("right", domain_id=dom)
+    string_t = left.msg_type("std_msgs/msg/String")
+    pub = left.create_publisher(string_t, "/bye")
+    right.create_subscription(string_t, "/bye", lambda msg: None)
+    left.spin(until=lambda: pub.subscription_count() == 1, duration_s=5)
+    assert pub.subscription_count() == 1
+    right.destroy()
+    right.destroy()  # idempotent
+    left.spin(until=lambda: pub.subscription_count() == 0, duration_s=5)
+    assert pub.subscription_count() == 0
+    left.destroy()
