@@ -11,7 +11,7 @@ CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.
         "dsp_driving.trainer", "dsp_driving.cli", "dsp_driving.actor_file",
         "dsp_driving.evaluation", "dsp_driving.callbacks", "dsp_driving.export",
         "dsp_driving.inference", "dsp_driving.provenance", "dsp_driving.transport",
-        "dsp_driving.transport.base")
+        "dsp_driving.transport.base", "dsp_driving.driving.contract")
 
 SCRIPT = """
 import importlib, json, sys

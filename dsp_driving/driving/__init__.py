@@ -1,0 +1,1 @@
+"""Driving: the observation/action contract and the simulator adapters built on it."""
