@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 import contextlib
-import fcntl
 import gc
 import importlib.metadata
 import json
@@ -56,7 +55,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -65,6 +63,7 @@ import numpy as np
 
 from dsp_driving import msgs
 from dsp_driving.transport import DEFAULT_QOS, SENSOR_QOS, QosProfile, create_node
+from dsp_driving.transport.dds import claim_domain_id
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVE = msgs.ROS_TYPES["ackermann_msgs/msg/AckermannDriveStamped"]
@@ -75,8 +74,6 @@ UDP_BYTES = 48  # the serialised size of the ping
 MATCH_TIMEOUT_S = 20.0
 IDLE_S = 0.5  # a sink reports once nothing arrived for this long after the stop line
 LOCAL_CALLS = 5000
-DOMAIN_IDS = range(1, 102)  # as test/transport/conftest.py: ROS 2's advice for Linux, not 0
-_held: list[int] = []  # the claimed domain's lock file, open until this process exits
 LATENCY_CONFIGS = [("node", "reliable"), ("node", "best_effort"), ("raw", "reliable"),
                    ("raw", "best_effort"), ("udp", "-")]
 
@@ -131,24 +128,6 @@ class RawEndpoint:
     def subscription_count(self) -> int:
         """Readers matched by the writer."""
         return len(self.writer.get_matched_subscriptions())
-
-
-def claim_domain() -> int:
-    """A domain id no other process holds: the tests' exclusive flock on a file per id."""
-    ids = list(DOMAIN_IDS)
-    start = os.getpid() % len(ids)
-    for domain in ids[start:] + ids[:start]:
-        fd = os.open(Path(tempfile.gettempdir()) / f"dsp_driving_dds_domain_{domain}.lock",
-                     os.O_CREAT | os.O_RDWR, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        _held.append(fd)
-        return domain
-    raise SystemExit(f"all DDS domain ids {ids[0]}-{ids[-1]} are held by other processes; "
-                     "pass --domain")
 
 
 def await_match(count: Callable[[], int], what: str) -> None:
@@ -653,8 +632,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--roundtrips={args.roundtrips}: p99 needs >= 2000 round trips")
     if args.reps < 1 or args.warmup < 0 or args.seconds <= 0 or args.timeout_ms <= 0:
         parser.error("--reps must be >= 1, --warmup >= 0, --seconds and --timeout-ms > 0")
-    if args.domain is None:
-        args.domain = claim_domain()
+    if args.domain is None:  # the tests' claim, so a run never shares a domain with them
+        try:
+            args.domain = claim_domain_id(start=os.getpid())
+        except RuntimeError as exc:
+            raise SystemExit(f"{exc}; pass --domain") from None
     args.parent_cpu = args.child_cpu = None
     if args.pin:
         allowed = sorted(os.sched_getaffinity(0))

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 import dataclasses
+import fcntl
 import heapq
 import itertools
 import os
+from pathlib import Path
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -69,6 +72,33 @@ ROS_DOMAIN_ID_MAX = 232  # ROS 2's limit for the default port mapping
 
 _domains: dict[int, Domain] = {}  # process-wide: see the module docstring
 _domains_lock = threading.Lock()
+
+
+# ROS 2 advises ids 0-101 on Linux (higher ones reach the ephemeral port range); 0 is the
+# default a developer's own ROS 2 is likely using, so claims start at 1.
+CLAIMABLE_DOMAIN_IDS = range(1, 102)
+_claimed: list[int] = []  # lock file descriptors, held until this process exits
+
+
+def claim_domain_id(start: int = 0) -> int:
+    """A domain id no other process on this machine has claimed, held until this one exits.
+
+    An exclusive flock on one file per id in the temp folder; tests and benchmarks use it so
+    runs side by side never share a domain. ``start`` rotates where the search begins.
+    """
+    ids = list(CLAIMABLE_DOMAIN_IDS)
+    start %= len(ids)
+    for domain in ids[start:] + ids[:start]:
+        fd = os.open(Path(tempfile.gettempdir()) / f"dsp_driving_dds_domain_{domain}.lock",
+                     os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _claimed.append(fd)
+        return domain
+    raise RuntimeError(f"all DDS domain ids {ids[0]}-{ids[-1]} are claimed by other processes")
 
 
 def domain_id_from_env(domain_id: int | None = None) -> int:
