@@ -50,7 +50,6 @@ import importlib.metadata
 import json
 import os
 from pathlib import Path
-import platform
 import shlex
 import socket
 import subprocess
@@ -59,6 +58,7 @@ import threading
 import time
 from typing import Any
 
+import bench_common
 import numpy as np
 
 from dsp_driving import msgs
@@ -444,25 +444,8 @@ def in_process_costs(domain: int, calls: int) -> list[list[str]]:
 # -- report ---------------------------------------------------------------------------------------
 def machine_info() -> dict[str, str]:
     """CPU model, cores, affinity, versions and the git state."""
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dsp_driving", "bench"],
-                               cwd=ROOT, check=True, capture_output=True, text=True).stdout
-        head += " (uncommitted changes in dsp_driving/ or bench/)" if dirty.strip() else ""
-    except (OSError, subprocess.CalledProcessError):
-        head = "unknown (no git)"
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return {"cpu": cpu, "nproc": str(os.cpu_count()), "affinity": ",".join(map(str, affinity)),
-            "python": platform.python_version(),
-            "cyclonedds": importlib.metadata.version("cyclonedds"), "numpy": np.__version__,
-            "git": head, "load": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
+    return bench_common.machine_info({"cyclonedds": importlib.metadata.version("cyclonedds"),
+                                      "numpy": np.__version__})
 
 
 def cpu_times() -> list[int]:

@@ -36,7 +36,6 @@ import gc
 import json
 import os
 from pathlib import Path
-import platform
 import shlex
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ import tempfile
 import time
 from typing import Any
 
+import bench_common
 import numpy as np
 import onnxruntime as ort
 import torch
@@ -375,25 +375,8 @@ def file_figures(net: Net) -> dict[str, int]:
 # -- report ----------------------------------------------------------------------------------
 def machine_info() -> dict[str, str]:
     """CPU model, cores, affinity, library versions and the git state."""
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dsp_driving", "bench"],
-                               cwd=ROOT, check=True, capture_output=True, text=True).stdout
-        head += " (uncommitted changes in dsp_driving/ or bench/)" if dirty.strip() else ""
-    except (OSError, subprocess.CalledProcessError):
-        head = "unknown (no git)"
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return {"cpu": cpu, "nproc": str(os.cpu_count()),
-            "affinity": ",".join(map(str, affinity)) or "?", "python": platform.python_version(),
-            "onnxruntime": ort.__version__, "numpy": np.__version__, "torch": torch.__version__,
-            "git": head, "load": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
+    return bench_common.machine_info({"onnxruntime": ort.__version__, "numpy": np.__version__,
+                                      "torch": torch.__version__})
 
 
 def summarise(b: Backend) -> dict[str, Any]:

@@ -39,6 +39,8 @@ import tempfile
 import time
 from typing import Any
 
+from bench_common import cpu_model
+
 VARIANTS = ("ours-prune", "ours-noprune", "sb3")
 ENVS = ("CartPole-v1", "Hopper-v5")
 SEED = 1
@@ -194,21 +196,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 # -- driver ----------------------------------------------------------------------------------
 def machine_info() -> dict[str, str]:
     """CPU, core count and library versions (imported here only, never in the timed runs)."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     probe = ("import json, torch, stable_baselines3, gymnasium, mujoco, numpy; print(json.dumps("
              "{'torch': torch.__version__, 'stable_baselines3': stable_baselines3.__version__, "
              "'gymnasium': gymnasium.__version__, 'mujoco': mujoco.__version__, "
              "'numpy': numpy.__version__}))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
-    return {"cpu": cpu, "nproc": str(os.cpu_count()), "python": platform.python_version(),
+    return {"cpu": cpu_model(), "nproc": str(os.cpu_count()), "python": platform.python_version(),
             **json.loads(out.strip().splitlines()[-1])}
 
 

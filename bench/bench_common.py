@@ -1,0 +1,41 @@
+"""What every benchmark report states about the machine and the source it measured."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+import platform
+import subprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (platform.processor() elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def git_head() -> str:
+    """Short HEAD, flagged when dsp_driving/ or bench/ have uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dsp_driving", "bench"],
+                               cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    return head + (" (uncommitted changes in dsp_driving/ or bench/)" if dirty.strip() else "")
+
+
+def machine_info(versions: dict[str, str]) -> dict[str, str]:
+    """CPU model, cores, affinity, Python and the given library versions, git state, load."""
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return {"cpu": cpu_model(), "nproc": str(os.cpu_count()),
+            "affinity": ",".join(map(str, affinity)) or "?", "python": platform.python_version(),
+            **versions, "git": git_head(),
+            "load": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
