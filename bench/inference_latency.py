@@ -50,6 +50,7 @@ import onnxruntime as ort
 import torch
 
 from dsp_driving.actor_file import load_actor
+from dsp_driving.evaluation import visited_observations
 from dsp_driving.export import export_actor, sample_observations
 from dsp_driving.inference import OnnxPolicy
 from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor, count_params
@@ -185,22 +186,6 @@ def synthetic_actor(obs_dim: int, act_dim: int, hidden: list[int],
     return random_actor(norm, hidden, action, "tanh", seed), meta
 
 
-def rollout_observations(actor: DeployedActor, env_id: str, n: int, seed: int) -> np.ndarray:
-    """Observations the compact policy visits in its environment (gymnasium)."""
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    obs, _ = env.reset(seed=seed)
-    seen = []
-    while len(seen) < n:
-        seen.append(obs)
-        obs, _, terminated, truncated, _ = env.step(actor.act(obs))
-        if terminated or truncated:
-            obs, _ = env.reset()
-    env.close()
-    return np.asarray(seen, dtype=np.float32)
-
-
 def normaliser_observations(actor: DeployedActor, n: int, seed: int) -> np.ndarray:
     """Observations drawn from the normaliser's statistics: mean + std * N(0, 1)."""
     norm = actor.obs_norm
@@ -239,7 +224,7 @@ def build_nets(args: argparse.Namespace, tmp: Path) -> tuple[Net, Net, np.ndarra
     pool = None
     if not args.synthetic:
         try:
-            pool = rollout_observations(compact, meta["env_id"], args.pool, args.seed)
+            pool = visited_observations(compact.act, meta["env_id"], args.pool, args.seed)
             origin = f"visited by the compact policy in {meta['env_id']}"
         except Exception as exc:  # the simulator is optional: fall back to the statistics
             print(f"note: cannot roll out {meta['env_id']} ({exc}); observations are drawn "

@@ -41,3 +41,21 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
     return {"episodes": episodes, "return_mean": float(np.mean(returns)),
             "return_std": float(np.std(returns)), "returns": returns,
             "length_mean": float(np.mean(lengths)), "seeds": [seed, seed + episodes - 1]}
+
+
+def visited_observations(policy: Callable[[np.ndarray], Any], env_id: str, n: int,
+                         seed: int) -> np.ndarray:
+    """The first ``n`` raw observations ``policy`` visits (episodes chained, the first reset
+    seeded): real inputs for parity checks and benchmarks. float32 [n, obs_dim]."""
+    env = make_env(env_id)
+    try:
+        obs, _ = env.reset(seed=seed)
+        seen = []
+        while len(seen) < n:
+            seen.append(obs)
+            obs, _, terminated, truncated, _ = env.step(policy(obs))
+            if terminated or truncated:
+                obs, _ = env.reset()
+    finally:
+        env.close()
+    return np.asarray(seen, dtype=np.float32)

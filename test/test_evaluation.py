@@ -24,3 +24,16 @@ def test_bad_arguments() -> None:
         evaluate(lambda obs: 0, "CartPole-v1", 0, seed=1)
     with pytest.raises(ValueError, match="unknown environment"):
         evaluate(lambda obs: 0, "NoSuchEnv-v0", 1, seed=1)
+
+
+def test_visited_observations_chain_episodes_and_are_seeded() -> None:
+    from dsp_driving.evaluation import visited_observations
+
+    def push_right(obs: np.ndarray) -> int:
+        return 1  # the pole falls within ~10 steps, so 60 observations chain episodes
+
+    first = visited_observations(push_right, "CartPole-v1", 60, seed=3)
+    again = visited_observations(push_right, "CartPole-v1", 60, seed=3)
+    assert first.shape == (60, 4) and first.dtype == np.float32
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, visited_observations(push_right, "CartPole-v1", 60, seed=4))

@@ -15,6 +15,7 @@ import yaml
 
 from dsp_driving import cli
 from dsp_driving.actor_file import load_actor
+from dsp_driving.evaluation import visited_observations
 import dsp_driving.export as export_module
 from dsp_driving.export import (
     METADATA_KEY,
@@ -29,20 +30,6 @@ from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 
 TOL = 1e-5
-
-
-def _real_observations(actor: DeployedActor, env_id: str, steps: int = 300) -> np.ndarray:
-    """Observations the policy actually visits, rolled out with the torch actor."""
-    env = gym.make(env_id)
-    obs, _ = env.reset(seed=7)
-    seen = []
-    for _ in range(steps):
-        seen.append(obs)
-        obs, _, terminated, truncated, _ = env.step(actor.act(obs))
-        if terminated or truncated:
-            obs, _ = env.reset()
-    env.close()
-    return np.asarray(seen, dtype=np.float32)
 
 
 @pytest.fixture(params=["cartpole_run", "pendulum_run"])
@@ -106,7 +93,7 @@ def test_onnxruntime_matches_torch_on_random_observations(run: Path, batch: int)
 def test_onnxruntime_matches_torch_on_real_observations(run: Path) -> None:
     actor, meta = load_actor(run / "actor_compact.pt")
     policy = OnnxPolicy(run / "policy.onnx")
-    obs = _real_observations(actor, meta["env_id"])
+    obs = visited_observations(actor.act, meta["env_id"], 300, seed=7)
     expected, got = actor.act(obs), policy.act_batch(obs)
     if actor.kind == "discrete":
         np.testing.assert_array_equal(got, expected)
