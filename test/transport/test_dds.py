@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 import subprocess
@@ -169,20 +170,13 @@ def test_default_configuration_is_loopback_only() -> None:
 
 
 def test_throttled_logging_emits_once_per_period(domain) -> None:
-    lines: list[str] = []
-
-    class Sink:
-        def write(self, text: str) -> None:
-            lines.append(text)
-
-        def flush(self) -> None:
-            pass
-
-    node = DdsNode("logs", domain_id=domain(), log_stream=Sink())
+    log = io.StringIO()
+    node = DdsNode("logs", domain_id=domain(), log_stream=log)
     emitted = [node.logger.warning("bad message", throttle_s=60.0) for _ in range(5)]
     assert emitted == [True, False, False, False, False]
     assert node.logger.warning("other site", throttle_s=60.0)  # another call site
-    assert sum("[WARN]" in line and "[logs]: bad message" in line for line in lines) == 1
+    assert sum("[WARN]" in line and "[logs]: bad message" in line
+               for line in log.getvalue().splitlines()) == 1
 
 
 def test_parameters_into_config_dataclasses(domain) -> None:
@@ -236,16 +230,8 @@ print(open("/proc/net/igmp").read())
 
 
 def test_a_failing_callback_or_timer_never_stops_the_node(domain) -> None:
-    lines: list[str] = []
-
-    class Sink:
-        def write(self, text: str) -> None:
-            lines.append(text)
-
-        def flush(self) -> None:
-            pass
-
-    node = DdsNode("robust", domain_id=domain(), log_stream=Sink())
+    log = io.StringIO()
+    node = DdsNode("robust", domain_id=domain(), log_stream=log)
     string_t = node.msg_type("std_msgs/msg/String")
     pub = node.create_publisher(string_t, "/robust")
     got: list[str] = []
@@ -269,7 +255,7 @@ def test_a_failing_callback_or_timer_never_stops_the_node(domain) -> None:
         pub.publish(string_t(data=text))
     node.spin(until=lambda: len(got) == 3 and len(ticks) >= 3, duration_s=5)
     assert got == ["a", "b", "c"] and len(ticks) >= 3  # later messages and ticks still run
-    text = "".join(lines)
+    text = log.getvalue()
     assert "callback on /robust raised ValueError: cannot use this one" in text
     assert "timer callback raised RuntimeError: first tick fails" in text
 
