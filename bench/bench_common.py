@@ -39,3 +39,17 @@ def machine_info(versions: dict[str, str]) -> dict[str, str]:
             "affinity": ",".join(map(str, affinity)) or "?", "python": platform.python_version(),
             **versions, "git": git_head(),
             "load": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table, numbers right-aligned."""
+    align = ["---" if not rows or not rows[0][i][:1].isdigit() else "---:"
+             for i in range(len(head))]
+    return "\n".join("| " + " | ".join(r) + " |" for r in [head, align, *rows])
+
+
+def text_table(head: list[str], rows: list[list[str]]) -> str:
+    """A fixed-width text table."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in [head, *rows])

@@ -463,20 +463,6 @@ def steal_share(start: list[int], end: list[int]) -> str:
     return f"{100 * delta[7] / max(sum(delta), 1):.1f} %"
 
 
-def _markdown_table(head: list[str], rows: list[list[str]]) -> str:
-    """A GitHub markdown table, numbers right-aligned."""
-    align = ["---" if not rows or not rows[0][i][:1].isdigit() else "---:"
-             for i in range(len(head))]
-    return "\n".join("| " + " | ".join(r) + " |" for r in [head, align, *rows])
-
-
-def _text_table(head: list[str], rows: list[list[str]]) -> str:
-    """A fixed-width text table."""
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-                     for r in [head, *rows])
-
-
 def trip_row(path: str, qos: str, reps: list[dict[str, Any]], sent_per_rep: int) -> list[str]:
     """One round-trip table row: pooled percentiles, per-rep p50 range, loss."""
     us = np.concatenate([r["samples"] for r in reps]) / 1e3
@@ -543,7 +529,7 @@ def report(args: argparse.Namespace, info: dict[str, str],
                  for (path, qos), reps in trips.items()]
     flow_head = ["QoS", "path", "sent", "sender msg/s", "received", "received msg/s",
                  "MB/s received", "lost", "seq jumps", "receiver tail s"]
-    table = _markdown_table if args.markdown else _text_table
+    table = bench_common.markdown_table if args.markdown else bench_common.text_table
     parts = ["\n".join(header),
              "Round trip (publish -> echo process -> reply handed to us), us:",
              table(trip_head, trip_rows),

@@ -442,7 +442,7 @@ def report(args: argparse.Namespace, info: dict[str, str], nets: tuple[Net, Net]
                                            ("start", "imported", "loaded", "acted")]
                 + [f"{r['acted']['VmHWM'] / 1024:.1f}"] for name, r in rss.items()]
     verdict_head = ["figure", "measured", "target", "verdict"]
-    table = _markdown_table if markdown else _text_table
+    table = bench_common.markdown_table if markdown else bench_common.text_table
     parts = ["\n".join(header), "Latency, one observation per call (us):",
              table(lat_head, lat_rows),
              f"Memory: VmRSS in MiB of `python -c` importing only dsp_driving.inference "
@@ -452,20 +452,6 @@ def report(args: argparse.Namespace, info: dict[str, str], nets: tuple[Net, Net]
              table(file_head, file_rows),
              "Against the targets:", table(verdict_head, [list(v) for v in verdicts])]
     return "\n\n".join(parts) + "\n"
-
-
-def _markdown_table(head: list[str], rows: list[list[str]]) -> str:
-    """A GitHub markdown table, numbers right-aligned."""
-    align = ["---" if not rows or not rows[0][i][:1].isdigit() else "---:"
-             for i in range(len(head))]
-    return "\n".join("| " + " | ".join(r) + " |" for r in [head, align, *rows])
-
-
-def _text_table(head: list[str], rows: list[list[str]]) -> str:
-    """A fixed-width text table."""
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-                     for r in [head, *rows])
 
 
 def _sizes(text: str) -> list[int]:
