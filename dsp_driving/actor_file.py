@@ -13,6 +13,13 @@ from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 
 FORMAT_VERSION = 1
+ACTOR_FILE = "actor_compact.pt"
+
+
+def resolve_actor_path(source: str | Path) -> Path:
+    """A run folder means its actor_compact.pt; a file is taken as it is."""
+    source = Path(source)
+    return source / ACTOR_FILE if source.is_dir() else source
 
 
 def save_actor(path: str | Path, actor: DeployedActor, meta: dict[str, Any]) -> Path:

@@ -61,9 +61,9 @@ def _eval(args: argparse.Namespace) -> int:
         policy = OnnxPolicy(path)
         policy_path, act, meta = path, policy.act, policy.metadata
     else:
-        from dsp_driving.actor_file import load_actor
+        from dsp_driving.actor_file import load_actor, resolve_actor_path
 
-        policy_path = path / "actor_compact.pt" if path.is_dir() else path
+        policy_path = resolve_actor_path(path)
         actor, meta = load_actor(policy_path)
         act = actor.act
     cfg = (meta.get("config") or {}).get("train", {})

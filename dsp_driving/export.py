@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import torch
 
-from dsp_driving.actor_file import load_actor
+from dsp_driving.actor_file import load_actor, resolve_actor_path
 from dsp_driving.io_utils import atomic_write, atomic_write_json
 from dsp_driving.provenance import producer
 from dsp_driving.pruning import macs
@@ -49,12 +49,6 @@ def missing_export_modules() -> list[str]:
     """Modules the export needs that are not installed (empty when export can run)."""
     return [m for m in ("onnx", "onnxscript", "onnxruntime")
             if importlib.util.find_spec(m) is None]
-
-
-def resolve_actor_path(source: str | Path) -> Path:
-    """A run folder means its actor_compact.pt; a file is taken as it is."""
-    source = Path(source)
-    return source / "actor_compact.pt" if source.is_dir() else source
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import yaml
 
-from dsp_driving.actor_file import save_actor
+from dsp_driving.actor_file import ACTOR_FILE, save_actor
 from dsp_driving.callbacks import (
     Callback,
     CallbackList,
@@ -31,7 +31,7 @@ from dsp_driving.rl.ppo import PPO, training_seed_range
 CHECKPOINT = "checkpoint.pt"
 STATS = "stats.jsonl"
 SUMMARY = "summary.json"
-ACTOR = "actor_compact.pt"
+ACTOR = ACTOR_FILE
 CONFIG = "config.yaml"
 
 
