@@ -7,12 +7,15 @@ from setuptools import find_packages, setup
 package_name = "dsp_driving"
 
 extras = {
+    "highway": ["highway-env==1.12.1"],  # the embedded driving task (dsp_driving/HighwayDrive-v0)
+    "carla": ["carla==0.9.16"],  # the CARLA bridge's client (dsp_driving/Carla-v0)
     "sim": ["gymnasium[box2d,mujoco]>=1.1", "highway-env==1.12.1"],
     "export": ["onnx>=1.17", "onnxscript>=0.2"],
     "dds": ["cyclonedds==11.0.1", "rosbags>=0.11,<0.12"],
     "bench": ["stable-baselines3>=2.4", "gymnasium[box2d,mujoco]>=1.1"],
 }
-extras["test"] = ["pytest>=8", "tensorboard>=2.14", *extras["export"], *extras["dds"]]
+extras["test"] = ["pytest>=8", "tensorboard>=2.14", *extras["export"], *extras["dds"],
+                  *extras["highway"], *extras["carla"]]
 
 setup(
     name=package_name,

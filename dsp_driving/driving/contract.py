@@ -230,7 +230,8 @@ class ActionLimits:
                 raise ValueError(f"ActionLimits.{f.name}={value!r}: must be a finite number > 0")
 
 
-def _clip_action(action: Any) -> tuple[float, float]:
+def clip_action(action: Any) -> tuple[float, float]:
+    """A finite 2-vector action clipped to [-1, 1] as (steer, accel); ValueError otherwise."""
     a = np.asarray(action, dtype=np.float64).reshape(-1)
     if a.shape != (ACT_DIM,):
         raise ValueError(f"action shape {a.shape}: expected ({ACT_DIM},)")
@@ -249,7 +250,7 @@ class PhysicalAction(NamedTuple):
 
 def to_physical(action: Any, limits: ActionLimits = ActionLimits()) -> PhysicalAction:
     """Normalised [steer, accel] in [-1, 1] (clipped) -> radians and m/s^2."""
-    steer, accel = _clip_action(action)
+    steer, accel = clip_action(action)
     scale = limits.max_accel_mps2 if accel >= 0 else limits.max_decel_mps2
     return PhysicalAction(steer * limits.max_steer_rad, accel * scale)
 
@@ -275,7 +276,7 @@ def to_carla(action: Any, limits: ActionLimits = ActionLimits()) -> CarlaControl
     our road-wheel angle to the vehicle's max steer; throttle and brake are never both > 0."""
     physical = to_physical(action, limits)
     steer = float(np.clip(-physical.steer_rad / limits.carla_max_steer_rad, -1.0, 1.0))
-    _, accel = _clip_action(action)
+    _, accel = clip_action(action)
     return CarlaControl(throttle=max(accel, 0.0), steer=steer, brake=max(-accel, 0.0))
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import gymnasium as gym
 
 
 def make_vec_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
     """A Sync/AsyncVectorEnv with same-step autoreset (final obs in info['final_obs'])."""
     _check_env_id(env_id)
-    fns = [lambda: gym.make(env_id) for _ in range(num_envs)]
+    fns = [functools.partial(gym.make, env_id, **_slot_kwargs(env_id, i))
+           for i in range(num_envs)]
     kwargs = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
     if mode == "async":
         return gym.vector.AsyncVectorEnv(fns, **kwargs)
@@ -19,6 +22,16 @@ def make_env(env_id: str) -> gym.Env:
     """One environment (evaluation)."""
     _check_env_id(env_id)
     return gym.make(env_id)
+
+
+def _slot_kwargs(env_id: str, index: int) -> dict[str, int]:
+    """Per-env constructor arguments: simulator-server envs get their own server per slot."""
+    if env_id.startswith("dsp_driving/"):
+        from dsp_driving.envs import SERVER_ENVS
+
+        if env_id in SERVER_ENVS:
+            return {"server_index": index}
+    return {}
 
 
 def _check_env_id(env_id: str) -> None:

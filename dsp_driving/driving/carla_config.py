@@ -1,0 +1,165 @@
+"""Settings of the CARLA bridge: one frozen dataclass holds every default.
+
+config/carla.yaml (ROS 2 ``carla_env: ros__parameters:`` form, or a plain mapping) is read
+into it at the edge; a ROS node can build it with ``transport.dataclass_from_parameters``.
+Validation raises ValueError naming the field and the bad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
+import warnings
+
+import yaml
+
+from dsp_driving.config import _coerce, _require, _unwrap_ros_params
+from dsp_driving.driving.ports import MAX_PORT, MIN_PORT, PORTS_PER_SERVER
+
+BACKENDS = ("carla", "kinematic")
+CONFIG_ENV_VAR = "DSP_DRIVING_CARLA_CONFIG"  # a YAML path read when the env gets no config
+
+
+@dataclasses.dataclass(frozen=True)
+class CarlaConfig:
+    """Everything the Carla-v0 env and its backends are configured with."""
+
+    backend: str = "carla"  # carla (a real server) | kinematic (the offline stand-in)
+    host: str = "127.0.0.1"
+    port: int = 2000  # RPC port P; P + 1 (streaming) and P + 2 (secondary) are reserved too
+    tm_port: int = 8000  # this server's Traffic Manager
+    timeout_s: float = 10.0  # client RPC timeout and the bound on every world.tick
+    startup_timeout_s: float = 120.0  # a launched server must open its port within this
+    fixed_delta_seconds: float = 0.05  # simulated seconds per step (synchronous mode)
+    no_rendering: bool = True
+    town: str = "Town04"  # a highway town; loaded when the server runs another map
+    vehicle_blueprint: str = "vehicle.tesla.model3"
+    npc_count: int = 20
+    npc_speed_mps: float = 20.0  # kinematic backend only (the Traffic Manager sets CARLA's)
+    npc_min_distance_m: float = 20.0  # no traffic spawned closer than this to the ego
+    seed: int = 0  # Traffic Manager seed; spawn choices follow the env's reset seed
+    hybrid_physics: bool = True
+    hybrid_physics_radius_m: float = 70.0
+    reload_every_episodes: int = 50  # reload the world every N episodes (0 = never)
+    server_command: str = ""  # e.g. "/opt/carla/CarlaUE4.sh"; empty = use a running server
+    server_log: str = ""  # file for a launched server's output (empty = discard)
+    max_restarts: int = 3  # crashes in a row recovered by a restart before giving up
+    episode_length_s: float = 60.0  # then the episode is truncated
+    initial_speed_mps: float = 0.0
+    speed_limit_mps: float = 25.0
+    route_length_m: float = 500.0  # lane-centre route built ahead of the ego at reset
+    route_step_m: float = 2.0  # spacing of the route's points
+    xodr_path: str = ""  # OpenDRIVE file of the kinematic backend's road
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                _require(math.isfinite(value), f"carla.{f.name}", value, "must be finite")
+        _require(self.backend in BACKENDS, "carla.backend", self.backend,
+                 f"must be one of {BACKENDS}")
+        _require(bool(self.host), "carla.host", self.host, "must not be empty")
+        last = MAX_PORT - PORTS_PER_SERVER + 1
+        _require(MIN_PORT <= self.port <= last, "carla.port", self.port,
+                 f"must be in [{MIN_PORT}, {last}] (P, P + 1 and P + 2 are used)")
+        _require(MIN_PORT <= self.tm_port <= MAX_PORT, "carla.tm_port", self.tm_port,
+                 f"must be in [{MIN_PORT}, {MAX_PORT}]")
+        _require(not self.port <= self.tm_port < self.port + PORTS_PER_SERVER,
+                 "carla.tm_port", self.tm_port,
+                 f"clashes with the server's ports {self.port}..{self.port + 2}")
+        for name in ("timeout_s", "startup_timeout_s", "fixed_delta_seconds",
+                     "episode_length_s", "speed_limit_mps", "route_step_m",
+                     "hybrid_physics_radius_m"):
+            value = getattr(self, name)
+            _require(value > 0, f"carla.{name}", value, "must be > 0")
+        for name in ("npc_count", "npc_speed_mps", "npc_min_distance_m", "seed",
+                     "reload_every_episodes", "max_restarts", "initial_speed_mps"):
+            value = getattr(self, name)
+            _require(value >= 0, f"carla.{name}", value, "must be >= 0")
+        _require(self.route_length_m >= 60.0, "carla.route_length_m", self.route_length_m,
+                 "must be >= 60 (the observation previews 30 m ahead)")
+        _require(self.route_step_m <= 10.0, "carla.route_step_m", self.route_step_m,
+                 "must be <= 10 (the path preview samples every 5 m)")
+        _require(self.backend != "kinematic" or bool(self.xodr_path), "carla.xodr_path",
+                 self.xodr_path, "the kinematic backend needs an OpenDRIVE file")
+        if self.fixed_delta_seconds > 0.1:
+            warnings.warn(f"carla.fixed_delta_seconds={self.fixed_delta_seconds} > 0.1: CARLA's "
+                          "physics becomes unreliable above 0.1 s per step", stacklevel=3)
+
+    @property
+    def max_episode_steps(self) -> int:
+        """Steps before the time limit truncates an episode."""
+        return max(1, round(self.episode_length_s / self.fixed_delta_seconds))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, suitable for YAML and JSON."""
+        return dataclasses.asdict(self)
+
+
+def carla_config_from_dict(data: Mapping[str, Any], base: CarlaConfig | None = None
+                           ) -> CarlaConfig:
+    """Build a CarlaConfig from a (ROS-parameters or plain) mapping; unknown fields are errors."""
+    base = base or CarlaConfig()
+    data = _unwrap_ros_params(data)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"invalid carla config: expected a mapping, got {data!r}")
+    known = {f.name for f in dataclasses.fields(CarlaConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"invalid config: unknown field carla.{unknown[0]} "
+                         f"(known: {sorted(known)})")
+    changes = {k: _coerce(f"carla.{k}", v, getattr(base, k)) for k, v in data.items()}
+    return dataclasses.replace(base, **changes)
+
+
+def load_carla_config(path: str | Path | None = None,
+                      overrides: Mapping[str, Any] | None = None) -> CarlaConfig:
+    """Read a YAML file (optional), then apply ``overrides`` (field -> value)."""
+    config = CarlaConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"carla config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"carla config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ValueError(f"carla config file {path}: expected a mapping at top level")
+        config = carla_config_from_dict(_merge(data, overrides), config)
+    elif overrides:
+        config = carla_config_from_dict(overrides, config)
+    return config
+
+
+def _merge(data: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    flat = dict(_unwrap_ros_params(data))
+    flat.update(overrides or {})
+    return flat
+
+
+def resolve_carla_config(config: str | Path | Mapping[str, Any] | CarlaConfig | None
+                         ) -> CarlaConfig:
+    """A CarlaConfig from a config, a YAML path, a mapping, or None (the file named by
+    $DSP_DRIVING_CARLA_CONFIG if set, else the defaults)."""
+    if isinstance(config, CarlaConfig):
+        return config
+    if isinstance(config, Mapping):
+        return carla_config_from_dict(config)
+    if config is None:
+        config = os.environ.get(CONFIG_ENV_VAR) or None
+        if config is None:
+            return CarlaConfig()
+    return load_carla_config(config)
+
+
+def default_carla_config_path() -> Path | None:
+    """config/carla.yaml of the source tree, or of an install prefix's share/dsp_driving/."""
+    here = Path(__file__).resolve().parent.parent
+    candidates = [here.parent / "config" / "carla.yaml"]
+    candidates += [p / "share" / "dsp_driving" / "config" / "carla.yaml" for p in here.parents]
+    return next((c for c in candidates if c.is_file()), None)

@@ -1,0 +1,76 @@
+"""config/carla.yaml and CarlaConfig: every field, the defaults, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dsp_driving.driving.carla_config import (
+    CONFIG_ENV_VAR,
+    CarlaConfig,
+    carla_config_from_dict,
+    default_carla_config_path,
+    load_carla_config,
+    resolve_carla_config,
+)
+
+YAML = Path(__file__).resolve().parents[2] / "config" / "carla.yaml"
+
+
+def test_yaml_lists_every_field_with_the_default() -> None:
+    params = yaml.safe_load(YAML.read_text())["carla_env"]["ros__parameters"]
+    assert sorted(params) == sorted(f.name for f in dataclasses.fields(CarlaConfig))
+    assert load_carla_config(YAML) == CarlaConfig()
+    assert default_carla_config_path() == YAML
+    assert CarlaConfig().max_episode_steps == 1200  # 60 s at 0.05 s
+
+
+def test_overrides_and_plain_mappings() -> None:
+    cfg = load_carla_config(YAML, {"port": 2100, "backend": "kinematic", "xodr_path": "r.xodr"})
+    assert (cfg.port, cfg.backend, cfg.tm_port) == (2100, "kinematic", 8000)
+    assert carla_config_from_dict({"npc_count": "7", "no_rendering": "false"}) == \
+        CarlaConfig(npc_count=7, no_rendering=False)
+
+
+def test_env_var_names_the_file_when_no_config_is_given(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("carla_env:\n  ros__parameters:\n    port: 2300\n    tm_port: 8300\n")
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(path))
+    assert resolve_carla_config(None) == CarlaConfig(port=2300, tm_port=8300)
+    monkeypatch.delenv(CONFIG_ENV_VAR)
+    assert resolve_carla_config(None) == CarlaConfig()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"port": 80}, "carla.port=80"),
+    ({"port": 65534}, "carla.port=65534"),
+    ({"tm_port": 2001}, "carla.tm_port=2001"),
+    ({"backend": "gazebo"}, "carla.backend='gazebo'"),
+    ({"backend": "kinematic"}, "carla.xodr_path=''"),
+    ({"timeout_s": 0.0}, "carla.timeout_s=0.0"),
+    ({"fixed_delta_seconds": float("nan")}, "carla.fixed_delta_seconds=nan"),
+    ({"npc_count": -1}, "carla.npc_count=-1"),
+    ({"max_restarts": -1}, "carla.max_restarts=-1"),
+    ({"route_length_m": 30.0}, "carla.route_length_m=30.0"),
+    ({"route_step_m": 20.0}, "carla.route_step_m=20.0"),
+])
+def test_bad_values_name_the_field(fields, message) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        CarlaConfig(**fields)
+
+
+def test_bad_file_content() -> None:
+    with pytest.raises(ValueError, match="unknown field carla.tm_prot"):
+        carla_config_from_dict({"carla_env": {"ros__parameters": {"tm_prot": 8001}}})
+    with pytest.raises(ValueError, match="carla.port='abc': expected int"):
+        carla_config_from_dict({"port": "abc"})
+    with pytest.raises(ValueError, match="not found"):
+        load_carla_config("/nonexistent/carla.yaml")
+
+
+def test_large_step_warns() -> None:
+    with pytest.warns(UserWarning, match="fixed_delta_seconds=0.2"):
+        CarlaConfig(fixed_delta_seconds=0.2)
