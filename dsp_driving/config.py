@@ -22,7 +22,8 @@ GROUP_SIZES = ("alive", "dense")
 VECTOR_MODES = ("sync", "async")
 
 
-def _require(cond: bool, field: str, value: Any, why: str) -> None:
+def require(cond: bool, field: str, value: Any, why: str) -> None:
+    """Raise ValueError naming ``field`` and its bad ``value`` unless ``cond`` holds."""
     if not cond:
         raise ValueError(f"invalid config: {field}={value!r}: {why}")
 
@@ -30,20 +31,20 @@ def _require(cond: bool, field: str, value: Any, why: str) -> None:
 def _positive(section: str, obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        _require(value > 0, f"{section}.{name}", value, "must be > 0")
+        require(value > 0, f"{section}.{name}", value, "must be > 0")
 
 
 def _finite_floats(section: str, obj: Any) -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if isinstance(value, float):
-            _require(math.isfinite(value), f"{section}.{f.name}", value, "must be finite")
+            require(math.isfinite(value), f"{section}.{f.name}", value, "must be finite")
 
 
 def _fraction(section: str, obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        _require(0.0 <= value <= 1.0, f"{section}.{name}", value, "must be in [0, 1]")
+        require(0.0 <= value <= 1.0, f"{section}.{name}", value, "must be in [0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +60,10 @@ class NetConfig:
         for name in ("actor_hidden", "critic_hidden"):
             value = tuple(int(v) for v in getattr(self, name))
             object.__setattr__(self, name, value)
-            _require(len(value) >= 1, f"net.{name}", value, "needs at least one hidden layer")
-            _require(all(v >= 1 for v in value), f"net.{name}", value, "sizes must be >= 1")
-        _require(self.activation in ACTIVATIONS, "net.activation", self.activation,
-                 f"must be one of {ACTIVATIONS}")
+            require(len(value) >= 1, f"net.{name}", value, "needs at least one hidden layer")
+            require(all(v >= 1 for v in value), f"net.{name}", value, "sizes must be >= 1")
+        require(self.activation in ACTIVATIONS, "net.activation", self.activation,
+                f"must be one of {ACTIVATIONS}")
         _finite_floats("net", self)
 
 
@@ -96,7 +97,7 @@ class PPOConfig:
         _fraction("ppo", self, "gamma", "gae_lambda")
         for name in ("ent_coef", "vf_coef", "target_kl"):
             value = getattr(self, name)
-            _require(value >= 0, f"ppo.{name}", value, "must be >= 0")
+            require(value >= 0, f"ppo.{name}", value, "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,25 +127,25 @@ class PruningConfig:
 
     def __post_init__(self) -> None:
         _finite_floats("pruning", self)
-        _require(self.regulariser in REGULARISERS, "pruning.regulariser", self.regulariser,
-                 f"must be one of {REGULARISERS}")
-        _require(self.group_size in GROUP_SIZES, "pruning.group_size", self.group_size,
-                 f"must be one of {GROUP_SIZES}")
-        _require(self.mode in THRESHOLD_MODES, "pruning.mode", self.mode,
-                 f"must be one of {THRESHOLD_MODES}")
+        require(self.regulariser in REGULARISERS, "pruning.regulariser", self.regulariser,
+                f"must be one of {REGULARISERS}")
+        require(self.group_size in GROUP_SIZES, "pruning.group_size", self.group_size,
+                f"must be one of {GROUP_SIZES}")
+        require(self.mode in THRESHOLD_MODES, "pruning.mode", self.mode,
+                f"must be one of {THRESHOLD_MODES}")
         for name in ("lambda_actor", "lambda_critic", "kappa_final"):
             value = getattr(self, name)
-            _require(value >= 0, f"pruning.{name}", value, "must be >= 0")
+            require(value >= 0, f"pruning.{name}", value, "must be >= 0")
         _positive("pruning", self, "eps", "c_min", "prune_every", "min_alive",
                   "max_prune_frac")
-        _require(self.c_max >= self.c_min, "pruning.c_max", self.c_max,
-                 f"must be >= pruning.c_min ({self.c_min})")
+        require(self.c_max >= self.c_min, "pruning.c_max", self.c_max,
+                f"must be >= pruning.c_min ({self.c_min})")
         _fraction("pruning", self, "t_start", "t_end", "ratio_initial", "ratio_final",
                   "max_prune_frac")
-        _require(self.t_end > self.t_start, "pruning.t_end", self.t_end,
-                 f"must be > pruning.t_start ({self.t_start})")
-        _require(self.ratio_final < 1.0, "pruning.ratio_final", self.ratio_final,
-                 "must be < 1 (a layer cannot lose every neuron)")
+        require(self.t_end > self.t_start, "pruning.t_end", self.t_end,
+                f"must be > pruning.t_start ({self.t_start})")
+        require(self.ratio_final < 1.0, "pruning.ratio_final", self.ratio_final,
+                "must be < 1 (a layer cannot lose every neuron)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,15 +167,15 @@ class TrainConfig:
     export_onnx: bool = True  # write policy.onnx at the end when the export extra is installed
 
     def __post_init__(self) -> None:
-        _require(bool(self.env_id), "train.env_id", self.env_id, "must not be empty")
+        require(bool(self.env_id), "train.env_id", self.env_id, "must not be empty")
         _positive("train", self, "total_steps", "num_envs", "torch_threads",
                   "checkpoint_every")
-        _require(self.eval_episodes >= 1, "train.eval_episodes", self.eval_episodes,
-                 "must be >= 1")
-        _require(self.seed >= 0, "train.seed", self.seed, "must be >= 0")
-        _require(self.eval_seed >= 0, "train.eval_seed", self.eval_seed, "must be >= 0")
-        _require(self.vector_mode in VECTOR_MODES, "train.vector_mode", self.vector_mode,
-                 f"must be one of {VECTOR_MODES}")
+        require(self.eval_episodes >= 1, "train.eval_episodes", self.eval_episodes,
+                "must be >= 1")
+        require(self.seed >= 0, "train.seed", self.seed, "must be >= 0")
+        require(self.eval_seed >= 0, "train.eval_seed", self.eval_seed, "must be >= 0")
+        require(self.vector_mode in VECTOR_MODES, "train.vector_mode", self.vector_mode,
+                f"must be one of {VECTOR_MODES}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,12 +189,12 @@ class Config:
 
     def __post_init__(self) -> None:
         batch = self.train.num_envs * self.ppo.num_steps
-        _require(batch % self.ppo.num_minibatches == 0, "ppo.num_minibatches",
-                 self.ppo.num_minibatches,
-                 f"must divide the batch train.num_envs * ppo.num_steps = {batch}")
-        _require(batch // self.ppo.num_minibatches >= 2, "ppo.num_minibatches",
-                 self.ppo.num_minibatches,
-                 f"leaves minibatches of fewer than 2 samples (batch {batch})")
+        require(batch % self.ppo.num_minibatches == 0, "ppo.num_minibatches",
+                self.ppo.num_minibatches,
+                f"must divide the batch train.num_envs * ppo.num_steps = {batch}")
+        require(batch // self.ppo.num_minibatches >= 2, "ppo.num_minibatches",
+                self.ppo.num_minibatches,
+                f"leaves minibatches of fewer than 2 samples (batch {batch})")
 
     @property
     def batch_size(self) -> int:
@@ -223,7 +224,7 @@ SECTIONS: dict[str, type] = {
 }
 
 
-def _coerce(field: str, value: Any, default: Any) -> Any:
+def coerce(field: str, value: Any, default: Any) -> Any:
     """Convert a YAML/CLI value to the type of the field's default."""
     try:
         if isinstance(default, bool):
@@ -253,7 +254,7 @@ def _coerce(field: str, value: Any, default: Any) -> Any:
                 value = yaml.safe_load(value)
             if isinstance(value, int) and not isinstance(value, bool):
                 value = [value]
-            return tuple(_coerce(f"{field}[{i}]", v, 0) for i, v in enumerate(value))
+            return tuple(coerce(f"{field}[{i}]", v, 0) for i, v in enumerate(value))
         if isinstance(default, str):
             if not isinstance(value, str):
                 raise ValueError
@@ -265,7 +266,7 @@ def _coerce(field: str, value: Any, default: Any) -> Any:
     return value
 
 
-def _unwrap_ros_params(data: Mapping[str, Any]) -> Mapping[str, Any]:
+def unwrap_ros_params(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """Accept ``node_name: {ros__parameters: {...}}`` (ROS 2 params file) or a plain dict."""
     if len(data) == 1:
         (only,) = data.values()
@@ -277,7 +278,7 @@ def _unwrap_ros_params(data: Mapping[str, Any]) -> Mapping[str, Any]:
 def from_dict(data: Mapping[str, Any], base: Config | None = None) -> Config:
     """Build a Config from a nested dict; unknown sections or fields are errors."""
     base = base or Config()
-    data = _unwrap_ros_params(data)
+    data = unwrap_ros_params(data)
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         current = getattr(base, name)
@@ -290,7 +291,7 @@ def from_dict(data: Mapping[str, Any], base: Config | None = None) -> Config:
             raise ValueError(
                 f"invalid config: unknown field {name}.{unknown[0]} (known: {sorted(known)})"
             )
-        changes = {k: _coerce(f"{name}.{k}", v, getattr(current, k)) for k, v in given.items()}
+        changes = {k: coerce(f"{name}.{k}", v, getattr(current, k)) for k, v in given.items()}
         sections[name] = dataclasses.replace(current, **changes)
     unknown_sections = sorted(set(data) - set(SECTIONS))
     if unknown_sections:

@@ -15,7 +15,7 @@ import dataclasses
 import math
 from typing import NamedTuple, Protocol
 
-from dsp_driving.driving.contract import CarlaControl, Ego, Vehicle
+from dsp_driving.driving.contract import ActionLimits, CarlaControl, Ego, Vehicle
 
 
 class SimulatorCrashed(RuntimeError):
@@ -54,7 +54,13 @@ class LaneInvasionEvent:
 
 @dataclasses.dataclass(frozen=True)
 class Events:
-    """What the sensors reported since the previous :meth:`SimulatorBackend.events` call."""
+    """What the sensors reported since the previous :meth:`SimulatorBackend.events` call.
+
+    Each event carries the frame it happened in. CARLA delivers sensor data on a client
+    thread after ``world.tick()`` has returned, so an event of frame F may only arrive after
+    the call that follows F's tick: it is then reported by the next call (the env counts it
+    in the step in which it arrives, never earlier than its frame).
+    """
 
     collisions: tuple[CollisionEvent, ...] = ()
     lane_invasions: tuple[LaneInvasionEvent, ...] = ()
@@ -99,8 +105,13 @@ class RoadMap(Protocol):
     def name(self) -> str:
         """The map's name."""
 
-    def lane_point(self, x: float, y: float, project_to_road: bool = True) -> LanePoint | None:
-        """The driving-lane centre point nearest (x, y); None off the road unless projecting."""
+    def lane_point(self, x: float, y: float, project_to_road: bool = True, z: float = 0.0
+                   ) -> LanePoint | None:
+        """The driving-lane centre point nearest (x, y, z); None off the road unless projecting.
+
+        On maps with several levels (bridges, overpasses) pass the height: the nearest lane in
+        3-D is returned, so z = 0 picks the lowest level under the point.
+        """
 
     def lane_points(self, spacing_m: float) -> list[LanePoint]:
         """Points every ``spacing_m`` on every driving lane."""
@@ -126,9 +137,19 @@ class SimulatorBackend(abc.ABC):
     def road_map(self) -> RoadMap:
         """The current world's road network."""
 
+    def seed_episode(self, seed: int) -> None:
+        """Seed this backend's own random choices for the coming episode (default: none)."""
+        del seed  # a backend without random choices of its own
+
+    def control_limits(self, limits: ActionLimits) -> ActionLimits:
+        """``limits`` with carla_max_steer_rad set to the ego's own maximum steer angle where
+        the backend knows it (after :meth:`spawn_ego`); the env maps actions with these."""
+        return limits
+
     @abc.abstractmethod
     def spawn_ego(self, pose: Pose, speed_mps: float = 0.0) -> int:
-        """Spawn the ego (role_name hero) with its sensors; returns its actor id."""
+        """Spawn the ego (role_name hero) with its sensors; returns its actor id. The ego moves
+        at ``speed_mps`` (along its heading) from the state the next :meth:`tick` returns."""
 
     @abc.abstractmethod
     def spawn_npcs(self, poses: Sequence[Pose]) -> list[int]:
@@ -152,7 +173,8 @@ class SimulatorBackend(abc.ABC):
 
     @abc.abstractmethod
     def events(self) -> Events:
-        """Collision and lane-invasion events since the previous call (drained)."""
+        """Collision and lane-invasion events that arrived since the previous call (drained);
+        late ones may belong to an earlier frame (see :class:`Events`)."""
 
     @abc.abstractmethod
     def destroy_actors(self) -> None:

@@ -3,19 +3,21 @@
 Synchronous mode with fixed_delta_seconds, no-rendering mode, a Traffic Manager on its own
 port (synchronous, seeded, hybrid physics); the ego spawned with role_name hero and a
 collision and a lane-invasion sensor; traffic via apply_batch_sync with
-SetAutopilot(FutureActor, True, tm_port). Every world.tick is bounded by ``timeout_s``; a
-time-out, or a client error meaning the server is gone, raises SimulatorCrashed. With
-``server_command`` set the backend launches its own server on its own ports and, on
-:meth:`restart`, kills only that server's process group and launches it again.
+SetAutopilot(FutureActor, True, tm_port). Connecting and loading a map are bounded by
+``startup_timeout_s``, every later call and world.tick by ``timeout_s``; a time-out, or a
+client error meaning the server is gone, raises SimulatorCrashed. With ``server_command`` set
+the backend launches its own server on its own ports and, on :meth:`restart`, kills only that
+server's process group and launches it again.
 
-carla is imported lazily (first :meth:`start`). Needs a running CARLA server: the tests
-exercise only the failure path here (a dummy server that never answers).
+carla is imported lazily (first :meth:`start`). No CARLA server runs where this is tested:
+test/driving/test_carla_backend.py drives it through a recording fake of the carla module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -36,13 +38,14 @@ from dsp_driving.driving.backend import (
 )
 from dsp_driving.driving.carla_config import CarlaConfig
 from dsp_driving.driving.carla_map import CarlaRoadMap, import_carla
-from dsp_driving.driving.contract import CarlaControl, Ego, Vehicle
-from dsp_driving.driving.ports import ServerPorts, busy_ports
+from dsp_driving.driving.contract import ActionLimits, CarlaControl, Ego, Vehicle
+from dsp_driving.driving.ports import ServerPorts, require_free
 from dsp_driving.driving.server_process import ServerProcess, carla_server_argv
 
 log = logging.getLogger(__name__)
 
 SPAWN_LIFT_M = 0.3  # spawn slightly above the road so the car does not start in it
+STEER_MISMATCH_RAD = 1e-3  # a blueprint's max steer angle further than this from the limits
 _SERVER_GONE = ("time-out", "timeout", "timed out", "connection refused", "connection reset",
                 "broken pipe", "not connected", "end of file")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -56,10 +59,12 @@ def is_server_failure(exc: BaseException) -> bool:
 class CarlaBackend(SimulatorBackend):
     """One CARLA server (connected to, or launched and supervised) and this env's actors."""
 
-    def __init__(self, config: CarlaConfig, ports: ServerPorts | None = None) -> None:
+    def __init__(self, config: CarlaConfig, ports: ServerPorts | None = None,
+                 limits: ActionLimits | None = None) -> None:
         self.config = config
         self.ports = ports or ServerPorts(config.port, config.port + 1, config.port + 2,
                                           config.tm_port)
+        self.limits = limits or ActionLimits()
         self.server: ServerProcess | None = None
         if config.server_command:
             if config.host not in _LOCAL_HOSTS:
@@ -70,15 +75,19 @@ class CarlaBackend(SimulatorBackend):
                                         startup_timeout_s=config.startup_timeout_s,
                                         log_path=config.server_log or None)
         self.restarts = self.reloads = 0
-        self._rng = random.Random(config.seed)
+        self.orphaned_actor_ids: set[int] = set()  # could not be destroyed, even on a retry
+        self._rng = random.Random(config.seed)  # reseeded by seed_episode() every reset
         self._client: Any = None
         self._world: Any = None
         self._tm: Any = None
         self._map: CarlaRoadMap | None = None
         self._original_settings: Any = None
         self._ego: Any = None
+        self._max_steer_rad: float | None = None
+        self._pending_speed = 0.0
         self._sensors: list[Any] = []
         self._npc_ids: list[int] = []
+        self._undestroyed: set[int] = set()  # destroy failed or never ran; retried
         self._lock = threading.Lock()
         self._collisions: list[CollisionEvent] = []
         self._invasions: list[LaneInvasionEvent] = []
@@ -87,6 +96,17 @@ class CarlaBackend(SimulatorBackend):
     def dt_s(self) -> float:
         """Simulated seconds per tick (fixed_delta_seconds)."""
         return self.config.fixed_delta_seconds
+
+    @property
+    def max_steer_rad(self) -> float | None:
+        """The ego's front-wheel max steer angle read from its physics (None before a spawn)."""
+        return self._max_steer_rad
+
+    def control_limits(self, limits: ActionLimits) -> ActionLimits:
+        """``limits`` with carla_max_steer_rad = the spawned ego's own max steer angle."""
+        if self._max_steer_rad is None:
+            return limits
+        return dataclasses.replace(limits, carla_max_steer_rad=self._max_steer_rad)
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -105,12 +125,10 @@ class CarlaBackend(SimulatorBackend):
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Launch the server if configured, connect, load the town, apply the settings."""
+        """Launch the server if configured (PortsInUse if its ports are taken), connect,
+        load the town, apply the settings."""
         if self.server is not None and not self.server.running():
-            busy = busy_ports(self.ports.all(), self.config.host)
-            if busy:
-                raise ValueError(f"ports {busy} of {self.ports} are in use: another server? "
-                                 "Choose other carla.port / carla.tm_port")
+            require_free(self.ports, self.config.host)
             self.server.start()
         self._connect()
 
@@ -118,7 +136,7 @@ class CarlaBackend(SimulatorBackend):
         carla, cfg = import_carla(), self.config
         with self._guard("connect"):
             client = carla.Client(cfg.host, self.ports.rpc)
-            client.set_timeout(cfg.timeout_s)
+            client.set_timeout(cfg.startup_timeout_s)  # a fresh server or a map load is slow
             world = client.get_world()
             if self._original_settings is None:
                 self._original_settings = world.get_settings()
@@ -134,7 +152,8 @@ class CarlaBackend(SimulatorBackend):
             self._tm.set_hybrid_physics_mode(cfg.hybrid_physics)
             self._tm.set_hybrid_physics_radius(cfg.hybrid_physics_radius_m)
             self._map = CarlaRoadMap(carla_map)
-            world.tick(cfg.timeout_s)
+            world.tick(cfg.startup_timeout_s)
+            client.set_timeout(cfg.timeout_s)
 
     def _apply_settings(self) -> None:
         settings = self._world.get_settings()
@@ -154,43 +173,78 @@ class CarlaBackend(SimulatorBackend):
         assert self._map is not None
         return self._map
 
+    def seed_episode(self, seed: int) -> None:
+        """Reseed the NPC blueprint choice and the Traffic Manager for the coming episode."""
+        self._rng = random.Random(seed)
+        if self._tm is not None:
+            with self._guard("seed_episode"):
+                self._tm.set_random_device_seed(int(seed))
+
     def reload_world(self) -> None:
         """client.reload_world keeping our settings; the actors go with the old world."""
         self.destroy_actors()
         with self._guard("reload_world"):
+            self._client.set_timeout(self.config.startup_timeout_s)
             self._world = self._client.reload_world(False)
             self._apply_settings()
-            self._world.tick(self.config.timeout_s)
+            self._world.tick(self.config.startup_timeout_s)
+            self._client.set_timeout(self.config.timeout_s)
         self.reloads += 1
 
     def restart(self) -> None:
-        """Kill and relaunch our own server (or just reconnect to an external one)."""
+        """Kill and relaunch our own server (its actors die with it), or reconnect to an
+        external one after destroying what it still holds (retried on the new connection)."""
         if self.server is not None:
+            self._release_tm()
             self._forget_actors()
+            self._undestroyed.clear()
             self.server.restart()
         else:
-            with contextlib.suppress(RuntimeError):
-                self.destroy_actors()  # best effort: the server may still hold them
+            with contextlib.suppress(RuntimeError):  # SimulatorCrashed included
+                self.destroy_actors()
+            self._undestroyed.update(self._held_ids())
             self._forget_actors()
-        self._client = self._world = self._tm = None
+            self._release_tm()
+        self._client = self._world = self._map = None
         self.restarts += 1
         self._connect()
+        self._retry_destroy()
 
     def close(self) -> None:
-        """Destroy the actors, restore the original settings, stop our server."""
+        """Destroy the actors, TM back to asynchronous, restore the original settings, shut
+        the TM down, stop our server. Never raises for a missing or dead handle."""
+        steps: list[tuple[str, Callable[[], Any]]] = []
+        if self._world is not None:
+            steps.append(("destroy the actors", self.destroy_actors))
+        if self._tm is not None:
+            steps.append(("set the Traffic Manager asynchronous",
+                          lambda: self._tm.set_synchronous_mode(False)))
+        if self._world is not None and self._original_settings is not None:
+            steps.append(("restore the world settings",
+                          lambda: self._world.apply_settings(self._original_settings)))
         try:
-            if self._world is not None:
-                self.destroy_actors()
-                self._tm.set_synchronous_mode(False)
-                if self._original_settings is not None:
-                    self._world.apply_settings(self._original_settings)
-        except RuntimeError as exc:
-            log.warning("CARLA close: could not restore the server (%s)", exc)
+            for what, step in steps:
+                try:
+                    with self._guard(what):
+                        step()
+                except SimulatorCrashed as exc:
+                    log.warning("CARLA close: could not %s, server gone (%s)", what, exc)
+                    break  # each further call would wait for its own time-out
+                except RuntimeError as exc:
+                    log.warning("CARLA close: could not %s (%s)", what, exc)
         finally:
+            self._release_tm()
             self._forget_actors()
-            self._client = self._world = self._tm = None
+            self._client = self._world = self._map = None
             if self.server is not None:
                 self.server.kill()
+
+    def _release_tm(self) -> None:
+        """Shut our Traffic Manager down (frees tm_port in this process) and drop it."""
+        tm, self._tm = self._tm, None
+        if tm is not None:
+            with contextlib.suppress(RuntimeError):
+                tm.shut_down()
 
     def live_actor_ids(self) -> frozenset[int]:
         """Every vehicle and sensor in the world (a dedicated server holds only ours)."""
@@ -208,7 +262,8 @@ class CarlaBackend(SimulatorBackend):
                                carla.Rotation(yaw=yaw_deg))
 
     def spawn_ego(self, pose: Pose, speed_mps: float = 0.0) -> int:
-        """The ego (role_name hero) with a collision and a lane-invasion sensor."""
+        """The ego (role_name hero) with a collision and a lane-invasion sensor; reads its max
+        steer angle. The speed is set after the next world tick, when the car is settled."""
         carla, world = import_carla(), self._require_world()
         with self._guard("spawn_ego"):
             library = world.get_blueprint_library()
@@ -229,10 +284,22 @@ class CarlaBackend(SimulatorBackend):
                                            attach_to=ego)
                 self._sensors.append(sensor)
                 sensor.listen(callback)
-            if speed_mps > 0:
-                forward = self._transform(pose).get_forward_vector()
-                ego.set_target_velocity(forward * float(speed_mps))
-            return int(ego.id)
+            # Automatic gearbox, no hand brake: a fresh car can otherwise sit in neutral.
+            ego.apply_control(carla.VehicleControl(throttle=0.0, steer=0.0, brake=0.0,
+                                                   hand_brake=False, manual_gear_shift=False))
+            self._read_max_steer(ego)
+        self._pending_speed = max(0.0, float(speed_mps))
+        return int(ego.id)
+
+    def _read_max_steer(self, ego: Any) -> None:
+        max_steer = math.radians(float(ego.get_physics_control().wheels[0].max_steer_angle))
+        configured = self.limits.carla_max_steer_rad
+        if abs(max_steer - configured) > STEER_MISMATCH_RAD and max_steer != self._max_steer_rad:
+            log.warning("CARLA: %s steers at most %.1f deg, not ActionLimits.carla_max_steer_rad"
+                        " = %.1f deg: CARLA steer is normalised by the vehicle's %.1f deg",
+                        self.config.vehicle_blueprint, math.degrees(max_steer),
+                        math.degrees(configured), math.degrees(max_steer))
+        self._max_steer_rad = max_steer
 
     def spawn_npcs(self, poses: Sequence[Pose]) -> list[int]:
         """Autopiloted traffic in one batch: SpawnActor then SetAutopilot(FutureActor)."""
@@ -274,7 +341,8 @@ class CarlaBackend(SimulatorBackend):
             self._invasions.append(LaneInvasionEvent(int(event.frame), markings))
 
     def destroy_actors(self) -> None:
-        """Through the original handles: stop the sensors, destroy them, the ego, the NPCs."""
+        """Through the original handles: stop the sensors, destroy them, the ego, the NPCs.
+        A destroy the server refuses is retried once; what still stands is reported."""
         if self._world is None:
             return
         carla = import_carla()
@@ -282,20 +350,52 @@ class CarlaBackend(SimulatorBackend):
             for sensor in self._sensors:
                 if sensor.is_listening():
                     sensor.stop()
-            for sensor in self._sensors:
-                sensor.destroy()
-            self._sensors = []
+            while self._sensors:  # dropped one by one: a crash keeps the rest for a retry
+                sensor = self._sensors[0]
+                if not sensor.destroy():
+                    self._undestroyed.add(int(sensor.id))
+                self._sensors.pop(0)
             if self._ego is not None:
-                self._ego.destroy()
+                if not self._ego.destroy():
+                    self._undestroyed.add(int(self._ego.id))
                 self._ego = None
             if self._npc_ids:
-                self._client.apply_batch_sync(
+                responses = self._client.apply_batch_sync(
                     [carla.command.DestroyActor(i) for i in self._npc_ids], False)
+                self._undestroyed.update(i for i, r in zip(self._npc_ids, responses)
+                                         if r.has_error)
                 self._npc_ids = []
+        self._retry_destroy()
         self.events()
 
+    def _retry_destroy(self) -> None:
+        """Destroy the actors an earlier destroy missed that still exist; report the rest."""
+        if not self._undestroyed or self._world is None:
+            return
+        command = import_carla().command
+        wanted = sorted(self._undestroyed)
+        with self._guard("destroy_actors retry"):
+            alive = [int(a.id) for a in self._world.get_actors(wanted)]
+            if alive:
+                self._client.apply_batch_sync([command.DestroyActor(i) for i in alive], False)
+                left = sorted(int(a.id) for a in self._world.get_actors(alive))
+            else:
+                left = []
+        self._undestroyed.clear()
+        if left:
+            self.orphaned_actor_ids.update(left)
+            log.warning("CARLA: actors %s could not be destroyed (even on a retry); they stay "
+                        "in the world until it is reloaded", left)
+
+    def _held_ids(self) -> list[int]:
+        """Ids of the actors this backend holds (local attributes: no server call)."""
+        ego = [] if self._ego is None else [int(self._ego.id)]
+        return [int(s.id) for s in self._sensors] + ego + list(self._npc_ids)
+
     def _forget_actors(self) -> None:
+        """Drop the handles (their server is gone, or they are queued for a retry by id)."""
         self._sensors, self._ego, self._npc_ids = [], None, []
+        self._pending_speed = 0.0
         self.events()
 
     # ---- simulation ------------------------------------------------------------------------
@@ -308,15 +408,22 @@ class CarlaBackend(SimulatorBackend):
         with self._guard("apply_control"):
             self._ego.apply_control(carla.VehicleControl(
                 throttle=float(control.throttle), steer=float(control.steer),
-                brake=float(control.brake)))
+                brake=float(control.brake), hand_brake=False, manual_gear_shift=False))
 
     def tick(self) -> int:
-        """world.tick bounded by timeout_s."""
+        """world.tick bounded by timeout_s. Right after a spawn with a speed, the velocity is
+        set once the car has been ticked onto the road, and one more tick makes it visible."""
         world = self._require_world()
         if self.server is not None and not self.server.running():
             raise SimulatorCrashed(f"the CARLA server (pid {self.server.pid}) has exited")
         with self._guard("tick"):
-            return int(world.tick(self.config.timeout_s))
+            frame = int(world.tick(self.config.timeout_s))
+            if self._pending_speed > 0 and self._ego is not None:
+                forward = self._ego.get_transform().get_forward_vector()
+                self._ego.set_target_velocity(forward * self._pending_speed)
+                self._pending_speed = 0.0
+                frame = int(world.tick(self.config.timeout_s))
+            return frame
 
     def ego_state(self) -> Ego:
         """Pose, longitudinal speed and acceleration, yaw rate of the ego (REP-103)."""
@@ -348,7 +455,8 @@ class CarlaBackend(SimulatorBackend):
         return tuple(out)
 
     def events(self) -> Events:
-        """Sensor events since the previous call (the callbacks run on client threads)."""
+        """Sensor events that arrived since the previous call (callbacks run on client
+        threads, after the tick: an event may belong to an earlier frame)."""
         with self._lock:
             out = Events(tuple(self._collisions), tuple(self._invasions))
             self._collisions, self._invasions = [], []

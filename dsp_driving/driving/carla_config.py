@@ -17,7 +17,7 @@ import warnings
 
 import yaml
 
-from dsp_driving.config import _coerce, _require, _unwrap_ros_params
+from dsp_driving.config import coerce, require, unwrap_ros_params
 from dsp_driving.driving.ports import MAX_PORT, MIN_PORT, PORTS_PER_SERVER
 
 BACKENDS = ("carla", "kinematic")
@@ -33,7 +33,7 @@ class CarlaConfig:
     port: int = 2000  # RPC port P; P + 1 (streaming) and P + 2 (secondary) are reserved too
     tm_port: int = 8000  # this server's Traffic Manager
     timeout_s: float = 10.0  # client RPC timeout and the bound on every world.tick
-    startup_timeout_s: float = 120.0  # a launched server must open its port within this
+    startup_timeout_s: float = 120.0  # bound on launching, connecting, loading the map
     fixed_delta_seconds: float = 0.05  # simulated seconds per step (synchronous mode)
     no_rendering: bool = True
     town: str = "Town04"  # a highway town; loaded when the server runs another map
@@ -41,7 +41,7 @@ class CarlaConfig:
     npc_count: int = 20
     npc_speed_mps: float = 20.0  # kinematic backend only (the Traffic Manager sets CARLA's)
     npc_min_distance_m: float = 20.0  # no traffic spawned closer than this to the ego
-    seed: int = 0  # Traffic Manager seed; spawn choices follow the env's reset seed
+    seed: int = 0  # TM seed at connection; each reset reseeds from reset(seed=) (np_random)
     hybrid_physics: bool = True
     hybrid_physics_radius_m: float = 70.0
     reload_every_episodes: int = 50  # reload the world every N episodes (0 = never)
@@ -49,7 +49,7 @@ class CarlaConfig:
     server_log: str = ""  # file for a launched server's output (empty = discard)
     max_restarts: int = 3  # crashes in a row recovered by a restart before giving up
     episode_length_s: float = 60.0  # then the episode is truncated
-    initial_speed_mps: float = 0.0
+    initial_speed_mps: float = 0.0  # the ego's speed from the first state after a reset
     speed_limit_mps: float = 25.0
     route_length_m: float = 500.0  # lane-centre route built ahead of the ego at reset
     route_step_m: float = 2.0  # spacing of the route's points
@@ -59,33 +59,33 @@ class CarlaConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float):
-                _require(math.isfinite(value), f"carla.{f.name}", value, "must be finite")
-        _require(self.backend in BACKENDS, "carla.backend", self.backend,
-                 f"must be one of {BACKENDS}")
-        _require(bool(self.host), "carla.host", self.host, "must not be empty")
+                require(math.isfinite(value), f"carla.{f.name}", value, "must be finite")
+        require(self.backend in BACKENDS, "carla.backend", self.backend,
+                f"must be one of {BACKENDS}")
+        require(bool(self.host), "carla.host", self.host, "must not be empty")
         last = MAX_PORT - PORTS_PER_SERVER + 1
-        _require(MIN_PORT <= self.port <= last, "carla.port", self.port,
-                 f"must be in [{MIN_PORT}, {last}] (P, P + 1 and P + 2 are used)")
-        _require(MIN_PORT <= self.tm_port <= MAX_PORT, "carla.tm_port", self.tm_port,
-                 f"must be in [{MIN_PORT}, {MAX_PORT}]")
-        _require(not self.port <= self.tm_port < self.port + PORTS_PER_SERVER,
-                 "carla.tm_port", self.tm_port,
-                 f"clashes with the server's ports {self.port}..{self.port + 2}")
+        require(MIN_PORT <= self.port <= last, "carla.port", self.port,
+                f"must be in [{MIN_PORT}, {last}] (P, P + 1 and P + 2 are used)")
+        require(MIN_PORT <= self.tm_port <= MAX_PORT, "carla.tm_port", self.tm_port,
+                f"must be in [{MIN_PORT}, {MAX_PORT}]")
+        require(not self.port <= self.tm_port < self.port + PORTS_PER_SERVER,
+                "carla.tm_port", self.tm_port,
+                f"clashes with the server's ports {self.port}..{self.port + 2}")
         for name in ("timeout_s", "startup_timeout_s", "fixed_delta_seconds",
                      "episode_length_s", "speed_limit_mps", "route_step_m",
                      "hybrid_physics_radius_m"):
             value = getattr(self, name)
-            _require(value > 0, f"carla.{name}", value, "must be > 0")
+            require(value > 0, f"carla.{name}", value, "must be > 0")
         for name in ("npc_count", "npc_speed_mps", "npc_min_distance_m", "seed",
                      "reload_every_episodes", "max_restarts", "initial_speed_mps"):
             value = getattr(self, name)
-            _require(value >= 0, f"carla.{name}", value, "must be >= 0")
-        _require(self.route_length_m >= 60.0, "carla.route_length_m", self.route_length_m,
-                 "must be >= 60 (the observation previews 30 m ahead)")
-        _require(self.route_step_m <= 10.0, "carla.route_step_m", self.route_step_m,
-                 "must be <= 10 (the path preview samples every 5 m)")
-        _require(self.backend != "kinematic" or bool(self.xodr_path), "carla.xodr_path",
-                 self.xodr_path, "the kinematic backend needs an OpenDRIVE file")
+            require(value >= 0, f"carla.{name}", value, "must be >= 0")
+        require(self.route_length_m >= 60.0, "carla.route_length_m", self.route_length_m,
+                "must be >= 60 (the observation previews 30 m ahead)")
+        require(self.route_step_m <= 10.0, "carla.route_step_m", self.route_step_m,
+                "must be <= 10 (the path preview samples every 5 m)")
+        require(self.backend != "kinematic" or bool(self.xodr_path), "carla.xodr_path",
+                self.xodr_path, "the kinematic backend needs an OpenDRIVE file")
         if self.fixed_delta_seconds > 0.1:
             warnings.warn(f"carla.fixed_delta_seconds={self.fixed_delta_seconds} > 0.1: CARLA's "
                           "physics becomes unreliable above 0.1 s per step", stacklevel=3)
@@ -104,7 +104,7 @@ def carla_config_from_dict(data: Mapping[str, Any], base: CarlaConfig | None = N
                            ) -> CarlaConfig:
     """Build a CarlaConfig from a (ROS-parameters or plain) mapping; unknown fields are errors."""
     base = base or CarlaConfig()
-    data = _unwrap_ros_params(data)
+    data = unwrap_ros_params(data)
     if not isinstance(data, Mapping):
         raise ValueError(f"invalid carla config: expected a mapping, got {data!r}")
     known = {f.name for f in dataclasses.fields(CarlaConfig)}
@@ -112,7 +112,7 @@ def carla_config_from_dict(data: Mapping[str, Any], base: CarlaConfig | None = N
     if unknown:
         raise ValueError(f"invalid config: unknown field carla.{unknown[0]} "
                          f"(known: {sorted(known)})")
-    changes = {k: _coerce(f"carla.{k}", v, getattr(base, k)) for k, v in data.items()}
+    changes = {k: coerce(f"carla.{k}", v, getattr(base, k)) for k, v in data.items()}
     return dataclasses.replace(base, **changes)
 
 
@@ -137,7 +137,7 @@ def load_carla_config(path: str | Path | None = None,
 
 
 def _merge(data: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    flat = dict(_unwrap_ros_params(data))
+    flat = dict(unwrap_ros_params(data))
     flat.update(overrides or {})
     return flat
 

@@ -1,9 +1,14 @@
 """``dsp_driving/Carla-v0``: the driving contract over any SimulatorBackend.
 
-Each reset spawns the ego on a lane (random, or ``options["start"] = (x, y)``), builds the
-route along that lane from the map's waypoints, and spawns traffic (random, or
-``options["npcs"] = [(x, y), ...]``). Each step sends ``contract.to_carla(action)``, ticks
-once, builds the same Scene as every other simulator, and rewards with ``reward.step_reward``.
+Each reset spawns the ego on a lane (random, or ``options["start"] = (x, y[, z])``; give z on
+maps with several levels), builds the route along that lane from the map's waypoints, and
+spawns traffic (random, or ``options["npcs"] = [(x, y[, z]), ...]``). Everything random in an
+episode (start, traffic poses, the backend's NPC models and Traffic Manager seed) comes from
+``np_random``, so ``reset(seed=)`` determines it. Each step sends ``contract.to_carla(action)``
+(scaled by the spawned vehicle's own max steer angle where the backend reads it), ticks once,
+builds the same Scene as every other simulator, and rewards with ``reward.step_reward``.
+Sensor events are counted in the step in which they arrive (CARLA may deliver one a step
+late); events from before the episode's first frame are dropped.
 Collision and leaving the carriageway terminate (``info["termination"]``: "collision",
 "off_road"); the time limit, the end of the route and a simulator crash truncate
 (``info["truncation"]``: "time_limit", "route_end", "simulator_crash"). A crash
@@ -24,6 +29,7 @@ import numpy as np
 
 from dsp_driving.driving import contract
 from dsp_driving.driving.backend import (
+    Events,
     LanePoint,
     Pose,
     RoadMap,
@@ -59,7 +65,15 @@ def make_backend(config: CarlaConfig, ports: ServerPorts | None = None,
                                 timeout_s=config.timeout_s)
     from dsp_driving.driving.carla_backend import CarlaBackend
 
-    return CarlaBackend(config, ports)
+    return CarlaBackend(config, ports, limits)
+
+
+def _place(value: Any, name: str) -> tuple[float, float, bool, float]:
+    """``(x, y)`` or ``(x, y, z)`` from reset options -> lane_point's (x, y, project, z)."""
+    place = [float(v) for v in value]
+    if len(place) not in (2, 3):
+        raise ValueError(f"options[{name!r}]: {value!r} is not (x, y) or (x, y, z)")
+    return place[0], place[1], True, place[2] if len(place) == 3 else 0.0
 
 
 class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -80,6 +94,7 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         self.config = cfg
         self.reward_config = reward_config or RewardConfig()
         self.limits = limits or contract.ActionLimits()
+        self._control_limits = self.limits  # with the spawned vehicle's steer scale
         self.ports = allocate_ports(server_index + 1, cfg.port, cfg.tm_port)[server_index]
         self._backend = backend if isinstance(backend, SimulatorBackend) else None
         low, high = contract.observation_bounds()
@@ -94,6 +109,7 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         self._route: Route | None = None
         self._s = 0.0
         self._steps = 0
+        self._first_frame = 0  # events of earlier frames belong to another episode
         self._prev_action = (0.0, 0.0)
         self._last_obs = np.zeros(contract.OBS_DIM, dtype=np.float32)
 
@@ -164,11 +180,14 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         if every and episode > 1 and (episode - 1) % every == 0 and not self._reloaded:
             backend.reload_world()  # once per due episode, even if this reset is retried
             self._reloaded, self._spawn_points = True, None
+        backend.seed_episode(int(self.np_random.integers(2 ** 31)))
         road = backend.road_map()
         start, route = self._spawn_ego(road, options)
+        self._control_limits = backend.control_limits(self.limits)
         backend.spawn_npcs(self._npc_poses(road, start.pose, options))
-        backend.tick()
-        backend.events()  # what spawning caused is not the policy's doing
+        # What spawning caused (up to this frame, even if it arrives late) is not the policy's.
+        self._first_frame = backend.tick() + 1
+        backend.events()
         ego = backend.ego_state()
         self.episodes, self._reloaded = episode, False
         self._route, self._steps, self._prev_action = route, 0, (0.0, 0.0)
@@ -197,8 +216,7 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
     def _spawn_ego(self, road: RoadMap, options: dict[str, Any]) -> tuple[LanePoint, Route]:
         cfg, backend = self.config, self.backend
         if "start" in options:
-            x, y = (float(v) for v in options["start"])
-            start = road.lane_point(x, y)
+            start = road.lane_point(*_place(options["start"], "start"))
             if start is None:
                 raise ValueError(f"options['start']={options['start']!r}: no lane near it")
             route = self._route_from(start)
@@ -226,7 +244,7 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _npc_poses(self, road: RoadMap, ego: Pose, options: dict[str, Any]) -> list[Pose]:
         if "npcs" in options:
-            points = [road.lane_point(float(x), float(y)) for x, y in options["npcs"]]
+            points = [road.lane_point(*_place(p, "npcs")) for p in options["npcs"]]
             return [p.pose for p in points if p is not None]
         far = [p.pose for p in self._candidates(road)
                if np.hypot(p.pose.x - ego.x, p.pose.y - ego.y) >= self.config.npc_min_distance_m]
@@ -250,9 +268,12 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("CarlaDriveEnv: call reset() before step() (and after a crash)")
         steer, accel = contract.clip_action(action)
         try:
-            backend.apply_control(contract.to_carla((steer, accel), self.limits))
+            backend.apply_control(contract.to_carla((steer, accel), self._control_limits))
             backend.tick()
             ego, vehicles, events = backend.ego_state(), backend.vehicles(), backend.events()
+            events = Events(
+                tuple(e for e in events.collisions if e.frame >= self._first_frame),
+                tuple(e for e in events.lane_invasions if e.frame >= self._first_frame))
         except SimulatorCrashed as exc:
             self._recover(exc)
             info = {"truncation": "simulator_crash", "restarts": self.restarts,

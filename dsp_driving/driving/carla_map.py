@@ -89,10 +89,15 @@ class CarlaRoadMap:
         """The map's name."""
         return str(self.map.name)
 
-    def lane_point(self, x: float, y: float, project_to_road: bool = True) -> LanePoint | None:
-        """The driving-lane point nearest (x, y) (REP-103); None off the road if not projecting."""
+    def lane_point(self, x: float, y: float, project_to_road: bool = True, z: float = 0.0
+                   ) -> LanePoint | None:
+        """The driving-lane point nearest (x, y, z) (REP-103); None off the road if not projecting.
+
+        carla.Map.get_waypoint searches in 3-D: on a map with several levels pass the actor's
+        height, or a point under a bridge may snap to the bridge (or the reverse).
+        """
         carla = import_carla()
-        location = carla.Location(x=float(x), y=-float(y), z=0.0)
+        location = carla.Location(x=float(x), y=-float(y), z=float(z))
         waypoint = self.map.get_waypoint(location, project_to_road=project_to_road,
                                          lane_type=carla.LaneType.Driving)
         return None if waypoint is None else CarlaLanePoint(waypoint)

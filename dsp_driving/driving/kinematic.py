@@ -5,7 +5,9 @@ lane centre at a constant speed on a RoadMap (a real OpenDRIVE road read by carl
 other implementation). Collision = the ego's box overlaps a vehicle's box; a lane invasion =
 the ego's lane changes within a road section or it leaves the driving lanes. Fault injection
 (``crash_at_ticks``) makes a tick fail as a server time-out would: the world and its actors
-are gone until :meth:`restart`. No carla import here.
+are gone until :meth:`restart`. Every actor id handed out is accounted for: ``destroyed``
+(by destroy_actors, reload_world or close) or ``lost`` (with a crashed world), or still live.
+No carla import here.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class KinematicBackend(SimulatorBackend):
         self.frame = 0
         self.started = self.dead = False
         self._next_id = 1
+        self.destroy_calls = 0
+        self.destroyed: list[int] = []  # ids removed by destroy_actors / reload_world / close
+        self.lost: list[int] = []  # ids that vanished with a crashed world
         self._ego: _Body | None = None
         self._ego_id: int | None = None
         self._sensor_ids: list[int] = []
@@ -119,10 +124,20 @@ class KinematicBackend(SimulatorBackend):
         self._alive()
         return self._map
 
+    def control_limits(self, limits: ActionLimits) -> ActionLimits:
+        """``limits`` with this stand-in's own steering scale (what its bicycle model uses)."""
+        return dataclasses.replace(limits, carla_max_steer_rad=self.limits.carla_max_steer_rad)
+
     def destroy_actors(self) -> None:
         """Remove the sensors, the ego and the traffic."""
         self._alive()
+        self.destroy_calls += 1
+        self.destroyed.extend(self._held())
         self._clear()
+
+    def _held(self) -> list[int]:
+        ego = [] if self._ego_id is None else [self._ego_id]
+        return [*ego, *self._sensor_ids, *self._npcs]
 
     def _clear(self) -> None:
         self._ego = self._ego_id = self._ego_lane = None
@@ -133,6 +148,7 @@ class KinematicBackend(SimulatorBackend):
     def reload_world(self) -> None:
         """A fresh world with the same map."""
         self._alive()
+        self.destroyed.extend(self._held())
         self._clear()
         self.reloads += 1
         self.frame = 0
@@ -146,6 +162,8 @@ class KinematicBackend(SimulatorBackend):
 
     def close(self) -> None:
         """Drop everything."""
+        if not self.dead:
+            self.destroyed.extend(self._held())
         self._clear()
         self.started = False
 
@@ -153,8 +171,7 @@ class KinematicBackend(SimulatorBackend):
         """The ego, its two sensors and the traffic (nothing once the world is down)."""
         if self.dead or not self.started:
             return frozenset()
-        ego = [] if self._ego_id is None else [self._ego_id]
-        return frozenset([*ego, *self._sensor_ids, *self._npcs])
+        return frozenset(self._held())
 
     # ---- actors ----------------------------------------------------------------------------
 
@@ -180,7 +197,7 @@ class KinematicBackend(SimulatorBackend):
             raise SpawnError(f"ego spawn blocked at {pose}")
         self._ego, self._ego_id = body, self._new_id()
         self._sensor_ids = [self._new_id(), self._new_id()]
-        lane = self._map.lane_point(pose.x, pose.y, project_to_road=False)
+        lane = self._map.lane_point(pose.x, pose.y, project_to_road=False, z=pose.z)
         self._ego_lane = None if lane is None else lane.key
         return self._ego_id
 
@@ -189,7 +206,7 @@ class KinematicBackend(SimulatorBackend):
         self._alive()
         ids = []
         for pose in poses:
-            lane = self._map.lane_point(pose.x, pose.y)
+            lane = self._map.lane_point(pose.x, pose.y, z=pose.z)
             if lane is None:
                 continue
             p = lane.pose
@@ -217,6 +234,7 @@ class KinematicBackend(SimulatorBackend):
         self.ticks += 1
         if self.ticks in self.crash_at_ticks:
             self.dead = True
+            self.lost.extend(self._held())
             self._clear()
             raise SimulatorCrashed(f"time-out of {self.timeout_s} s while waiting for the "
                                    f"simulator (injected at tick {self.ticks})")
@@ -261,7 +279,7 @@ class KinematicBackend(SimulatorBackend):
                                  ego.speed * math.sin(ego.yaw) - body.speed * math.sin(body.yaw))
                 self._collisions.append(CollisionEvent(self.frame, "vehicle.kinematic",
                                                        VEHICLE_MASS_KG * rel))
-        lane = self._map.lane_point(ego.x, ego.y, project_to_road=False)
+        lane = self._map.lane_point(ego.x, ego.y, project_to_road=False)  # planar: z = 0
         key = None if lane is None else lane.key
         previous, self._ego_lane = self._ego_lane, key
         if previous is not None and key is None:

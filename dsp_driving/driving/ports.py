@@ -1,12 +1,16 @@
 """Port allocation for N CARLA servers that never overlap.
 
 A CARLA server listens on its RPC port P and also on P + 1 (sensor streaming) and P + 2 (the
-multi-GPU secondary port), so each server reserves three consecutive ports; its Traffic
-Manager gets a port of its own from a separate range.
+port a multi-GPU primary listens on for secondary servers), so each server reserves three
+consecutive ports; its Traffic Manager gets a port of its own from a separate range.
+
+A bad port *setting* is a ValueError; a valid port that another process holds right now is
+:class:`PortsInUse` (a RuntimeError: the config is fine, the machine is not free).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import errno
 import socket
 from typing import NamedTuple
@@ -66,6 +70,26 @@ def allocate_ports(count: int, rpc_base: int = 2000, tm_base: int = 8000,
             owner[port] = f"server {i}'s {role}"
         out.append(ports)
     return out
+
+
+class PortsInUse(RuntimeError):
+    """Ports a server needs are held by another process; the message says how to find it."""
+
+    def __init__(self, ports: Sequence[int], host: str, needed_for: str) -> None:
+        self.ports, self.host = tuple(ports), host
+        holders = " or ".join(f"`ss -ltnp | grep :{p}`" for p in self.ports)
+        super().__init__(
+            f"port{'s' if len(self.ports) > 1 else ''} {', '.join(map(str, self.ports))} on "
+            f"{host} already in use ({needed_for}): another CARLA server or process holds "
+            f"{'them' if len(self.ports) > 1 else 'it'}. Find the holder with {holders}; stop "
+            "it, or choose other carla.port / carla.tm_port (or another server_index)")
+
+
+def require_free(ports: ServerPorts, host: str = "127.0.0.1") -> None:
+    """Raise :class:`PortsInUse` unless every port of ``ports`` is free at ``host``."""
+    busy = busy_ports(ports.all(), host)
+    if busy:
+        raise PortsInUse(busy, host, f"needed by the server {ports}")
 
 
 def busy_ports(ports: tuple[int, ...] | list[int], host: str = "127.0.0.1") -> list[int]:

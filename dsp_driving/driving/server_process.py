@@ -22,13 +22,20 @@ from dsp_driving.driving.ports import ServerPorts
 
 
 def carla_server_argv(command: str, ports: ServerPorts) -> list[str]:
-    """``CarlaUE4.sh [args] -RenderOffScreen -nosound`` plus this server's own ports."""
+    """``CarlaUE4.sh [args] -RenderOffScreen -nosound`` plus this server's own three ports.
+
+    CARLA's UCarlaSettings reads ``-carla-rpc-port`` (which also moves the streaming and
+    secondary ports to P + 1 and P + 2), ``-carla-streaming-port`` and
+    ``-carla-secondary-port`` (where a primary listens for multi-GPU secondaries).
+    ``-carla-primary-port`` is something else: with ``-carla-primary-host`` it makes the
+    process a secondary that connects to that primary, so it is never passed here.
+    """
     argv = shlex.split(command)
     if not argv:
         raise ValueError("server_command is empty: nothing to launch")
     return [*argv, "-RenderOffScreen", "-nosound", f"-carla-rpc-port={ports.rpc}",
             f"-carla-streaming-port={ports.streaming}",
-            f"-carla-primary-port={ports.secondary}"]
+            f"-carla-secondary-port={ports.secondary}"]
 
 
 class ServerProcess:

@@ -8,6 +8,7 @@ Lane -1 of test/data/two_lane_arc.xodr runs along y = -1.75 (REP-103) for x in [
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import gymnasium as gym
@@ -16,11 +17,16 @@ import pytest
 
 pytest.importorskip("carla")
 
-from dsp_driving.driving.backend import SimulatorCrashed  # noqa: E402
+from dsp_driving.driving.backend import Pose, SimulatorCrashed  # noqa: E402
 from dsp_driving.driving.carla_config import CarlaConfig  # noqa: E402
 from dsp_driving.driving.carla_env import CarlaDriveEnv, make_backend  # noqa: E402
 from dsp_driving.driving.carla_map import load_xodr_map  # noqa: E402
-from dsp_driving.driving.contract import INDEX, OBS_DIM, observation_bounds  # noqa: E402
+from dsp_driving.driving.contract import (  # noqa: E402
+    INDEX,
+    OBS_DIM,
+    observation_bounds,
+    to_carla,
+)
 from dsp_driving.driving.kinematic import KinematicBackend  # noqa: E402
 from dsp_driving.driving.ports import ServerPorts  # noqa: E402
 
@@ -187,18 +193,38 @@ def test_crash_restarts_exactly_once_and_leaks_nothing() -> None:
     obs, reward, terminated, truncated, info = env.step(np.zeros(2, np.float32))  # tick 5
     assert (reward, terminated, truncated) == (0.0, False, True)
     assert info["truncation"] == "simulator_crash" and "injected at tick 5" in info["error"]
-    assert (backend.restarts, env.restarts) == (1, 1)
-    assert backend.live_actor_ids() == frozenset()  # the dead world took its actors along
+    # Restarted once and not started again; the crash took exactly that episode's actors.
+    assert (backend.restarts, env.restarts, backend.starts) == (1, 1, 1)
+    assert sorted(backend.lost) == sorted(first_ids) and backend.destroyed == []
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(2, np.float32))
     env.reset(seed=2)
     second_ids = backend.live_actor_ids()
-    assert len(second_ids) == 7 and not second_ids & first_ids
+    assert len(second_ids) == 7 and backend.destroy_calls == 1 and backend.destroyed == []
     for _ in range(10):
         env.step(np.zeros(2, np.float32))
     assert backend.restarts == 1
     env.close()
-    assert backend.live_actor_ids() == frozenset()
+    # Every id ever handed out was destroyed by close() or lost in the crash, exactly once:
+    # a reset that spawned twice, or a restart of a world that still held actors, would not add up.
+    assert sorted(backend.destroyed) == sorted(second_ids)
+    assert sorted(backend.lost + backend.destroyed) == list(range(1, 15))
+
+
+def test_positive_steer_turns_the_stand_in_left_at_the_bicycle_yaw_rate() -> None:
+    backend = KinematicBackend(load_xodr_map(XODR), dt_s=0.05, wheelbase_m=2.8)
+    backend.start()
+    backend.spawn_ego(Pose(20.0, -1.75, 0.0, 0.0), speed_mps=10.0)
+    control = to_carla((0.5, 0.0))  # 0.5 * max_steer_rad 0.5 = 0.25 rad road-wheel, left
+    assert control.steer == pytest.approx(-0.25 / math.radians(70.0))  # CARLA steer: + right
+    backend.apply_control(control)
+    backend.tick()
+    ego = backend.ego_state()
+    # Kinematic bicycle: yaw rate = v tan(delta) / L = 10 tan(0.25) / 2.8 = 0.911935 rad/s.
+    assert ego.yaw_rate == pytest.approx(0.9119354329, abs=1e-9)
+    assert ego.yaw == pytest.approx(0.0455967716, abs=1e-9)  # CCW, REP-103's left
+    # Midpoint heading 0.022798 rad over 0.5 m: y grows (left), x advances 0.49987 m.
+    assert (ego.x, ego.y) == pytest.approx((20.4998700640, -1.7386017945), abs=1e-9)
 
 
 def test_crash_during_reset_is_recovered() -> None:

@@ -63,7 +63,7 @@ def test_carla_argv_gets_its_own_ports() -> None:
                              ServerPorts(2003, 2004, 2005, 8001))
     assert argv == ["/opt/carla/CarlaUE4.sh", "-quality-level=Low", "-RenderOffScreen",
                     "-nosound", "-carla-rpc-port=2003", "-carla-streaming-port=2004",
-                    "-carla-primary-port=2005"]
+                    "-carla-secondary-port=2005"]
     with pytest.raises(ValueError, match="empty"):
         carla_server_argv("  ", ServerPorts(2000, 2001, 2002, 8000))
 
@@ -123,12 +123,16 @@ def test_carla_backend_restarts_its_own_server_then_gives_up(dummy: Path) -> Non
     from dsp_driving.driving.carla_env import CarlaDriveEnv
 
     ports = free_ports()
+    # startup_timeout_s bounds both the launch (port open) and connecting (get_world).
     cfg = CarlaConfig(server_command=f"{sys.executable} {dummy}", port=ports.rpc,
-                      tm_port=ports.tm, timeout_s=0.3, startup_timeout_s=20.0, max_restarts=1)
+                      tm_port=ports.tm, timeout_s=0.3, startup_timeout_s=3.0, max_restarts=1)
     env = CarlaDriveEnv(cfg)
     backend = env.backend
-    with pytest.raises(SimulatorCrashed, match="2 simulator crashes in a row"):
+    started = time.monotonic()
+    with pytest.raises(SimulatorCrashed, match="2 simulator crashes in a row") as crash:
         env.reset(seed=0)  # connect times out, restart once, times out again
+    assert "time-out of 3000ms while waiting for the simulator" in str(crash.value)
+    assert time.monotonic() - started < 30.0
     assert (backend.restarts, backend.server.launches, env.restarts) == (1, 2, 1)
     last = backend.server.pid
     assert last is not None and group_members(last)
