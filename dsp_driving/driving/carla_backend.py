@@ -1,13 +1,12 @@
 """The real CARLA backend: the carla 0.9.16 client behind the SimulatorBackend interface.
 
 Synchronous mode with fixed_delta_seconds, no-rendering mode, a Traffic Manager on its own
-port (synchronous, seeded, hybrid physics); the ego spawned with role_name hero and a
-collision and a lane-invasion sensor; traffic via apply_batch_sync with
-SetAutopilot(FutureActor, True, tm_port). Connecting and loading a map are bounded by
-``startup_timeout_s``, every later call and world.tick by ``timeout_s``; a time-out, or a
-client error meaning the server is gone, raises SimulatorCrashed. With ``server_command`` set
-the backend launches its own server on its own ports and, on :meth:`restart`, kills only that
-server's process group and launches it again.
+port (synchronous, seeded, hybrid physics); the ego, its sensors and the traffic are spawned,
+read and destroyed by :class:`~dsp_driving.driving.carla_actors.CarlaActors`. Connecting and
+loading a map are bounded by ``startup_timeout_s``, every later call and world.tick by
+``timeout_s``; a time-out, or a client error meaning the server is gone, raises
+SimulatorCrashed. With ``server_command`` set the backend launches its own server on its own
+ports and, on :meth:`restart`, kills only that server's process group and launches it again.
 
 carla is imported lazily (first :meth:`start`). No CARLA server runs where this is tested:
 test/driving/test_carla_backend.py drives it through a recording fake of the carla module.
@@ -19,23 +18,17 @@ from collections.abc import Callable, Iterator, Sequence
 import contextlib
 import dataclasses
 import logging
-import math
-import random
-import threading
 from typing import Any
 
 from dsp_driving.driving.backend import (
-    CollisionEvent,
     Events,
-    LaneInvasionEvent,
     Pose,
     RoadMap,
     SimulatorBackend,
     SimulatorCrashed,
     SpawnError,
-    carla_from_rep103,
-    rep103_from_carla,
 )
+from dsp_driving.driving.carla_actors import CarlaActors
 from dsp_driving.driving.carla_config import CarlaConfig
 from dsp_driving.driving.carla_map import CarlaRoadMap, import_carla
 from dsp_driving.driving.contract import ActionLimits, CarlaControl, Ego, Vehicle
@@ -44,8 +37,6 @@ from dsp_driving.driving.server_process import ServerProcess, carla_server_argv
 
 log = logging.getLogger(__name__)
 
-SPAWN_LIFT_M = 0.3  # spawn slightly above the road so the car does not start in it
-STEER_MISMATCH_RAD = 1e-3  # a blueprint's max steer angle further than this from the limits
 _SERVER_GONE = ("time-out", "timeout", "timed out", "connection refused", "connection reset",
                 "broken pipe", "not connected", "end of file")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -75,22 +66,12 @@ class CarlaBackend(SimulatorBackend):
                                         startup_timeout_s=config.startup_timeout_s,
                                         log_path=config.server_log or None)
         self.restarts = self.reloads = 0
-        self.orphaned_actor_ids: set[int] = set()  # could not be destroyed, even on a retry
-        self._rng = random.Random(config.seed)  # reseeded by seed_episode() every reset
         self._client: Any = None
         self._world: Any = None
         self._tm: Any = None
         self._map: CarlaRoadMap | None = None
         self._original_settings: Any = None
-        self._ego: Any = None
-        self._max_steer_rad: float | None = None
-        self._pending_speed = 0.0
-        self._sensors: list[Any] = []
-        self._npc_ids: list[int] = []
-        self._undestroyed: set[int] = set()  # destroy failed or never ran; retried
-        self._lock = threading.Lock()
-        self._collisions: list[CollisionEvent] = []
-        self._invasions: list[LaneInvasionEvent] = []
+        self._actors = CarlaActors(config, self.limits, self.ports.tm, self._guard)
 
     @property
     def dt_s(self) -> float:
@@ -100,13 +81,18 @@ class CarlaBackend(SimulatorBackend):
     @property
     def max_steer_rad(self) -> float | None:
         """The ego's front-wheel max steer angle read from its physics (None before a spawn)."""
-        return self._max_steer_rad
+        return self._actors.max_steer_rad
+
+    @property
+    def orphaned_actor_ids(self) -> set[int]:
+        """Actors that could not be destroyed, even on a retry (they stay until a reload)."""
+        return self._actors.orphaned_ids
 
     def control_limits(self, limits: ActionLimits) -> ActionLimits:
         """``limits`` with carla_max_steer_rad = the spawned ego's own max steer angle."""
-        if self._max_steer_rad is None:
+        if self._actors.max_steer_rad is None:
             return limits
-        return dataclasses.replace(limits, carla_max_steer_rad=self._max_steer_rad)
+        return dataclasses.replace(limits, carla_max_steer_rad=self._actors.max_steer_rad)
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -175,7 +161,7 @@ class CarlaBackend(SimulatorBackend):
 
     def seed_episode(self, seed: int) -> None:
         """Reseed the NPC blueprint choice and the Traffic Manager for the coming episode."""
-        self._rng = random.Random(seed)
+        self._actors.seed(seed)
         if self._tm is not None:
             with self._guard("seed_episode"):
                 self._tm.set_random_device_seed(int(seed))
@@ -196,19 +182,17 @@ class CarlaBackend(SimulatorBackend):
         external one after destroying what it still holds (retried on the new connection)."""
         if self.server is not None:
             self._release_tm()
-            self._forget_actors()
-            self._undestroyed.clear()
+            self._actors.forget(drop_retries=True)
             self.server.restart()
         else:
             with contextlib.suppress(RuntimeError):  # SimulatorCrashed included
                 self.destroy_actors()
-            self._undestroyed.update(self._held_ids())
-            self._forget_actors()
+            self._actors.queue_for_retry()
             self._release_tm()
         self._client = self._world = self._map = None
         self.restarts += 1
         self._connect()
-        self._retry_destroy()
+        self._actors.retry_destroy(self._world, self._client)
 
     def close(self) -> None:
         """Destroy the actors, TM back to asynchronous, restore the original settings, shut
@@ -234,7 +218,7 @@ class CarlaBackend(SimulatorBackend):
                     log.warning("CARLA close: could not %s (%s)", what, exc)
         finally:
             self._release_tm()
-            self._forget_actors()
+            self._actors.forget()
             self._client = self._world = self._map = None
             if self.server is not None:
                 self.server.kill()
@@ -253,162 +237,31 @@ class CarlaBackend(SimulatorBackend):
             return frozenset(a.id for a in world.get_actors()
                              if a.type_id.startswith(("vehicle.", "sensor.")))
 
-    # ---- actors ----------------------------------------------------------------------------
-
-    def _transform(self, pose: Pose) -> Any:
-        carla = import_carla()
-        x, y, yaw_deg = carla_from_rep103(pose.x, pose.y, pose.yaw)
-        return carla.Transform(carla.Location(x=x, y=y, z=pose.z + SPAWN_LIFT_M),
-                               carla.Rotation(yaw=yaw_deg))
+    # ---- actors (see carla_actors) ---------------------------------------------------------
 
     def spawn_ego(self, pose: Pose, speed_mps: float = 0.0) -> int:
         """The ego (role_name hero) with a collision and a lane-invasion sensor; reads its max
         steer angle. The speed is set after the next world tick, when the car is settled."""
-        carla, world = import_carla(), self._require_world()
-        with self._guard("spawn_ego"):
-            library = world.get_blueprint_library()
-            found = library.filter(self.config.vehicle_blueprint)
-            if not found:
-                raise ValueError(f"carla.vehicle_blueprint={self.config.vehicle_blueprint!r}: "
-                                 "no such blueprint on this server")
-            blueprint = found[0]
-            if blueprint.has_attribute("role_name"):
-                blueprint.set_attribute("role_name", "hero")
-            ego = world.try_spawn_actor(blueprint, self._transform(pose))
-            if ego is None:
-                raise SpawnError(f"ego spawn blocked at {pose}")
-            self._ego = ego
-            for sensor_id, callback in (("sensor.other.collision", self._on_collision),
-                                        ("sensor.other.lane_invasion", self._on_invasion)):
-                sensor = world.spawn_actor(library.find(sensor_id), carla.Transform(),
-                                           attach_to=ego)
-                self._sensors.append(sensor)
-                sensor.listen(callback)
-            # Automatic gearbox, no hand brake: a fresh car can otherwise sit in neutral.
-            ego.apply_control(carla.VehicleControl(throttle=0.0, steer=0.0, brake=0.0,
-                                                   hand_brake=False, manual_gear_shift=False))
-            self._read_max_steer(ego)
-        self._pending_speed = max(0.0, float(speed_mps))
-        return int(ego.id)
-
-    def _read_max_steer(self, ego: Any) -> None:
-        max_steer = math.radians(float(ego.get_physics_control().wheels[0].max_steer_angle))
-        configured = self.limits.carla_max_steer_rad
-        if abs(max_steer - configured) > STEER_MISMATCH_RAD and max_steer != self._max_steer_rad:
-            log.warning("CARLA: %s steers at most %.1f deg, not ActionLimits.carla_max_steer_rad"
-                        " = %.1f deg: CARLA steer is normalised by the vehicle's %.1f deg",
-                        self.config.vehicle_blueprint, math.degrees(max_steer),
-                        math.degrees(configured), math.degrees(max_steer))
-        self._max_steer_rad = max_steer
+        return self._actors.spawn_ego(self._require_world(), pose, speed_mps)
 
     def spawn_npcs(self, poses: Sequence[Pose]) -> list[int]:
         """Autopiloted traffic in one batch: SpawnActor then SetAutopilot(FutureActor)."""
         if not poses:
             return []
-        carla, world = import_carla(), self._require_world()
-        command = carla.command
-        with self._guard("spawn_npcs"):
-            cars = [bp for bp in world.get_blueprint_library().filter("vehicle.*")
-                    if bp.has_attribute("number_of_wheels")
-                    and int(bp.get_attribute("number_of_wheels")) == 4]
-            batch = []
-            for pose in poses:
-                blueprint = self._rng.choice(cars)
-                if blueprint.has_attribute("role_name"):
-                    blueprint.set_attribute("role_name", "autopilot")
-                batch.append(command.SpawnActor(blueprint, self._transform(pose)).then(
-                    command.SetAutopilot(command.FutureActor, True, self.ports.tm)))
-            responses = self._client.apply_batch_sync(batch, False)
-        ids = [int(r.actor_id) for r in responses if not r.has_error]
-        skipped = [r.error for r in responses if r.has_error]
-        if skipped:
-            log.debug("CARLA: %d of %d NPC spawns skipped (%s)", len(skipped), len(poses),
-                      skipped[0])
-        self._npc_ids.extend(ids)
-        return ids
-
-    def _on_collision(self, event: Any) -> None:
-        impulse = event.normal_impulse
-        other = event.other_actor.type_id if event.other_actor is not None else "unknown"
-        with self._lock:
-            self._collisions.append(CollisionEvent(
-                int(event.frame), str(other),
-                math.sqrt(impulse.x ** 2 + impulse.y ** 2 + impulse.z ** 2)))
-
-    def _on_invasion(self, event: Any) -> None:
-        markings = tuple(str(m.type) for m in event.crossed_lane_markings)
-        with self._lock:
-            self._invasions.append(LaneInvasionEvent(int(event.frame), markings))
+        return self._actors.spawn_npcs(self._require_world(), self._client, poses)
 
     def destroy_actors(self) -> None:
         """Through the original handles: stop the sensors, destroy them, the ego, the NPCs.
         A destroy the server refuses is retried once; what still stands is reported."""
         if self._world is None:
             return
-        carla = import_carla()
-        with self._guard("destroy_actors"):
-            for sensor in self._sensors:
-                if sensor.is_listening():
-                    sensor.stop()
-            while self._sensors:  # dropped one by one: a crash keeps the rest for a retry
-                sensor = self._sensors[0]
-                if not sensor.destroy():
-                    self._undestroyed.add(int(sensor.id))
-                self._sensors.pop(0)
-            if self._ego is not None:
-                if not self._ego.destroy():
-                    self._undestroyed.add(int(self._ego.id))
-                self._ego = None
-            if self._npc_ids:
-                responses = self._client.apply_batch_sync(
-                    [carla.command.DestroyActor(i) for i in self._npc_ids], False)
-                self._undestroyed.update(i for i, r in zip(self._npc_ids, responses)
-                                         if r.has_error)
-                self._npc_ids = []
-        self._retry_destroy()
-        self.events()
-
-    def _retry_destroy(self) -> None:
-        """Destroy the actors an earlier destroy missed that still exist; report the rest."""
-        if not self._undestroyed or self._world is None:
-            return
-        command = import_carla().command
-        wanted = sorted(self._undestroyed)
-        with self._guard("destroy_actors retry"):
-            alive = [int(a.id) for a in self._world.get_actors(wanted)]
-            if alive:
-                self._client.apply_batch_sync([command.DestroyActor(i) for i in alive], False)
-                left = sorted(int(a.id) for a in self._world.get_actors(alive))
-            else:
-                left = []
-        self._undestroyed.clear()
-        if left:
-            self.orphaned_actor_ids.update(left)
-            log.warning("CARLA: actors %s could not be destroyed (even on a retry); they stay "
-                        "in the world until it is reloaded", left)
-
-    def _held_ids(self) -> list[int]:
-        """Ids of the actors this backend holds (local attributes: no server call)."""
-        ego = [] if self._ego is None else [int(self._ego.id)]
-        return [int(s.id) for s in self._sensors] + ego + list(self._npc_ids)
-
-    def _forget_actors(self) -> None:
-        """Drop the handles (their server is gone, or they are queued for a retry by id)."""
-        self._sensors, self._ego, self._npc_ids = [], None, []
-        self._pending_speed = 0.0
-        self.events()
+        self._actors.destroy(self._world, self._client)
 
     # ---- simulation ------------------------------------------------------------------------
 
     def apply_control(self, control: CarlaControl) -> None:
         """carla.VehicleControl for the ego (steer + right, as CARLA wants)."""
-        carla = import_carla()
-        if self._ego is None:
-            raise RuntimeError("no ego: spawn_ego() first")
-        with self._guard("apply_control"):
-            self._ego.apply_control(carla.VehicleControl(
-                throttle=float(control.throttle), steer=float(control.steer),
-                brake=float(control.brake), hand_brake=False, manual_gear_shift=False))
+        self._actors.apply_control(control)
 
     def tick(self) -> int:
         """world.tick bounded by timeout_s. Right after a spawn with a speed, the velocity is
@@ -418,46 +271,19 @@ class CarlaBackend(SimulatorBackend):
             raise SimulatorCrashed(f"the CARLA server (pid {self.server.pid}) has exited")
         with self._guard("tick"):
             frame = int(world.tick(self.config.timeout_s))
-            if self._pending_speed > 0 and self._ego is not None:
-                forward = self._ego.get_transform().get_forward_vector()
-                self._ego.set_target_velocity(forward * self._pending_speed)
-                self._pending_speed = 0.0
+            if self._actors.apply_spawn_speed():
                 frame = int(world.tick(self.config.timeout_s))
             return frame
 
     def ego_state(self) -> Ego:
         """Pose, longitudinal speed and acceleration, yaw rate of the ego (REP-103)."""
-        if self._ego is None:
-            raise RuntimeError("no ego: spawn_ego() first")
-        with self._guard("ego_state"):
-            t = self._ego.get_transform()
-            v, a = self._ego.get_velocity(), self._ego.get_acceleration()
-            w = self._ego.get_angular_velocity()  # deg/s, about CARLA's z (clockwise seen up)
-            forward = t.get_forward_vector()
-            length = 2.0 * self._ego.bounding_box.extent.x
-        x, y, yaw = rep103_from_carla(t.location.x, t.location.y, t.rotation.yaw)
-        speed = v.x * forward.x + v.y * forward.y + v.z * forward.z
-        accel = a.x * forward.x + a.y * forward.y + a.z * forward.z
-        return Ego(x, y, yaw, float(speed), -math.radians(w.z), float(accel), float(length))
+        return self._actors.ego_state()
 
     def vehicles(self) -> tuple[Vehicle, ...]:
         """The traffic this backend spawned (REP-103)."""
-        if not self._npc_ids:
-            return ()
-        world = self._require_world()
-        out = []
-        with self._guard("vehicles"):
-            for actor in world.get_actors(list(self._npc_ids)):
-                t, v = actor.get_transform(), actor.get_velocity()
-                x, y, yaw = rep103_from_carla(t.location.x, t.location.y, t.rotation.yaw)
-                out.append(Vehicle(x, y, yaw, math.hypot(v.x, v.y),
-                                   2.0 * actor.bounding_box.extent.x))
-        return tuple(out)
+        return self._actors.vehicles(self._world)
 
     def events(self) -> Events:
         """Sensor events that arrived since the previous call (callbacks run on client
         threads, after the tick: an event may belong to an earlier frame)."""
-        with self._lock:
-            out = Events(tuple(self._collisions), tuple(self._invasions))
-            self._collisions, self._invasions = [], []
-        return out
+        return self._actors.events()

@@ -22,7 +22,7 @@ import pytest
 
 carla = pytest.importorskip("carla")
 
-from dsp_driving.driving import carla_backend  # noqa: E402
+from dsp_driving.driving import carla_actors, carla_backend  # noqa: E402
 from dsp_driving.driving.backend import (  # noqa: E402
     CollisionEvent,
     LaneInvasionEvent,
@@ -347,10 +347,15 @@ def fake_carla(server: FakeServer) -> SimpleNamespace:
         Vector3D=carla.Vector3D, VehicleControl=carla.VehicleControl, LaneType=carla.LaneType)
 
 
+def patch_carla(monkeypatch: pytest.MonkeyPatch, fake: FakeServer) -> None:
+    for module in (carla_backend, carla_actors):
+        monkeypatch.setattr(module, "import_carla", lambda: fake_carla(fake))
+
+
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
     fake = FakeServer()
-    monkeypatch.setattr(carla_backend, "import_carla", lambda: fake_carla(fake))
+    patch_carla(monkeypatch, fake)
     return fake
 
 
@@ -480,7 +485,7 @@ def test_steer_scale_comes_from_the_vehicle(server: FakeServer,
     backend.start()
     assert backend.max_steer_rad is None
     assert backend.control_limits(ActionLimits()) == ActionLimits()
-    with caplog.at_level(logging.WARNING, logger=carla_backend.__name__):
+    with caplog.at_level(logging.WARNING, logger=carla_actors.__name__):
         backend.spawn_ego(Pose(20.0, -1.75, 0.0, 0.0))
     assert backend.max_steer_rad == pytest.approx(math.radians(60.0))
     limits = backend.control_limits(ActionLimits(max_steer_rad=0.4))
@@ -565,7 +570,7 @@ def test_actors_the_server_refuses_to_destroy_are_reported(
     backend.start()
     ids = episode(backend)
     server.refuse_destroy = {ids[1]: 1, ids[2]: 99}  # once (retried), for ever (reported)
-    with caplog.at_level(logging.WARNING, logger=carla_backend.__name__):
+    with caplog.at_level(logging.WARNING, logger=carla_actors.__name__):
         backend.destroy_actors()
     assert server.held() == {ids[2]} and backend.orphaned_actor_ids == {ids[2]}
     assert f"actors [{ids[2]}] could not be destroyed" in caplog.text
@@ -582,7 +587,7 @@ def test_restart_of_our_own_server_shuts_the_tm_down_first(server: FakeServer) -
         backend.tick()
     backend.restart()
     assert server.index("tm shut_down", 8000) < server.index("server restart")
-    assert server.held() == set() and backend._held_ids() == []
+    assert server.held() == set() and backend._actors.held_ids() == []
     assert server.settings == settings(sync=True, delta=0.05, no_render=True)
     assert server.calls("load_world")[-1][1:] == ("two_lane_arc", 120.0)
     episode(backend)
@@ -635,7 +640,7 @@ def test_env_steers_with_the_vehicle_scale_and_drops_late_events(server: FakeSer
     _, info = env.reset(seed=0, options={"start": (20.0, -1.75)})
     assert info["speed_mps"] == pytest.approx(5.0, abs=1e-5)  # set after the reset tick
     first = server.frame
-    ego = server.actors[backend._ego.id]
+    ego = next(a for a in server.actors.values() if a.attributes.get("role_name") == "hero")
     collision = sensors_of(server)["sensor.other.collision"].callback
 
     def hit(frame: int) -> None:
@@ -658,7 +663,7 @@ def test_env_steers_with_the_vehicle_scale_and_drops_late_events(server: FakeSer
 def test_env_reset_seed_determines_the_episode(monkeypatch: pytest.MonkeyPatch) -> None:
     def run(seed: int) -> tuple[list[str], list[int], tuple[float, float]]:
         fake = FakeServer()
-        monkeypatch.setattr(carla_backend, "import_carla", lambda: fake_carla(fake))
+        patch_carla(monkeypatch, fake)
         cfg = config(npc_count=3, npc_min_distance_m=10.0, route_length_m=100.0)
         env = CarlaDriveEnv(cfg, backend=CarlaBackend(cfg, PORTS))
         env.reset(seed=seed)

@@ -11,7 +11,7 @@ MODULES = ("dsp_driving.envs", "dsp_driving.driving.carla_env", "dsp_driving.dri
            "dsp_driving.driving.kinematic", "dsp_driving.driving.route",
            "dsp_driving.driving.ports", "dsp_driving.driving.carla_config",
            "dsp_driving.driving.server_process", "dsp_driving.driving.carla_map",
-           "dsp_driving.driving.carla_backend")
+           "dsp_driving.driving.carla_actors", "dsp_driving.driving.carla_backend")
 XODR = Path(__file__).resolve().parents[1] / "data" / "two_lane_arc.xodr"
 
 SCRIPT = """
