@@ -34,7 +34,9 @@ class CarlaConfig:
     tm_port: int = 8000  # this server's Traffic Manager
     timeout_s: float = 10.0  # client RPC timeout and the bound on every world.tick
     startup_timeout_s: float = 120.0  # bound on launching, connecting, loading the map
-    fixed_delta_seconds: float = 0.05  # simulated seconds per step (synchronous mode)
+    fixed_delta_seconds: float = 0.05  # simulated seconds per tick (synchronous mode)
+    control_period_s: float = 0.2  # one env step (action held): a whole number of ticks;
+    # 0.2 s = 5 Hz, the embedded highway task's period, so one policy serves both
     no_rendering: bool = True
     town: str = "Town04"  # a highway town; loaded when the server runs another map
     vehicle_blueprint: str = "vehicle.tesla.model3"
@@ -71,7 +73,7 @@ class CarlaConfig:
         require(not self.port <= self.tm_port < self.port + PORTS_PER_SERVER,
                 "carla.tm_port", self.tm_port,
                 f"clashes with the server's ports {self.port}..{self.port + 2}")
-        for name in ("timeout_s", "startup_timeout_s", "fixed_delta_seconds",
+        for name in ("timeout_s", "startup_timeout_s", "fixed_delta_seconds", "control_period_s",
                      "episode_length_s", "speed_limit_mps", "route_step_m",
                      "hybrid_physics_radius_m"):
             value = getattr(self, name)
@@ -86,14 +88,23 @@ class CarlaConfig:
                 "must be <= 10 (the path preview samples every 5 m)")
         require(self.backend != "kinematic" or bool(self.xodr_path), "carla.xodr_path",
                 self.xodr_path, "the kinematic backend needs an OpenDRIVE file")
+        ticks = self.control_period_s / self.fixed_delta_seconds
+        require(round(ticks) >= 1 and abs(ticks - round(ticks)) < 1e-6, "carla.control_period_s",
+                self.control_period_s,
+                f"must be a whole multiple of fixed_delta_seconds={self.fixed_delta_seconds}")
         if self.fixed_delta_seconds > 0.1:
             warnings.warn(f"carla.fixed_delta_seconds={self.fixed_delta_seconds} > 0.1: CARLA's "
                           "physics becomes unreliable above 0.1 s per step", stacklevel=3)
 
     @property
+    def ticks_per_step(self) -> int:
+        """Simulator ticks per env step (the action is held for all of them)."""
+        return round(self.control_period_s / self.fixed_delta_seconds)
+
+    @property
     def max_episode_steps(self) -> int:
         """Steps before the time limit truncates an episode."""
-        return max(1, round(self.episode_length_s / self.fixed_delta_seconds))
+        return max(1, round(self.episode_length_s / self.control_period_s))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, suitable for YAML and JSON."""

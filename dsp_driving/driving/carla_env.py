@@ -130,6 +130,7 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
             "town": self.config.town if self.config.backend == "carla"
             else Path(self.config.xodr_path).name,
             "dt_s": self.config.fixed_delta_seconds,
+            "control_period_s": self.config.control_period_s,
             "speed_limit_mps": self.config.speed_limit_mps,
             "max_episode_steps": self.config.max_episode_steps,
             "reward": dataclasses.asdict(self.reward_config),
@@ -262,14 +263,16 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         return contract.observe(scene)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """Apply the action for one tick; reward, termination reason, truncation reason."""
+        """Hold the action for one control period (ticks_per_step ticks); reward, termination
+        reason, truncation reason."""
         route, backend, cfg = self._route, self.backend, self.config
         if route is None:
             raise RuntimeError("CarlaDriveEnv: call reset() before step() (and after a crash)")
         steer, accel = contract.clip_action(action)
         try:
             backend.apply_control(contract.to_carla((steer, accel), self._control_limits))
-            backend.tick()
+            for _ in range(cfg.ticks_per_step):  # events accumulate until drained below
+                backend.tick()
             ego, vehicles, events = backend.ego_state(), backend.vehicles(), backend.events()
             events = Events(
                 tuple(e for e in events.collisions if e.frame >= self._first_frame),
@@ -286,7 +289,7 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         i = route.index_at(here.s)
         collided = bool(events.collisions)
         off_road = bool(here.lateral > route.left_width[i] or here.lateral < -route.right_width[i])
-        terms = step_reward(progress, backend.dt_s, ego.speed, cfg.speed_limit_mps, here.lateral,
+        terms = step_reward(progress, cfg.control_period_s, ego.speed, cfg.speed_limit_mps, here.lateral,
                             float(route.lane_width[i]), (steer, accel), self._prev_action,
                             collided, off_road, self.reward_config)
         self._prev_action = (steer, accel)

@@ -25,7 +25,8 @@ def test_yaml_lists_every_field_with_the_default() -> None:
     assert sorted(params) == sorted(f.name for f in dataclasses.fields(CarlaConfig))
     assert load_carla_config(YAML) == CarlaConfig()
     assert default_carla_config_path() == YAML
-    assert CarlaConfig().max_episode_steps == 1200  # 60 s at 0.05 s
+    assert CarlaConfig().max_episode_steps == 300  # 60 s at 0.2 s per step
+    assert CarlaConfig().ticks_per_step == 4  # 0.2 s of 0.05 s ticks
 
 
 def test_overrides_and_plain_mappings() -> None:
@@ -74,3 +75,11 @@ def test_bad_file_content() -> None:
 def test_large_step_warns() -> None:
     with pytest.warns(UserWarning, match="fixed_delta_seconds=0.2"):
         CarlaConfig(fixed_delta_seconds=0.2)
+
+
+def test_control_period_must_be_whole_ticks() -> None:
+    assert CarlaConfig(fixed_delta_seconds=0.1, control_period_s=0.3).ticks_per_step == 3
+    with pytest.raises(ValueError, match="carla.control_period_s=0.125"):
+        CarlaConfig(control_period_s=0.125)
+    with pytest.raises(ValueError, match="carla.control_period_s=0.02"):
+        CarlaConfig(control_period_s=0.02)

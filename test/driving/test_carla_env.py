@@ -37,7 +37,8 @@ LANE_2 = (20.0, -5.25)  # lane -2, the outer lane: its right edge is the road's 
 
 def config(**overrides) -> CarlaConfig:
     base = {"backend": "kinematic", "xodr_path": XODR, "npc_count": 4,
-            "episode_length_s": 10.0, "route_length_m": 200.0}
+            "episode_length_s": 10.0, "route_length_m": 200.0,
+            "control_period_s": 0.05}  # one tick per step unless a test says otherwise
     return CarlaConfig(**{**base, **overrides})
 
 
@@ -268,7 +269,7 @@ def test_actors_replaced_every_episode_and_world_reloaded_every_n() -> None:
 
 
 def test_make_backend_builds_the_kinematic_stand_in() -> None:
-    backend = make_backend(config(fixed_delta_seconds=0.1))
+    backend = make_backend(config(fixed_delta_seconds=0.1, control_period_s=0.1))
     assert isinstance(backend, KinematicBackend) and backend.dt_s == 0.1
     with pytest.raises(ValueError, match="OpenDRIVE file not found"):
         make_backend(config(xodr_path="/nonexistent/road.xodr"))
@@ -285,3 +286,17 @@ def test_vector_env_slots_get_their_own_server_ports():
         envs.close()
     used = [p for slot in ports for p in (slot.rpc, slot.streaming, slot.secondary, slot.tm)]
     assert len(set(used)) == 12
+
+
+def test_control_period_holds_the_action_for_whole_ticks() -> None:
+    """control_period_s=0.2 over 0.05 s ticks: 4 ticks per step, reward per 0.2 s."""
+    env, backend = env_with(control_period_s=0.2, npc_count=0, initial_speed_mps=10.0)
+    env.reset(seed=0, options={"start": LANE_1})
+    ticks = backend.ticks
+    _, reward, _, _, info = env.step(np.zeros(2, np.float32))
+    assert backend.ticks - ticks == 4
+    # About 10 m/s * 0.2 s along the lane centre; reward = progress / (limit * 0.2 s).
+    assert info["progress_m"] == pytest.approx(2.0, rel=0.05)
+    assert reward == pytest.approx(info["progress_m"] / (25.0 * 0.2), rel=1e-3)
+    assert env.unwrapped.policy_metadata()["control_period_s"] == 0.2
+    env.close()
