@@ -289,9 +289,9 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         i = route.index_at(here.s)
         collided = bool(events.collisions)
         off_road = bool(here.lateral > route.left_width[i] or here.lateral < -route.right_width[i])
-        terms = step_reward(progress, cfg.control_period_s, ego.speed, cfg.speed_limit_mps, here.lateral,
-                            float(route.lane_width[i]), (steer, accel), self._prev_action,
-                            collided, off_road, self.reward_config)
+        terms = step_reward(progress, cfg.control_period_s, ego.speed, cfg.speed_limit_mps,
+                            here.lateral, float(route.lane_width[i]), (steer, accel),
+                            self._prev_action, collided, off_road, self.reward_config)
         self._prev_action = (steer, accel)
         self._last_obs = self._observe(ego, vehicles)
         termination = "collision" if collided else "off_road" if off_road else ""
