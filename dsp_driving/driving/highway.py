@@ -37,7 +37,7 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    # 3 lanes, 30 m/s limit (highway-env's road), IDM traffic at 20-25 m/s to follow or pass.
+    # 3 lanes, 30 m/s limit (highway-env road), IDM/MOBIL traffic at 23-25 m/s to follow/pass.
     "highway": Variant("highway_env.envs.highway_env:HighwayEnv",
                        {"lanes_count": 3, "vehicles_count": 10, "vehicles_density": 1.0,
                         "ego_spacing": 2.0}),
