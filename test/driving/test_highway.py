@@ -189,3 +189,25 @@ def test_a_short_training_run_exports_a_contract_policy(tiny_config, tmp_path):
     assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)
     env.step(action)
     env.close()
+
+
+@pytest.mark.parametrize("env_id", ["dsp_driving/HighwayDrive-v0", "dsp_driving/TrackDrive-v0"])
+def test_a_driver_reading_only_the_observation_stays_on_the_road(env_id):
+    """The scene's geometry end to end: pure pursuit on path_lateral_10m and gap keeping on
+    lead_gap keep the car on the road and out of the traffic for whole episodes."""
+    from dsp_driving.driving.reference import reference_action
+
+    env = make_env(env_id)
+    for seed in (0, 1):
+        obs, _ = env.reset(seed=seed)
+        lane_id = env.unwrapped._sim.vehicle.lane_index[2]
+        total, steps, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(reference_action(obs, 1.5))
+            total, steps, done = total + reward, steps + 1, terminated or truncated
+            lane_width = env.unwrapped.scene.path.lane_width
+            assert abs(info["lateral_offset_m"]) < 0.5 * lane_width  # never leaves its lane
+            assert env.unwrapped._sim.vehicle.lane_index[2] == lane_id
+        assert not terminated and steps == 150
+        assert total > 80.0  # about 0.7 of the 150 a limit-speed, centred drive would earn
+    env.close()
