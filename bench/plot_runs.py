@@ -69,7 +69,8 @@ def main() -> None:
     colours = {True: "tab:blue", False: "tab:gray"}
     for run in sorted(runs, key=lambda r: (not r["pruned"], r["seed"])):
         label = f"{'DSP' if run['pruned'] else 'dense'} seed {run['seed']}"
-        style = dict(color=colours[run["pruned"]], alpha=0.85, lw=1.3)
+        style = dict(color=colours[run["pruned"]], alpha=0.85, lw=1.3,
+                     ls=("-", "--", ":", "-.")[run["seed"] % 4])
         top.plot(run["step"], smooth(run["ret"], args.smooth), label=label, **style)
         bottom.plot(run["step"], run["weights"], **style)
         final = run["summary"]["eval"]["return_mean"] if run["summary"] else float("nan")
