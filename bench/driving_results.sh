@@ -15,8 +15,9 @@ mkdir -p "$out"
     echo "--seed $s --out $out/highway_dsp_s$s"
     echo "--seed $s --no-prune --out $out/highway_dense_s$s"
   done
-} | grep -v -F -f <(for d in "$out"/*/; do [ -f "$d/summary.json" ] && echo "--out ${d%/}"; done; echo "@none@") \
-  | xargs -P 2 -L 1 dsp-driving train --config config/highway.yaml --set train.progress=false \
+} | { grep -v -E -f <(for d in "$out"/*/; do
+        [ -f "$d/summary.json" ] && echo "--out ${d%/}\$"; done; echo "^@none@$") || true; } \
+  | xargs -r -P 2 -L 1 dsp-driving train --config config/highway.yaml --set train.progress=false \
     > "$out.log" 2>&1 || { echo "a run failed: see $out.log" >&2; exit 1; }
 runs=()
 for s in $seeds; do runs+=("$out/highway_dsp_s$s" "$out/highway_dense_s$s"); done

@@ -24,7 +24,8 @@ ll="--env LunarLander-v3 --total-steps 1000000 --num-envs 8 --set ppo.num_steps=
     echo $ll --seed "$s" --set pruning.kappa_final=0.5 --set pruning.prune_critic=false \
       --out "$out/lunarlander_dspk05_s$s"
   done
-} | grep -v -F -f <(for d in "$out"/*/; do [ -f "$d/summary.json" ] && echo "--out ${d%/}"; done; echo "@none@") \
-  | xargs -P 2 -L 1 dsp-driving train --set train.progress=false --set train.tensorboard=false \
+} | { grep -v -E -f <(for d in "$out"/*/; do
+        [ -f "$d/summary.json" ] && echo "--out ${d%/}\$"; done; echo "^@none@$") || true; } \
+  | xargs -r -P 2 -L 1 dsp-driving train --set train.progress=false --set train.tensorboard=false \
     > "$out.log" 2>&1 || { echo "a run failed: see $out.log" >&2; exit 1; }
 python bench/results_table.py "$out"/*

@@ -23,7 +23,9 @@ import numpy as np
 from dsp_driving.driving import contract, reward
 
 PREVIEW_BEHIND_M = 5.0
-PREVIEW_AHEAD_M = 45.0  # beyond the farthest preview distance (30 m) and a step's travel
+# The path reaches as far as the lead-vehicle search (contract.GAP_RANGE_M) so a vehicle ahead
+# on a curve is projected onto the curve, not onto a straight extension.
+PREVIEW_AHEAD_M = contract.GAP_RANGE_M + 5.0
 PREVIEW_STEP_M = 2.5
 SENSOR_RANGE_M = contract.GAP_RANGE_M
 
@@ -37,11 +39,11 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    # 3 lanes, 30 m/s limit (highway-env road), IDM/MOBIL traffic at 23-25 m/s to follow/pass.
+    # 3 lanes, 30 m/s limit; IDM/MOBIL traffic at 0.7-0.8 x the limit (21-24 m/s).
     "highway": Variant("highway_env.envs.highway_env:HighwayEnv",
                        {"lanes_count": 3, "vehicles_count": 10, "vehicles_density": 1.0,
                         "ego_spacing": 2.0}),
-    # highway-env's racetrack: 5 m lanes, arcs of 15-25 m radius, 10 m/s limit, slow traffic.
+    # highway-env's racetrack: 5 m lanes, arcs of 15-30 m radius, 10 m/s limit, slow traffic.
     "track": Variant("highway_env.envs.racetrack_env:RacetrackEnv",
                      {"other_vehicles": 3, "terminate_off_road": False}),
 }
@@ -61,6 +63,9 @@ class HighwayDriveEnv(gym.Env):
                  render_mode: str | None = None, **config_overrides: Any) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r}: expected one of {sorted(VARIANTS)}")
+        if not (isinstance(simulation_frequency_hz, int) and simulation_frequency_hz > 0):
+            raise ValueError(f"simulation_frequency_hz={simulation_frequency_hz!r}: must be a "
+                             "positive int")
         if not (isinstance(policy_frequency_hz, int) and policy_frequency_hz > 0
                 and simulation_frequency_hz % policy_frequency_hz == 0):
             raise ValueError(f"policy_frequency_hz={policy_frequency_hz!r}: must be a positive "
@@ -89,8 +94,13 @@ class HighwayDriveEnv(gym.Env):
             **config_overrides,
         }
         module, name = VARIANTS[variant].base_env.split(":")
-        self._sim = getattr(importlib.import_module(module), name)(config=config,
-                                                                    render_mode=render_mode)
+        try:
+            sim_class = getattr(importlib.import_module(module), name)
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                f"dsp_driving/{variant.title()}Drive-v0 needs highway-env 1.12.1: "
+                'pip install -e ".[highway]"') from exc
+        self._sim = sim_class(config=config, render_mode=render_mode)
         low, high = contract.observation_bounds()
         self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (contract.ACT_DIM,), dtype=np.float32)
@@ -214,17 +224,23 @@ def _no_observation() -> np.ndarray:
 
 def _lane_polyline(network: Any, lane_index: tuple, s_from: float, s_to: float) -> np.ndarray:
     """Centre-line points (REP-103) from s_from to s_to along the lane, continuing onto the
-    following lanes past its end (highway-env's route choice, with a fixed generator)."""
-    rng = np.random.RandomState(0)
+    lanes highway-env's vehicles would follow past its end (``next_lane``: the same lane id or
+    the closest lane of the next road); the path stops at a dead end."""
+    rng = np.random.RandomState(0)  # next_lane's argument; 1.12 uses it only without a route
     lane = network.get_lane(lane_index)
     s_from = max(s_from, 0.0)
-    points, offset = [], 0.0  # offset: arc length of the current lane's start
+    points, offset = [], 0.0  # offset: path arc length at the current lane's s = 0
     for s in np.arange(s_from, s_to + 1e-9, PREVIEW_STEP_M):
         while s - offset > lane.length:
-            offset += lane.length
-            lane_index = network.next_lane(lane_index, position=lane.position(lane.length, 0),
-                                           np_random=rng)
+            end = lane.position(lane.length, 0.0)
+            next_index = network.next_lane(lane_index, position=end, np_random=rng)
+            if next_index == lane_index:  # a dead end: no road beyond
+                return np.asarray(points, dtype=np.float64)
+            lane_index, previous_length = next_index, lane.length
             lane = network.get_lane(lane_index)
+            # The next lane may start a little before or after this one's end: continue from
+            # the point nearest to the end, so the path never steps back.
+            offset += previous_length - lane.local_coordinates(end)[0]
         x, y = lane.position(s - offset, 0.0)
         if not points or math.hypot(x - points[-1][0], -y - points[-1][1]) > 1e-6:
             points.append((x, -y))

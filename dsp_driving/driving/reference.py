@@ -13,7 +13,7 @@ import numpy as np
 from dsp_driving.driving import contract
 
 IDX = contract.INDEX
-WHEELBASE_M = 4.5  # highway-env's vehicle length, as its bicycle model uses it
+WHEELBASE_M = 5.0  # highway-env's Vehicle.LENGTH: its bicycle turns at about v * delta / L
 PREVIEW_M = 10.0
 LIMITS = contract.ActionLimits()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import gymnasium as gym
 
@@ -10,7 +11,9 @@ import gymnasium as gym
 def make_vec_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
     """A Sync/AsyncVectorEnv with same-step autoreset (final obs in info['final_obs'])."""
     _check_env_id(env_id)
-    fns = [functools.partial(gym.make, env_id, **_slot_kwargs(env_id, i))
+    # A module-level factory, not gym.make itself: a spawned worker process starts with an
+    # empty registry and must register the dsp_driving/* ids before making one.
+    fns = [functools.partial(_make_registered, env_id, **_slot_kwargs(env_id, i))
            for i in range(num_envs)]
     kwargs = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
     if mode == "async":
@@ -22,6 +25,12 @@ def make_env(env_id: str) -> gym.Env:
     """One environment (evaluation)."""
     _check_env_id(env_id)
     return gym.make(env_id)
+
+
+def _make_registered(env_id: str, **kwargs: Any) -> gym.Env:
+    """gym.make after registering our ids (runs in vector-env worker processes too)."""
+    _check_env_id(env_id)
+    return gym.make(env_id, **kwargs)
 
 
 def _slot_kwargs(env_id: str, index: int) -> dict[str, int]:
@@ -43,8 +52,9 @@ def _check_env_id(env_id: str) -> None:
     try:
         gym.spec(env_id)
     except gym.error.Error as exc:
-        raise ValueError(f"unknown environment train.env_id={env_id!r}: {exc}. Install the "
-                         "'sim' extra for Box2D/MuJoCo tasks.") from None
+        extra = "highway" if env_id.startswith("dsp_driving/") else "sim"
+        raise ValueError(f"unknown environment train.env_id={env_id!r}: {exc}. Is its "
+                         f'extra installed? pip install -e ".[{extra}]"') from None
 
 
 def describe_env(env_id: str) -> dict[str, object]:
