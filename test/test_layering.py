@@ -11,7 +11,11 @@ CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.
         "dsp_driving.trainer", "dsp_driving.cli", "dsp_driving.actor_file",
         "dsp_driving.evaluation", "dsp_driving.callbacks", "dsp_driving.export",
         "dsp_driving.inference", "dsp_driving.provenance", "dsp_driving.transport",
-        "dsp_driving.transport.base", "dsp_driving.driving.contract")
+        "dsp_driving.transport.base", "dsp_driving.driving.contract",
+        "dsp_driving.driving.reward", "dsp_driving.driving.highway", "dsp_driving.envs",
+        "dsp_driving.controller")
+# What runs on the car: never torch.
+CAR = ("dsp_driving.controller", "dsp_driving.inference", "dsp_driving.driving.contract")
 
 SCRIPT = """
 import importlib, json, sys
@@ -48,3 +52,12 @@ def test_core_imports_without_ros_carla_or_dds() -> None:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["loaded"] == []
     assert set(CORE) <= set(result["core"])
+
+
+def test_the_car_side_imports_without_torch() -> None:
+    code = SCRIPT.format(blocked=(*BLOCKED, "torch"), core=CAR)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == []

@@ -1,0 +1,172 @@
+"""policy_node's ROS-free logic: input checks, watchdog, limits, hot reload (real ONNX files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dsp_driving.controller import PolicyController, PolicyNodeConfig, load_policy
+from dsp_driving.driving import contract
+from dsp_driving.export import export_actor
+from dsp_driving.inference import OnnxPolicy, PolicyLoadError
+from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
+from dsp_driving.rl.normalization import ObsNormalizer
+
+pytest.importorskip("onnxscript")
+
+ENV_INFO = {"observation_names": list(contract.OBSERVATION_NAMES),
+            "action_names": list(contract.ACTION_NAMES),
+            "policy_metadata": contract.policy_metadata()}
+
+
+def driving_policy(path: Path, seed: int = 0, bias: tuple[float, float] = (0.0, 0.0)) -> Path:
+    """A real exported [20] -> [2] continuous policy (random weights, given output bias)."""
+    torch.manual_seed(seed)
+    spec = ActionSpec("continuous", 2, np.full(2, -1, np.float32), np.ones(2, np.float32))
+    actor = DeployedActor(ObsNormalizer(contract.OBS_DIM), MLP(contract.OBS_DIM, [8, 6], 2),
+                          spec).eval()
+    with torch.no_grad():
+        actor.mlp.layers[-1].bias.copy_(torch.tensor(bias))
+    model, _, _ = export_actor(actor, {"env_id": "dsp_driving/HighwayDrive-v0"}, path,
+                               ENV_INFO)
+    return model
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return driving_policy(tmp_path_factory.mktemp("policy") / "policy.onnx")
+
+
+def obs_at(speed_mps: float = 10.0) -> np.ndarray:
+    obs = np.zeros(contract.OBS_DIM, np.float32)
+    obs[contract.INDEX["speed"]] = speed_mps / contract.SPEED_SCALE_MPS
+    obs[contract.INDEX["cos_heading_error"]] = 1.0
+    return obs
+
+
+def test_fresh_input_drives_with_the_policy(policy_file: Path) -> None:
+    policy = load_policy(policy_file)
+    ctl = PolicyController(policy, PolicyNodeConfig())
+    assert ctl.set_observation(obs_at(), stamp_s=100.0) == ""
+    decision = ctl.decide(now_s=100.1)
+    expected = np.clip(policy.act(obs_at()), -1, 1)
+    assert not decision.safe and decision.reason == ""
+    np.testing.assert_allclose(decision.action, expected, atol=1e-6)
+    assert decision.physical.steer_rad == pytest.approx(expected[0] * 0.5, abs=1e-6)
+
+
+def test_no_input_and_stale_input_give_the_safe_command(policy_file: Path) -> None:
+    cfg = PolicyNodeConfig(stale_timeout_s=0.3, safe_decel_mps2=3.0)
+    ctl = PolicyController(load_policy(policy_file), cfg)
+    first = ctl.decide(0.0)
+    assert first.safe and first.reason == "no_input"
+    assert first.physical.accel_mps2 == pytest.approx(-3.0)
+    assert first.physical.steer_rad == 0.0
+    ctl.set_observation(obs_at(), stamp_s=10.0)
+    driving = ctl.decide(10.2)
+    assert not driving.safe
+    stale = ctl.decide(10.31)
+    assert stale.safe and stale.reason.startswith("stale")
+    # Steering is held at the last command while braking.
+    assert stale.action[0] == pytest.approx(driving.action[0])
+    assert stale.physical.accel_mps2 == pytest.approx(-3.0)
+    assert ctl.safe_commands == 2
+
+
+@pytest.mark.parametrize("bad, why", [
+    (np.full(contract.OBS_DIM, np.nan), "non-finite"),
+    (np.r_[obs_at()[:-1], np.inf], "non-finite ['has_lead']"),
+    (np.zeros(contract.OBS_DIM - 1), "19 values, expected 20"),
+    (np.zeros(contract.OBS_DIM + 5), "25 values"),
+    ("twenty", "not numeric"),
+    ([[1, 2], [3]], "not numeric"),
+])
+def test_malformed_input_is_refused_and_voids_the_last_good_one(policy_file: Path, bad,
+                                                                 why: str) -> None:
+    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig())
+    ctl.set_observation(obs_at(), stamp_s=1.0)
+    assert why in ctl.set_observation(bad, stamp_s=1.05)
+    decision = ctl.decide(1.1)
+    assert decision.safe and decision.reason == "rejected" and ctl.rejected == 1
+
+
+def test_huge_values_are_clipped_like_training_and_commands_stay_in_limits(
+        policy_file: Path) -> None:
+    cfg = PolicyNodeConfig(max_steer_rad=0.3, max_accel_mps2=2.0, max_decel_mps2=4.0)
+    ctl = PolicyController(load_policy(policy_file), cfg)
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        obs = rng.normal(0, 1e6, contract.OBS_DIM)
+        assert ctl.set_observation(obs, stamp_s=float(i)) == ""
+        d = ctl.decide(float(i))
+        assert np.all(np.isfinite(d.action)) and np.all(np.abs(d.action) <= 1.0)
+        assert abs(d.physical.steer_rad) <= 0.3 + 1e-9
+        assert -4.0 - 1e-9 <= d.physical.accel_mps2 <= 2.0 + 1e-9
+
+
+def test_no_acceleration_at_max_speed(tmp_path: Path) -> None:
+    eager = driving_policy(tmp_path / "eager.onnx", bias=(0.0, 50.0))  # always full throttle
+    ctl = PolicyController(load_policy(eager), PolicyNodeConfig(max_speed_mps=20.0))
+    ctl.set_observation(obs_at(15.0), stamp_s=0.0)
+    assert ctl.decide(0.0).physical.accel_mps2 == pytest.approx(3.0)
+    ctl.set_observation(obs_at(20.0), stamp_s=0.0)
+    assert ctl.decide(0.0).physical.accel_mps2 == 0.0
+
+
+def test_hot_reload_validates_and_keeps_the_old_policy_on_a_bad_file(
+        policy_file: Path, tmp_path: Path) -> None:
+    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig())
+    old = ctl.policy
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(policy_file.read_bytes()[:500])
+    assert ctl.reload(corrupt) != "" and ctl.policy is old
+    assert ctl.reload(tmp_path / "missing.onnx") != "" and ctl.policy is old
+    newer = driving_policy(tmp_path / "newer.onnx", seed=1, bias=(0.5, -0.5))
+    assert ctl.reload(newer) == "" and ctl.policy is not old
+    ctl.set_observation(obs_at(), 0.0)
+    np.testing.assert_allclose(ctl.decide(0.0).action,
+                               np.clip(OnnxPolicy(newer).act(obs_at()), -1, 1), atol=1e-6)
+
+
+def test_ros_mode_builds_the_observation_with_the_training_code(policy_file: Path) -> None:
+    """A scene in -> contract.observe(scene with the last commanded action) -> the policy."""
+    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig(input_mode="ros"))
+    path = contract.Path(np.array([[0.0, 0.0], [100.0, 0.0]]), lane_width=3.5,
+                         speed_limit=25.0, left_width=1.75, right_width=5.25)
+    scene = contract.Scene(contract.Ego(5.0, 0.4, 0.05, 12.0), path)
+    assert ctl.set_scene(scene, stamp_s=0.0) == ""
+    first = ctl.decide(0.0)
+    assert ctl.speed_mps == 12.0
+    ctl.set_scene(scene, stamp_s=0.1)
+    second = ctl.decide(0.1)
+    expected_obs = contract.observe(contract.Scene(scene.ego, path, (), tuple(first.action)))
+    np.testing.assert_allclose(second.action, np.clip(ctl.policy.act(expected_obs), -1, 1),
+                               atol=1e-6)
+    assert expected_obs[contract.INDEX["lateral_offset"]] == pytest.approx(0.2)
+    bad = contract.Scene(contract.Ego(float("nan"), 0.0, 0.0, 1.0), path)
+    assert "non-finite" in ctl.set_scene(bad, stamp_s=0.2)
+    assert ctl.decide(0.2).safe
+
+
+def test_a_policy_for_another_task_is_refused(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = ActionSpec("continuous", 1, np.full(1, -2, np.float32), np.full(1, 2, np.float32))
+    actor = DeployedActor(ObsNormalizer(3), MLP(3, [4], 1), spec).eval()
+    path, _, _ = export_actor(actor, {"env_id": "Pendulum-v1"}, tmp_path / "pendulum.onnx")
+    with pytest.raises(PolicyLoadError, match=r"\[3\] -> \[1\].*Pendulum-v1"):
+        load_policy(path)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("input_mode", "camera", "input_mode='camera'"),
+    ("command_interface", "can", "command_interface='can'"),
+    ("rate_hz", 0.0, "rate_hz=0.0"),
+    ("stale_timeout_s", float("nan"), "stale_timeout_s=nan"),
+    ("safe_decel_mps2", 9.0, "safe_decel_mps2=9.0"),
+])
+def test_bad_parameters_name_the_field(field: str, value, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PolicyNodeConfig(**{field: value})
