@@ -1,4 +1,4 @@
-"""``dsp-driving``: train, export, evaluate and inspect topics without ROS."""
+"""``dsp-driving``: train, export, evaluate, drive and inspect topics without ROS."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 
 from dsp_driving import topic_cli
 from dsp_driving.config import TrainConfig, default_config_path, load_config
+from dsp_driving.nodes import drive_cli
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     topic_cli.add_parser(sub)
+    drive_cli.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,151 @@
+"""policy_node: the compact policy driving the car at a fixed rate (numpy + onnxruntime).
+
+``ros2 run dsp_driving policy_node --ros-args --params-file config/policy.yaml`` on ROS 2, or
+``dsp-driving drive --model policy.onnx [--params-file YAML] [--set key=value ...]`` over the
+DDS transport. Topics (relative names follow the node's namespace):
+
+- in: ``observation`` (std_msgs/Float32MultiArray, input_mode=features), or ``odom``
+  (nav_msgs/Odometry) + ``path`` (nav_msgs/Path) for input_mode=ros; ``dsp/policy``
+  (std_msgs/String, transient local): a new policy file to switch to.
+- out: the command (see nodes/messages.py COMMAND_TOPICS), ``action`` (the normalised action)
+  and ``policy_node/status`` (diagnostic_msgs/DiagnosticArray, once a second).
+
+The decisions are :class:`dsp_driving.controller.PolicyController`'s; this class wires topics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dsp_driving.controller import PolicyController, PolicyNodeConfig, load_policy
+from dsp_driving.driving import contract
+from dsp_driving.nodes import messages
+from dsp_driving.transport import DEFAULT_QOS, SENSOR_QOS, Node, QosProfile
+from dsp_driving.transport.base import dataclass_from_parameters
+
+POLICY_TOPIC_QOS = QosProfile(reliable=True, transient_local=True, depth=1)
+
+
+class PolicyNode:
+    """Subscriptions -> controller; a timer at rate_hz -> command, action and status."""
+
+    def __init__(self, node: Node, cfg: PolicyNodeConfig | None = None) -> None:
+        self.node, self.log = node, node.logger
+        self.cfg = cfg if cfg is not None else dataclass_from_parameters(node, PolicyNodeConfig)
+        if not self.cfg.model:
+            raise ValueError("model='': set the policy file (parameter model, or --model)")
+        self.controller = PolicyController(load_policy(self.cfg.model), self.cfg)
+        self.log.info(f"policy {self.cfg.model} (sha256 {self.controller.policy.sha256[:12]}), "
+                      f"{self.cfg.input_mode} in, {self.cfg.command_interface} out at "
+                      f"{self.cfg.rate_hz:g} Hz")
+        ros_type, topic = messages.COMMAND_TOPICS[self.cfg.command_interface]
+        self.command_pub = node.create_publisher(node.msg_type(ros_type),
+                                                 topic.format(role=self.cfg.role_name))
+        self.action_pub = node.create_publisher(node.msg_type("std_msgs/msg/Float32MultiArray"),
+                                                "action")
+        self.status_pub = node.create_publisher(
+            node.msg_type("diagnostic_msgs/msg/DiagnosticArray"), "policy_node/status")
+        if self.cfg.input_mode == "features":
+            node.create_subscription(node.msg_type("std_msgs/msg/Float32MultiArray"),
+                                     "observation", self._on_features, SENSOR_QOS)
+        else:
+            node.create_subscription(node.msg_type("nav_msgs/msg/Odometry"), "odom",
+                                     self._on_odometry, SENSOR_QOS)
+            node.create_subscription(node.msg_type("nav_msgs/msg/Path"), "path",
+                                     self._on_path, DEFAULT_QOS)
+        node.create_subscription(node.msg_type("std_msgs/msg/String"), "dsp/policy",
+                                 self._on_policy, POLICY_TOPIC_QOS)
+        self._points = None
+        self._last_speed: tuple[float, float] | None = None  # (stamp, speed) for accel
+        self._latency_s = 0.0
+        self._ticks = 0
+        node.create_timer(1.0 / self.cfg.rate_hz, self._on_timer)
+
+    def _now_s(self) -> float:
+        return self.node.now_ns() * 1e-9
+
+    def _warn(self, key: str, text: str) -> None:
+        self.log.warning(text, throttle_s=self.cfg.warn_period_s, key=key)
+
+    # ---- inputs -------------------------------------------------------------------------------
+
+    def _on_features(self, msg: Any) -> None:
+        why = self.controller.set_observation(list(msg.data), self._now_s())
+        if why:
+            self._warn("features", f"observation refused, braking: {why}")
+
+    def _on_path(self, msg: Any) -> None:
+        points = messages.path_points(msg)
+        if len(points) < 2:
+            self._warn("path", f"path with {len(points)} distinct points ignored")
+            return
+        self._points = points
+
+    def _on_odometry(self, msg: Any) -> None:
+        now = self._now_s()
+        if self._points is None:
+            self._warn("odom", "odometry before any path: waiting for 'path'")
+            return
+        speed = float(msg.twist.twist.linear.x)
+        accel = 0.0
+        if self._last_speed is not None and now > self._last_speed[0]:
+            accel = (speed - self._last_speed[1]) / (now - self._last_speed[0])
+        self._last_speed = (now, speed)
+        try:
+            path = contract.Path(self._points, self.cfg.lane_width_m, self.cfg.speed_limit_mps,
+                                 self.cfg.left_width_m, self.cfg.right_width_m)
+            ego = messages.ego_from_odometry(msg, accel)
+        except (ValueError, TypeError) as exc:
+            why = str(exc)
+        else:
+            why = self.controller.set_scene(contract.Scene(ego, path), now)
+        if why:
+            self._warn("odom", f"odometry refused, braking: {why}")
+
+    def _on_policy(self, msg: Any) -> None:
+        why = self.controller.reload(msg.data)
+        if why:
+            self.log.error(f"new policy {msg.data!r} refused, the old one keeps driving: {why}")
+        else:
+            self.log.info(f"switched to policy {msg.data} "
+                          f"(sha256 {self.controller.policy.sha256[:12]})")
+
+    # ---- output -------------------------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        start = time.perf_counter()
+        decision = self.controller.decide(self._now_s())
+        if decision.safe and self.controller.safe_commands > 1:
+            self._warn("safe", f"safe command: {decision.reason}")
+        self.command_pub.publish(messages.command_message(self.node, self.cfg, decision,
+                                                          self.controller.speed_mps))
+        self.action_pub.publish(messages.action_message(self.node, decision))
+        self._latency_s = time.perf_counter() - start
+        self._ticks += 1
+        if self._ticks % max(1, round(self.cfg.rate_hz)) == 1:
+            self._publish_status(decision)
+
+    def _publish_status(self, decision: Any) -> None:
+        ctl = self.controller
+        level = 1 if decision.safe else 0  # WARN while braking on the safe command
+        self.status_pub.publish(messages.status_message(
+            self.node, level, decision.reason or "driving",
+            {"model": ctl.policy.path, "model_sha256": ctl.policy.sha256,
+             "decide_latency_ms": f"{self._latency_s * 1e3:.3f}",
+             "safe_commands": ctl.safe_commands, "rejected_inputs": ctl.rejected,
+             "rate_hz": self.cfg.rate_hz}))
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ros2 run dsp_driving policy_node`` (rclpy; parameters from --ros-args)."""
+    from dsp_driving.transport import create_node
+
+    node = create_node("policy_node", backend="rclpy")
+    try:
+        PolicyNode(node)
+        node.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy()
