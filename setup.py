@@ -48,6 +48,7 @@ setup(
     entry_points={
         "console_scripts": [
             "dsp-driving = dsp_driving.cli:main",
+            "policy_node = dsp_driving.nodes.policy_node:main",
         ],
     },
 )
