@@ -138,14 +138,21 @@ def wrap_angle(angle: float) -> float:
     return float(math.atan2(math.sin(angle), math.cos(angle)))
 
 
+# How far the end segments extend as straight lines. Bounded: on a road that curves back
+# (a loop, a hairpin), an unbounded extension can pass next to a point the path itself holds
+# and steal its projection.
+END_EXTENSION_M = 20.0
+
+
 def project(points: np.ndarray, x: float, y: float) -> Projection:
-    """Project (x, y) onto the polyline; the end segments extend as straight lines."""
+    """Project (x, y) onto the polyline; the end segments extend by END_EXTENSION_M."""
     a, b = points[:-1], points[1:]
     seg = b - a
     seg_len = np.linalg.norm(seg, axis=1)
     t = np.einsum("ij,ij->i", np.array([x, y]) - a, seg) / seg_len**2
-    lo = np.where(np.arange(len(seg)) == 0, -np.inf, 0.0)
-    hi = np.where(np.arange(len(seg)) == len(seg) - 1, np.inf, 1.0)
+    reach = END_EXTENSION_M / seg_len
+    lo = np.where(np.arange(len(seg)) == 0, -reach, 0.0)
+    hi = np.where(np.arange(len(seg)) == len(seg) - 1, 1.0 + reach, 1.0)
     t = np.clip(t, lo, hi)
     closest = a + t[:, None] * seg
     dist = np.linalg.norm(closest - np.array([x, y]), axis=1)

@@ -194,3 +194,22 @@ def test_policy_metadata_is_strict_json_and_complete() -> None:
     assert [f["name"] for f in meta["features"]] == list(OBSERVATION_NAMES)
     assert meta["action_names"] == list(ACTION_NAMES) == ["steer", "accel"]
     assert meta["action_limits"]["max_steer_rad"] == 0.5
+
+
+def test_projection_ignores_a_far_end_extension_passing_nearby() -> None:
+    """A U-turn path: its last segment, extended without bound, would pass close to a point
+    near the start and steal its projection (a jump of 200 m in arc length)."""
+    from dsp_driving.driving.contract import END_EXTENSION_M, project
+
+    # 0 -> 100 m east, a U-turn of radius 5 m, back west to x = 60 at y = 10.
+    arc = [(100 + 5 * np.sin(a), 5 - 5 * np.cos(a)) for a in np.linspace(0, np.pi, 13)]
+    points = np.array([(x, 0.0) for x in range(0, 100, 5)] + arc[1:] + [(80.0, 10.0),
+                                                                         (60.0, 10.0)])
+    # 6 m left of the start; the return leg's line (y = 10) is only 4 m away from it, but
+    # that part of the line lies 55 m beyond the path's end.
+    here = project(points, 5.0, 6.0)
+    assert here.s == pytest.approx(5.0, abs=1e-6)
+    assert here.lateral == pytest.approx(6.0, abs=1e-6)
+    length = float(np.sum(np.linalg.norm(np.diff(points, axis=0), axis=1)))
+    beyond = project(points, 60.0 - 0.5 * END_EXTENSION_M, 10.0)  # within the extension
+    assert beyond.s == pytest.approx(length + 0.5 * END_EXTENSION_M, abs=1e-6)

@@ -143,8 +143,11 @@ def test_track_path_runs_forward_across_lane_segments():
             assert length.max() < 2.6 and turn.min() > 0.9  # no fold-back at a lane joint
             assert np.sum(length) > 100.0  # reaches the lead-vehicle search range
             roads.add(env._sim.vehicle.lane_index[:2])
-            obs, _, terminated, truncated, _ = env.step(reference_action(obs, 1.5))
+            speed = env.scene.ego.speed
+            obs, _, terminated, truncated, info = env.step(reference_action(obs, 1.5))
             assert not (terminated or truncated)
+            # Progress is what the car drove (no jump onto a far part of the loop).
+            assert info["progress_m"] <= 0.2 * max(speed, info["speed_mps"]) + 0.3
     assert len(roads) >= 3  # the episodes crossed several road segments (straights and arcs)
     env.close()
 
