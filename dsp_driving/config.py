@@ -317,21 +317,28 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, A
     return out
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> Mapping[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: {}); ValueError naming ``what``
+    and the path if it is missing, not YAML, or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what} {path}: expected a mapping at top level, got "
+                         f"{type(data).__name__}")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: Config | None = None) -> Config:
     """Load a YAML config file (optional), then apply ``--set`` overrides."""
     config = base or Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise ValueError(f"config file {path}: expected a mapping at top level")
-        config = from_dict(data, config)
+        config = from_dict(read_yaml_mapping(path), config)
     if overrides:
         config = from_dict(parse_overrides(overrides), config)
     return config

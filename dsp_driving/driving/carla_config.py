@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 import warnings
 
-import yaml
-
-from dsp_driving.config import coerce, require, unwrap_ros_params
+from dsp_driving.config import coerce, read_yaml_mapping, require, unwrap_ros_params
 from dsp_driving.driving.ports import MAX_PORT, MIN_PORT, PORTS_PER_SERVER
 
 BACKENDS = ("carla", "kinematic")
@@ -132,15 +130,7 @@ def load_carla_config(path: str | Path | None = None,
     """Read a YAML file (optional), then apply ``overrides`` (field -> value)."""
     config = CarlaConfig()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"carla config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"carla config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise ValueError(f"carla config file {path}: expected a mapping at top level")
+        data = read_yaml_mapping(path, "carla config file")
         config = carla_config_from_dict(_merge(data, overrides), config)
     elif overrides:
         config = carla_config_from_dict(overrides, config)

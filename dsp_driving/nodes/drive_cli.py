@@ -9,23 +9,18 @@ file is in ROS 2 form (``policy_node: ros__parameters: ...``) or a plain mapping
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dsp_driving.config import unwrap_ros_params
+from dsp_driving.config import read_yaml_mapping, unwrap_ros_params
 
 
 def parameters(params_file: str | None, model: str | None, sets: list[str]) -> dict[str, Any]:
     """Parameters from the file, then --model, then --set key=value (YAML values)."""
     values: dict[str, Any] = {}
     if params_file:
-        data = yaml.safe_load(Path(params_file).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"--params-file {params_file}: expected a mapping, got "
-                             f"{type(data).__name__}")
-        values.update(unwrap_ros_params(data))
+        values.update(unwrap_ros_params(read_yaml_mapping(params_file, "--params-file")))
     if model:
         values["model"] = model
     for item in sets:

@@ -33,7 +33,7 @@ def test_bad_input_names_what_is_wrong(tmp_path: Path) -> None:
         parameters(None, None, ["rate_hz"])
     listed = tmp_path / "list.yaml"
     listed.write_text("- 1\n- 2\n")
-    with pytest.raises(ValueError, match="expected a mapping, got list"):
+    with pytest.raises(ValueError, match="expected a mapping at top level, got list"):
         parameters(str(listed), None, [])
 
 
