@@ -16,30 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
+from dsp_driving.evaluation import evaluate
 from dsp_driving.inference import OnnxPolicy
-from dsp_driving.rl.envs import make_env
 
 
 def episodes(policy: OnnxPolicy, env_id: str, count: int, seed: int
              ) -> tuple[list[float], Counter, float]:
     """Returns, end reasons and mean speed (m/s, over all steps) of ``count`` episodes with
     reset seeds seed, seed + 1, ..."""
-    env = make_env(env_id)
-    returns, ends, speeds = [], Counter(), []
-    try:
-        for i in range(count):
-            obs, _ = env.reset(seed=seed + i)
-            total, done, info = 0.0, False, {}
-            while not done:
-                obs, reward, terminated, truncated, info = env.step(policy.act(obs))
-                total += float(reward)
-                speeds.append(float(info.get("speed_mps", np.nan)))
-                done = terminated or truncated
-            returns.append(total)
+    ends, speeds = Counter(), []
+
+    def on_step(info: dict, done: bool) -> None:
+        speeds.append(float(info.get("speed_mps", np.nan)))
+        if done:
             ends[info.get("termination", "time_limit")] += 1
-    finally:
-        env.close()
-    return returns, ends, float(np.nanmean(speeds))
+
+    result = evaluate(policy.act, env_id, count, seed, on_step=on_step)
+    return result["returns"], ends, float(np.nanmean(speeds))
 
 
 def main() -> None:

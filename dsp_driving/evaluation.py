@@ -11,10 +11,12 @@ from dsp_driving.rl.envs import make_env
 
 
 def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, seed: int,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False,
+             on_step: Callable[[dict[str, Any], bool], None] | None = None) -> dict[str, Any]:
     """Run ``episodes`` episodes with reset seeds seed, seed + 1, ...; returns figures.
 
-    ``policy`` maps one raw observation to one environment action.
+    ``policy`` maps one raw observation to one environment action; ``on_step(info, done)``,
+    if given, sees every step's info (done: the episode ended there).
     """
     if episodes < 1:
         raise ValueError(f"episodes={episodes!r}: must be >= 1")
@@ -30,10 +32,12 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
             obs, _ = env.reset(seed=seed + i)
             total, length, done = 0.0, 0, False
             while not done:
-                obs, reward, terminated, truncated, _ = env.step(policy(obs))
+                obs, reward, terminated, truncated, info = env.step(policy(obs))
                 total += float(reward)
                 length += 1
                 done = terminated or truncated
+                if on_step is not None:
+                    on_step(info, done)
             returns.append(total)
             lengths.append(length)
     finally:

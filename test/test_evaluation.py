@@ -37,3 +37,11 @@ def test_visited_observations_chain_episodes_and_are_seeded() -> None:
     assert first.shape == (60, 4) and first.dtype == np.float32
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, visited_observations(push_right, "CartPole-v1", 60, seed=4))
+
+
+def test_on_step_sees_every_step_and_each_episode_end() -> None:
+    seen: list[bool] = []
+    result = evaluate(lambda obs: 0, "CartPole-v1", episodes=3, seed=0,
+                      on_step=lambda info, done: seen.append(done))
+    assert len(seen) == round(result["length_mean"] * 3)
+    assert sum(seen) == 3 and seen[-1]
