@@ -54,22 +54,23 @@ def command_message(node: Any, cfg: PolicyNodeConfig, decision: Decision,
                     speed_mps: float) -> Any:
     """The command message of ``cfg.command_interface`` for ``decision``."""
     make = node.msg_type
-    action = decision.action
-    limits = cfg.limits
-    header = make("std_msgs/msg/Header")(stamp=node.now_msg(), frame_id=cfg.frame_id)
-    interface = cfg.command_interface
+    action, limits, interface = decision.action, cfg.limits, cfg.command_interface
+    stamp = node.now_msg()
+
+    def header() -> Any:
+        return make("std_msgs/msg/Header")(stamp=stamp, frame_id=cfg.frame_id)
+
     if interface in ("ackermann", "carla_ackermann"):
         fields = contract.to_ackermann(action, speed_mps, cfg.speed_horizon_s, limits)
         drive = make("ackermann_msgs/msg/AckermannDrive")(**fields)
         if interface == "carla_ackermann":
             return drive
-        return make("ackermann_msgs/msg/AckermannDriveStamped")(header=header, drive=drive)
+        return make("ackermann_msgs/msg/AckermannDriveStamped")(header=header(), drive=drive)
     if interface == "carla":
         c = contract.to_carla(action, limits)
         return make("carla_msgs/msg/CarlaEgoVehicleControl")(
-            header=header, throttle=c.throttle, steer=c.steer, brake=c.brake)
+            header=header(), throttle=c.throttle, steer=c.steer, brake=c.brake)
     fields = contract.to_autoware(action, speed_mps, cfg.speed_horizon_s, limits)
-    stamp = node.now_msg()
     lateral = make("autoware_control_msgs/msg/Lateral")(stamp=stamp, control_time=stamp,
                                                         **fields["lateral"])
     longitudinal = make("autoware_control_msgs/msg/Longitudinal")(
