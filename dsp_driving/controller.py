@@ -26,6 +26,7 @@ from dsp_driving.inference import OnnxPolicy, PolicyLoadError
 
 INPUT_MODES = ("features", "ros")
 COMMAND_INTERFACES = ("ackermann", "carla", "carla_ackermann", "autoware")
+_OBS_LOW, _OBS_HIGH = contract.observation_bounds()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +132,7 @@ class PolicyController:
         if not np.all(np.isfinite(obs)):
             bad = [contract.OBSERVATION_NAMES[i] for i in np.flatnonzero(~np.isfinite(obs))]
             return self._reject(f"non-finite {bad}")
-        low, high = contract.observation_bounds()
-        self._obs = np.clip(obs, low, high).astype(np.float32)  # what training could produce
+        self._obs = np.clip(obs, _OBS_LOW, _OBS_HIGH).astype(np.float32)  # as in training
         self._stamp_s = float(stamp_s)
         speed = obs[contract.INDEX["speed"]] * contract.SPEED_SCALE_MPS
         self._speed_mps = float(speed if speed_mps is None else speed_mps)
