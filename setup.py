@@ -49,6 +49,7 @@ setup(
         "console_scripts": [
             "dsp-driving = dsp_driving.cli:main",
             "policy_node = dsp_driving.nodes.policy_node:main",
+            "trainer_node = dsp_driving.nodes.trainer_node:main",
         ],
     },
 )

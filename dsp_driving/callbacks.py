@@ -16,6 +16,9 @@ class Callback(Protocol):
     def on_update(self, stats: dict[str, Any]) -> None:
         """Called after every PPO update with its stats record."""
 
+    def on_export(self, path: Path) -> None:
+        """Called after each ONNX export (snapshots and the final policy.onnx)."""
+
     def on_end(self, summary: dict[str, Any]) -> None:
         """Called once with summary.json's content when training has finished."""
 
@@ -27,6 +30,9 @@ class BaseCallback:
     """No-op defaults, so a sink implements only what it needs."""
 
     def on_update(self, stats: dict[str, Any]) -> None:
+        """Ignore."""
+
+    def on_export(self, path: Path) -> None:
         """Ignore."""
 
     def on_end(self, summary: dict[str, Any]) -> None:
@@ -137,6 +143,10 @@ class CallbackList(BaseCallback):
     def on_update(self, stats: dict[str, Any]) -> None:
         for cb in self.callbacks:
             cb.on_update(stats)
+
+    def on_export(self, path: Path) -> None:
+        for cb in self.callbacks:
+            cb.on_export(path)
 
     def on_end(self, summary: dict[str, Any]) -> None:
         for cb in self.callbacks:

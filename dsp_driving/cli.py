@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 import sys
-import time
 
 from dsp_driving import topic_cli
 from dsp_driving.config import TrainConfig, default_config_path, load_config
@@ -14,8 +13,11 @@ from dsp_driving.nodes import drive_cli
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dsp_driving.trainer import train
+    from dsp_driving.nodes.trainer_node import TrainerNodeConfig, default_run_dir, run
 
+    if not args.publish and (args.domain is not None or args.wait_subscribers):
+        print("error: --domain and --wait-subscribers need --publish", file=sys.stderr)
+        return 2
     if args.resume:
         extra = [flag for flag, value in (("--env", args.env), ("--config", args.config),
                  ("--seed", args.seed), ("--num-envs", args.num_envs), ("--out", args.out),
@@ -23,31 +25,47 @@ def _train(args: argparse.Namespace) -> int:
         if args.no_prune:
             extra.append("--no-prune")
         if extra:
-            print(f"error: with --resume only --total-steps may be given (got {extra[0]}): "
-                  "the run keeps the configuration saved in its folder", file=sys.stderr)
+            print(f"error: with --resume only --total-steps (and the --publish and --carla-* "
+                  f"options) may be given (got {extra[0]}): the run keeps the configuration "
+                  "saved in its folder", file=sys.stderr)
             return 2
         saved = load_config(Path(args.resume) / "config.yaml")
         total = saved.train.total_steps if args.total_steps is None else args.total_steps
-        train(load_config(None, [f"train.total_steps={total}"], base=saved), args.resume,
-              resume=True)
+        cfg = load_config(None, [f"train.total_steps={total}"], base=saved)
+        out = Path(args.resume)
+    else:
+        overrides = list(args.set or [])
+        if args.env:
+            overrides.append(f"train.env_id={args.env}")
+        if args.total_steps is not None:
+            overrides.append(f"train.total_steps={args.total_steps}")
+        if args.seed is not None:
+            overrides.append(f"train.seed={args.seed}")
+        if args.num_envs is not None:
+            overrides.append(f"train.num_envs={args.num_envs}")
+        if args.no_prune:
+            overrides.append("pruning.enabled=false")
+        config_path = args.config or default_config_path()
+        cfg = load_config(config_path, overrides)
+        out = args.out or default_run_dir(cfg)
+        print(f"config: {config_path or 'built-in defaults'}")
+    own = TrainerNodeConfig(out=str(out), resume=bool(args.resume),
+                            carla_config=str(args.carla_config or ""),
+                            carla_host=args.carla_host or "", carla_port=args.carla_port or 0,
+                            wait_for_subscribers_s=args.wait_subscribers)
+    if not args.publish:
+        run(None, cfg, own)
         return 0
-    overrides = list(args.set or [])
-    if args.env:
-        overrides.append(f"train.env_id={args.env}")
-    if args.total_steps is not None:
-        overrides.append(f"train.total_steps={args.total_steps}")
-    if args.seed is not None:
-        overrides.append(f"train.seed={args.seed}")
-    if args.num_envs is not None:
-        overrides.append(f"train.num_envs={args.num_envs}")
-    if args.no_prune:
-        overrides.append("pruning.enabled=false")
-    config_path = args.config or default_config_path()
-    cfg = load_config(config_path, overrides)
-    out = args.out or Path("runs") / (
-        f"{cfg.train.env_id.replace('/', '_')}_s{cfg.train.seed}_{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"config: {config_path or 'built-in defaults'}; run folder: {out}")
-    train(cfg, out)
+    try:
+        from dsp_driving.transport import create_node
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(f"`dsp-driving train --publish` needs {exc.name}: pip "
+                                  "install -e '.[dds]'") from None
+    node = create_node("trainer_node", backend="dds", domain_id=args.domain)
+    try:
+        run(node, cfg, own)
+    finally:
+        node.destroy()
     return 0
 
 
@@ -106,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. pruning.lambda_actor=2e-4")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run")
+    g = p.add_argument_group("ROS 2 topics (trainer_node over DDS, no ROS 2 needed)")
+    g.add_argument("--publish", action="store_true", help="publish dsp/compaction, "
+                   "dsp/compaction/summary, dsp/training and dsp/policy")
+    g.add_argument("--domain", type=int, help="DDS domain id (default: $ROS_DOMAIN_ID or 0)")
+    g.add_argument("--wait-subscribers", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for subscribers before training")
+    g = p.add_argument_group("dsp_driving/Carla-v0")
+    g.add_argument("--carla-config", type=Path, help="the bridge's YAML (default: "
+                   "$DSP_DRIVING_CARLA_CONFIG, else built-in defaults)")
+    g.add_argument("--carla-host", help="override the config's host")
+    g.add_argument("--carla-port", type=int, help="override the config's RPC port")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="evaluate a run's compact actor deterministically")

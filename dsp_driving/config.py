@@ -165,6 +165,7 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     export_onnx: bool = True  # write policy.onnx at the end when the export extra is installed
+    export_every: int = 0  # also export the compact actor every N updates (0: only at the end)
 
     def __post_init__(self) -> None:
         require(bool(self.env_id), "train.env_id", self.env_id, "must not be empty")
@@ -172,6 +173,8 @@ class TrainConfig:
                   "checkpoint_every")
         require(self.eval_episodes >= 1, "train.eval_episodes", self.eval_episodes,
                 "must be >= 1")
+        require(self.export_every >= 0, "train.export_every", self.export_every,
+                "must be >= 0 (0: export only at the end)")
         require(self.seed >= 0, "train.seed", self.seed, "must be >= 0")
         require(self.eval_seed >= 0, "train.eval_seed", self.eval_seed, "must be >= 0")
         require(self.vector_mode in VECTOR_MODES, "train.vector_mode", self.vector_mode,

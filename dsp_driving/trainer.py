@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import json
 from pathlib import Path
 import time
@@ -25,7 +25,12 @@ from dsp_driving.io_utils import atomic_torch_save, atomic_write_json, atomic_wr
 from dsp_driving.provenance import git_commit
 from dsp_driving.pruning import macs
 from dsp_driving.rl.envs import make_vec_env
-from dsp_driving.rl.networks import count_params, macs_of_sizes, params_of_sizes
+from dsp_driving.rl.networks import (
+    DeployedActor,
+    count_params,
+    macs_of_sizes,
+    params_of_sizes,
+)
 from dsp_driving.rl.ppo import PPO, training_seed_range
 
 CHECKPOINT = "checkpoint.pt"
@@ -33,6 +38,7 @@ STATS = "stats.jsonl"
 SUMMARY = "summary.json"
 ACTOR = ACTOR_FILE
 CONFIG = "config.yaml"
+SNAPSHOTS = "policies"
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
@@ -146,17 +152,23 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
                               {"config": cfg.to_dict(), "state": learner.state_dict(),
                                "git_commits": commits})
 
+        snapshots = _Snapshots(cfg, run_dir, log) if cfg.train.export_every else None
         while not learner.done:
             stats = learner.step_update()
             sink.on_update(stats)
             if learner.update % cfg.train.checkpoint_every == 0:
                 save_checkpoint()
+            if snapshots is not None and not learner.done \
+                    and learner.update % cfg.train.export_every == 0:
+                path = snapshots.export(learner, commits)
+                if path is not None:
+                    sink.on_export(path)
         if learner.update % cfg.train.checkpoint_every != 0:
             save_checkpoint()  # the final state, unless the loop just wrote it
         for cb in sinks:
             if isinstance(cb, ProgressBar):
                 cb.close()
-        summary = finish(cfg, learner, run_dir, log, commits)
+        summary = finish(cfg, learner, run_dir, log, commits, on_export=sink.on_export)
         sink.on_end(summary)
         return summary
     finally:
@@ -165,23 +177,68 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
             cb.close()
 
 
-def finish(cfg: Config, learner: PPO, run_dir: Path, log=print,
-           git_commits: Sequence[str | None] = ()) -> dict[str, Any]:
-    """Compact, save the actor, evaluate it and write summary.json (then export ONNX)."""
-    actor = learner.deployed_actor()
+def actor_meta(cfg: Config, learner: PPO, actor: DeployedActor,
+               git_commits: Sequence[str | None] = ()) -> dict[str, Any]:
+    """The metadata saved with a compact actor (actor_compact.pt, and policy.onnx's)."""
     obs_dim, act_dim = learner.obs_dim, learner.action.dim
     actor_block = network_summary(list(cfg.net.actor_hidden), actor.mlp.hidden_sizes,
                                   obs_dim, act_dim)
-    critic_block = network_summary(list(cfg.net.critic_hidden),
-                                   learner.compact_critic_hidden(), obs_dim, 1)
     assert actor_block["compact_weights"] == count_params(actor.mlp)
-    meta = {"env_id": cfg.train.env_id, "config": cfg.to_dict(),
+    return {"env_id": cfg.train.env_id, "config": cfg.to_dict(),
             "global_step": learner.global_step, "actor": actor_block,
             "macs": macs(actor.mlp),
             "dense_macs": macs_of_sizes([obs_dim, *cfg.net.actor_hidden, act_dim]),
             "git_commit": git_commits[0] if git_commits else git_commit(),
             "git_commits": list(dict.fromkeys(git_commits)),
             "created_unix": time.time()}
+
+
+class _Snapshots:
+    """Exports the current compact actor to RUN_DIR/policies/policy_uUPDATE.onnx."""
+
+    def __init__(self, cfg: Config, run_dir: Path, log=print) -> None:
+        from dsp_driving.export import missing_export_modules
+
+        self.cfg, self.dir, self.log = cfg, run_dir / SNAPSHOTS, log
+        self.missing = missing_export_modules()
+        if self.missing:
+            log(f"warning: train.export_every={cfg.train.export_every} but "
+                f"{', '.join(self.missing)} is not installed: no snapshots are exported "
+                "(pip install -e '.[export]')")
+        self._env_info: dict[str, Any] | None = None
+
+    def export(self, learner: PPO, git_commits: Sequence[str | None]) -> Path | None:
+        """Write one snapshot; None when the export extra is missing or the export failed."""
+        if self.missing:
+            return None
+        from dsp_driving.export import export_actor
+        from dsp_driving.rl.envs import describe_env
+
+        if self._env_info is None:
+            self._env_info = describe_env(self.cfg.train.env_id)
+        actor = learner.deployed_actor()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        out = self.dir / f"policy_u{learner.update:06d}.onnx"
+        try:
+            export_actor(actor, actor_meta(self.cfg, learner, actor, git_commits), out,
+                         self._env_info)
+        except Exception as exc:  # a failed snapshot must not stop training
+            self.log(f"warning: snapshot export at update {learner.update} failed "
+                     f"({type(exc).__name__}: {exc})")
+            return None
+        return out
+
+
+def finish(cfg: Config, learner: PPO, run_dir: Path, log=print,
+           git_commits: Sequence[str | None] = (),
+           on_export: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Compact, save the actor, evaluate it and write summary.json (then export ONNX;
+    ``on_export(path)`` is told about the file)."""
+    actor = learner.deployed_actor()
+    meta = actor_meta(cfg, learner, actor, git_commits)
+    actor_block = meta["actor"]
+    critic_block = network_summary(list(cfg.net.critic_hidden),
+                                   learner.compact_critic_hidden(), learner.obs_dim, 1)
     save_actor(run_dir / ACTOR, actor, meta)
     result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,
                       cfg.train.eval_seed)
@@ -204,23 +261,27 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print,
         f"+/- {result['return_std']:.2f}")
     log(f"wrote {run_dir / SUMMARY} and {run_dir / ACTOR}")
     if cfg.train.export_onnx:
-        _export(run_dir, log)
+        path = _export(run_dir, log)
+        if path is not None and on_export is not None:
+            on_export(path)
     return summary
 
 
-def _export(run_dir: Path, log=print) -> None:
-    """policy.onnx when the export extra is installed; the run's own files are already saved."""
+def _export(run_dir: Path, log=print) -> Path | None:
+    """policy.onnx when the export extra is installed (the run's own files are already saved);
+    returns its path, or None when nothing was exported."""
     from dsp_driving.export import missing_export_modules
 
     missing = missing_export_modules()
     if missing:
         log(f"skipped ONNX export ({', '.join(missing)} not installed): pip install -e "
             f"'.[export]', then `dsp-driving export {run_dir}`")
-        return
+        return None
     from dsp_driving.export import export_run
 
     try:
-        export_run(run_dir, log=log)
+        return export_run(run_dir, log=log)[0]
     except Exception as exc:  # the run is saved; a failed export must not turn it into a crash
         log(f"error: ONNX export failed ({type(exc).__name__}: {exc}); the run itself is "
             f"complete. Retry with `dsp-driving export {run_dir}`")
+        return None

@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
         (lambda: TrainConfig(vector_mode="threads"), "train.vector_mode='threads'"),
         (lambda: TrainConfig(total_steps=-5), "train.total_steps=-5"),
         (lambda: TrainConfig(env_id=""), "train.env_id=''"),
+        (lambda: TrainConfig(export_every=-1), "train.export_every=-1"),
     ],
 )
 def test_invalid_values_name_field_and_value(make, message: str) -> None:

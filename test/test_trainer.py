@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dsp_driving.actor_file import load_actor
+from dsp_driving.callbacks import BaseCallback
 from dsp_driving.trainer import load_checkpoint, train
 
 TIMING = ("steps_per_s", "wall_s")
@@ -111,3 +112,28 @@ def test_same_seed_same_run_different_seed_differs(tmp_path: Path, tiny_config) 
     assert [r["losses"] for r in stats_a] != [r["losses"] for r in stats_c]
     same_shapes = all(actor_a[k].shape == actor_c[k].shape for k in actor_a)
     assert not same_shapes or any(not torch.equal(actor_a[k], actor_c[k]) for k in actor_a)
+
+
+def test_snapshot_exports_leave_training_unchanged(tmp_path: Path, tiny_config) -> None:
+    pytest.importorskip("onnxscript")
+    plain, actor_plain = _run(tmp_path, "plain", tiny_config(train={"seed": 7}))
+    exported: list[Path] = []
+
+    class Recorder(BaseCallback):
+        def on_export(self, path: Path) -> None:
+            exported.append(path)
+
+    cfg = tiny_config(train={"seed": 7, "export_every": 1, "export_onnx": True})
+    run = tmp_path / "snap"
+    train(cfg, run, callbacks=[Recorder()], log=_quiet)
+    records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert _without_timing(records) == plain  # exporting draws no random numbers
+    # updates 1-3 are snapshots (the last update's export is policy.onnx itself)
+    assert exported == [run / "policies" / f"policy_u{u:06d}.onnx" for u in (1, 2, 3)] + \
+        [run / "policy.onnx"]
+    hidden = [json.loads(p.with_suffix(".json").read_text())["dsp_driving"]["hidden_compact"]
+              for p in exported]
+    assert hidden[-1] == [actor_plain[f"mlp.layers.{i}.weight"].shape[0] for i in (0, 1)]
+    steps = [json.loads(p.with_suffix(".json").read_text())["dsp_driving"]["global_step"]
+             for p in exported]
+    assert steps == [512, 1024, 1536, 2048]

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 import warnings
 
+import yaml
+
 from dsp_driving.config import coerce, read_yaml_mapping, require, unwrap_ros_params
 from dsp_driving.driving.ports import MAX_PORT, MIN_PORT, PORTS_PER_SERVER
 
@@ -164,3 +166,39 @@ def default_carla_config_path() -> Path | None:
     candidates = [here.parent / "config" / "carla.yaml"]
     candidates += [p / "share" / "dsp_driving" / "config" / "carla.yaml" for p in here.parents]
     return next((c for c in candidates if c.is_file()), None)
+
+
+RUN_CONFIG_FILE = "carla.yaml"
+
+
+def prepare_run_carla_config(run_dir: str | Path, env_id: str, path: str | Path | None = None,
+                             host: str | None = None, port: int | None = None,
+                             log=print) -> Path | None:
+    """Resolve a training run's CARLA settings into RUN_DIR/carla.yaml and point the env at it.
+
+    ``path`` (else $DSP_DRIVING_CARLA_CONFIG, else the defaults), then ``host`` and ``port``,
+    make the config; it is written into the run folder (provenance, and what a resume reuses
+    when nothing new is given) and $DSP_DRIVING_CARLA_CONFIG names it, so every env of the run
+    (also in AsyncVectorEnv workers) reads it. Only for server envs (dsp_driving/Carla-v0);
+    returns the file, or None.
+    """
+    from dsp_driving.envs import SERVER_ENVS
+    from dsp_driving.io_utils import atomic_write_text
+
+    given = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if env_id not in SERVER_ENVS:
+        if path is not None or given:
+            log(f"warning: carla settings ignored: {env_id} is not a CARLA env")
+        return None
+    run_file = Path(run_dir) / RUN_CONFIG_FILE
+    if path is None and not given and run_file.is_file():
+        config = load_carla_config(run_file)  # a resumed run keeps its own
+    else:
+        base = path if path is not None else os.environ.get(CONFIG_ENV_VAR) or None
+        config = load_carla_config(base, given)
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_file, yaml.safe_dump(
+            {"carla_env": {"ros__parameters": config.to_dict()}}, sort_keys=False))
+    os.environ[CONFIG_ENV_VAR] = str(run_file.resolve())
+    log(f"carla: {config.backend} backend, {config.host}:{config.port} ({run_file})")
+    return run_file

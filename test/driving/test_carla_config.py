@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from dsp_driving.driving.carla_config import (
     carla_config_from_dict,
     default_carla_config_path,
     load_carla_config,
+    prepare_run_carla_config,
     resolve_carla_config,
 )
 
@@ -83,3 +85,28 @@ def test_control_period_must_be_whole_ticks() -> None:
         CarlaConfig(control_period_s=0.125)
     with pytest.raises(ValueError, match="carla.control_period_s=0.02"):
         CarlaConfig(control_period_s=0.02)
+
+
+def test_a_run_writes_its_carla_config_and_points_the_envs_at_it(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("carla_env:\n  ros__parameters:\n    town: Town06\n    port: 2000\n")
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(base))
+    run = tmp_path / "run"
+    logs: list[str] = []
+    written = prepare_run_carla_config(run, "dsp_driving/Carla-v0", None, "10.0.0.5", 3000,
+                                       logs.append)
+    assert written == run / "carla.yaml"
+    assert os.environ[CONFIG_ENV_VAR] == str(written.resolve())
+    cfg = resolve_carla_config(None)  # what every env of the run reads
+    assert (cfg.town, cfg.host, cfg.port) == ("Town06", "10.0.0.5", 3000)
+    # a resume with nothing new keeps the run's own file, whatever the variable says
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(base))
+    assert prepare_run_carla_config(run, "dsp_driving/Carla-v0", log=logs.append) == written
+    assert resolve_carla_config(None).host == "10.0.0.5"
+    # not a CARLA env: nothing written, the settings ignored with a warning
+    assert prepare_run_carla_config(tmp_path / "hw", "dsp_driving/HighwayDrive-v0",
+                                    None, "10.0.0.5", log=logs.append) is None
+    assert not (tmp_path / "hw").exists() and "ignored" in logs[-1]
+    with pytest.raises(ValueError, match="carla.port=70000"):
+        prepare_run_carla_config(tmp_path / "bad", "dsp_driving/Carla-v0", None, None, 70000)

@@ -1,0 +1,256 @@
+"""trainer_node: PPO with dynamic structured pruning, publishing its compaction as it trains.
+
+``ros2 launch dsp_driving train.launch.py`` (or ``ros2 run dsp_driving trainer_node --ros-args
+--params-file config/train.yaml``) on ROS 2; ``dsp-driving train --publish ...`` over the DDS
+transport. Topics, published after every PPO update:
+
+- ``dsp/compaction`` (diagnostic_msgs/DiagnosticArray): one status per network and per hidden
+  layer: alive/total neurons and weights, threshold, regulariser, kappa.
+- ``dsp/compaction/summary`` (std_msgs/Float32MultiArray): SUMMARY_LABELS, in that order (the
+  layout's one dimension is labelled with them, comma-separated). Plots in PlotJuggler as is.
+- ``dsp/training`` (diagnostic_msgs/DiagnosticArray): losses, approx_kl, learning rate,
+  episode return and length, steps_per_s; at the end one more status with the evaluation.
+- ``dsp/policy`` (std_msgs/String, transient local): the absolute path of the newest exported
+  policy.onnx (snapshots every ``train.export_every`` updates, then the final one), which
+  policy_node hot-reloads.
+
+Values in the diagnostics are ``repr`` of the numbers in stats.jsonl (exact; null -> ``nan``).
+Parameters: every training-config field with its dotted name (``ppo.learning_rate``,
+``pruning.lambda_actor``, ``train.env_id``, ...; config/train.yaml) plus TrainerNodeConfig's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+import time
+from typing import Any
+
+from dsp_driving.callbacks import BaseCallback
+from dsp_driving.config import Config, from_dict
+from dsp_driving.transport import DEFAULT_QOS, Node, QosProfile
+from dsp_driving.transport.base import flatten, unflatten
+
+COMPACTION_TOPIC = "dsp/compaction"
+SUMMARY_TOPIC = "dsp/compaction/summary"
+TRAINING_TOPIC = "dsp/training"
+POLICY_TOPIC = "dsp/policy"
+POLICY_QOS = QosProfile(reliable=True, transient_local=True, depth=1)
+SUMMARY_LABELS = ("step", "actor_neurons_alive", "actor_weights_alive", "critic_neurons_alive",
+                  "critic_weights_alive", "actor_weights_removed_pct", "kappa",
+                  "ep_return_mean")
+NAME = "trainer_node"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerNodeConfig:
+    """trainer_node's own parameters (besides the training config's)."""
+
+    out: str = ""  # run folder; empty: runs/<env>_s<seed>_<time>
+    resume: bool = False  # continue the run in `out` (its saved config; train.total_steps)
+    carla_config: str = ""  # dsp_driving/Carla-v0's YAML; empty: $DSP_DRIVING_CARLA_CONFIG
+    carla_host: str = ""  # overrides the carla config's host when set
+    carla_port: int = 0  # overrides the carla config's port when > 0
+    wait_for_subscribers_s: float = 0.0  # before training, wait this long for a subscriber
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.carla_port <= 65535:
+            raise ValueError(f"carla_port={self.carla_port!r}: must be 0 (the config's) or a "
+                             "TCP port")
+        if not (math.isfinite(self.wait_for_subscribers_s) and self.wait_for_subscribers_s >= 0):
+            raise ValueError(f"wait_for_subscribers_s={self.wait_for_subscribers_s!r}: must be "
+                             ">= 0")
+
+
+def parameters(node: Node, base: Config | None = None) -> tuple[Config, TrainerNodeConfig]:
+    """The training config (dotted names) and the node's own settings, in one declaration."""
+    base = base if base is not None else Config()
+    config_defaults = flatten(base.to_dict())
+    own_defaults = dataclasses.asdict(TrainerNodeConfig())
+    values = node.get_parameters({**config_defaults, **own_defaults})
+    cfg = from_dict(unflatten({k: values[k] for k in config_defaults}), base)
+    return cfg, TrainerNodeConfig(**{k: values[k] for k in own_defaults})
+
+
+def default_run_dir(cfg: Config) -> Path:
+    """runs/<env>_s<seed>_<YYYYmmdd-HHMMSS>."""
+    return Path("runs") / (f"{cfg.train.env_id.replace('/', '_')}_s{cfg.train.seed}_"
+                           f"{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+# ---- messages -------------------------------------------------------------------------------
+
+
+def _value(value: Any) -> str:
+    """A stats value as diagnostics text: repr of the number (exact), 'nan' for null."""
+    if value is None:
+        return "nan"
+    return repr(value)
+
+
+def _status(node: Node, name: str, message: str, values: dict[str, Any], hardware_id: str,
+            level: int = 0) -> Any:
+    make = node.msg_type
+    kv = make("diagnostic_msgs/msg/KeyValue")
+    level_value: Any = bytes([level]) if node.backend == "rclpy" else level
+    return make("diagnostic_msgs/msg/DiagnosticStatus")(
+        level=level_value, name=name, message=message, hardware_id=hardware_id,
+        values=[kv(key=k, value=_value(v)) for k, v in values.items()])
+
+
+def _array(node: Node, statuses: list[Any]) -> Any:
+    make = node.msg_type
+    header = make("std_msgs/msg/Header")(stamp=node.now_msg(), frame_id="")
+    return make("diagnostic_msgs/msg/DiagnosticArray")(header=header, status=statuses)
+
+
+def compaction_message(node: Node, stats: dict[str, Any], hardware_id: str = "") -> Any:
+    """dsp/compaction: a status per network (``trainer_node: actor``) and per layer
+    (``trainer_node: actor/layer0``)."""
+    statuses = []
+    for net in ("actor", "critic"):
+        s = stats[net]
+        removed = 100.0 * (1.0 - s["weights_alive"] / s["weights_total"])
+        statuses.append(_status(
+            node, f"{NAME}: {net}",
+            f"{s['neurons_alive']}/{s['neurons_total']} neurons, "
+            f"{s['weights_alive']}/{s['weights_total']} weights", {
+                "step": stats["step"], "neurons_alive": s["neurons_alive"],
+                "neurons_total": s["neurons_total"], "weights_alive": s["weights_alive"],
+                "weights_total": s["weights_total"], "weights_removed_pct": removed,
+                "regulariser": s["regulariser"], "kappa": stats["kappa"]}, hardware_id))
+        for i, layer in enumerate(s["layers"]):
+            statuses.append(_status(
+                node, f"{NAME}: {net}/layer{i}", f"{layer['alive']}/{layer['total']} neurons",
+                {"step": stats["step"], "alive": layer["alive"], "total": layer["total"],
+                 "threshold": layer["threshold"]}, hardware_id))
+    return _array(node, statuses)
+
+
+def summary_values(stats: dict[str, Any]) -> list[float]:
+    """The SUMMARY_LABELS figures of one stats record (null return -> NaN)."""
+    actor, critic = stats["actor"], stats["critic"]
+    ret = stats.get("ep_return_mean")
+    return [float(stats["step"]), float(actor["neurons_alive"]), float(actor["weights_alive"]),
+            float(critic["neurons_alive"]), float(critic["weights_alive"]),
+            100.0 * (1.0 - actor["weights_alive"] / actor["weights_total"]),
+            float(stats["kappa"]), math.nan if ret is None else float(ret)]
+
+
+def summary_message(node: Node, stats: dict[str, Any]) -> Any:
+    """dsp/compaction/summary: Float32MultiArray with a labelled one-dimension layout."""
+    make = node.msg_type
+    dim = make("std_msgs/msg/MultiArrayDimension")(label=",".join(SUMMARY_LABELS),
+                                                   size=len(SUMMARY_LABELS),
+                                                   stride=len(SUMMARY_LABELS))
+    layout = make("std_msgs/msg/MultiArrayLayout")(dim=[dim], data_offset=0)
+    return make("std_msgs/msg/Float32MultiArray")(layout=layout, data=summary_values(stats))
+
+
+def training_values(stats: dict[str, Any]) -> dict[str, Any]:
+    """Everything in a stats record but the compaction (losses flattened as losses/policy)."""
+    out: dict[str, Any] = {}
+    for key, value in stats.items():
+        if key in ("actor", "critic", "kappa"):
+            continue
+        if isinstance(value, dict):
+            out.update({f"{key}/{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def training_message(node: Node, stats: dict[str, Any], hardware_id: str = "") -> Any:
+    """dsp/training: one status ``trainer_node: training``."""
+    return _array(node, [_status(node, f"{NAME}: training",
+                                 f"update {stats['update']}, step {stats['step']}",
+                                 training_values(stats), hardware_id)])
+
+
+def evaluation_message(node: Node, summary: dict[str, Any], hardware_id: str = "") -> Any:
+    """dsp/training at the end: ``trainer_node: evaluation`` (summary.json's figures)."""
+    values = {"total_steps": summary["total_steps"], "wall_s": summary["wall_s"],
+              **{f"eval/{k}": v for k, v in summary["eval"].items()},
+              **{f"{net}/{k}": summary[net][k] for net in ("actor", "critic")
+                 for k in ("compact_neurons", "compact_weights", "neurons_removed_pct",
+                           "weights_removed_pct")}}
+    return _array(node, [_status(node, f"{NAME}: evaluation",
+                                 f"finished: eval return {summary['eval']['return_mean']:.2f}",
+                                 values, hardware_id)])
+
+
+class StatsPublisher(BaseCallback):
+    """A training callback that publishes every update's stats on the dsp/* topics."""
+
+    def __init__(self, node: Node, hardware_id: str = "") -> None:
+        self.node, self.hardware_id = node, hardware_id
+        t = node.msg_type
+        diag = t("diagnostic_msgs/msg/DiagnosticArray")
+        self.compaction_pub = node.create_publisher(diag, COMPACTION_TOPIC, DEFAULT_QOS)
+        self.summary_pub = node.create_publisher(t("std_msgs/msg/Float32MultiArray"),
+                                                 SUMMARY_TOPIC, DEFAULT_QOS)
+        self.training_pub = node.create_publisher(diag, TRAINING_TOPIC, DEFAULT_QOS)
+        self.policy_pub = node.create_publisher(t("std_msgs/msg/String"), POLICY_TOPIC,
+                                                POLICY_QOS)
+
+    def wait_for_subscribers(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a subscriber on every stats topic (so none of the
+        first updates is missed); returns whether they all matched."""
+        pubs = (self.compaction_pub, self.summary_pub, self.training_pub)
+        end = time.monotonic() + timeout_s
+        while True:
+            if all(p.subscription_count() > 0 for p in pubs):
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.05)
+
+    def on_update(self, stats: dict[str, Any]) -> None:
+        self.compaction_pub.publish(compaction_message(self.node, stats, self.hardware_id))
+        self.summary_pub.publish(summary_message(self.node, stats))
+        self.training_pub.publish(training_message(self.node, stats, self.hardware_id))
+
+    def on_export(self, path: Path) -> None:
+        self.policy_pub.publish(self.node.msg_type("std_msgs/msg/String")(
+            data=str(Path(path).resolve())))
+
+    def on_end(self, summary: dict[str, Any]) -> None:
+        self.training_pub.publish(evaluation_message(self.node, summary, self.hardware_id))
+
+
+def run(node: Node | None, cfg: Config, own: TrainerNodeConfig, log=print
+        ) -> dict[str, Any]:
+    """Train ``cfg`` (or resume ``own.out``); with a node, it publishes the stats."""
+    from dsp_driving.driving.carla_config import prepare_run_carla_config
+    from dsp_driving.trainer import train
+
+    out = Path(own.out) if own.out else default_run_dir(cfg)
+    prepare_run_carla_config(out, cfg.train.env_id, own.carla_config or None,
+                             own.carla_host or None, own.carla_port or None, log)
+    callbacks = []
+    if node is not None:
+        publisher = StatsPublisher(node, hardware_id=cfg.train.env_id)
+        callbacks.append(publisher)
+        if own.wait_for_subscribers_s > 0 and not publisher.wait_for_subscribers(
+                own.wait_for_subscribers_s):
+            log(f"no subscriber on the dsp/* stats topics after "
+                f"{own.wait_for_subscribers_s:g} s: training anyway")
+        log(f"publishing {COMPACTION_TOPIC}, {SUMMARY_TOPIC}, {TRAINING_TOPIC} and "
+            f"{POLICY_TOPIC} ({node.backend})")
+    log(f"run folder: {out}")
+    return train(cfg, out, resume=own.resume, callbacks=callbacks, log=log)
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ros2 run dsp_driving trainer_node`` (rclpy; parameters from --ros-args)."""
+    from dsp_driving.transport import create_node
+
+    node = create_node(NAME, backend="rclpy")
+    try:
+        cfg, own = parameters(node)
+        run(node, cfg, own, log=node.logger.info)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy()
