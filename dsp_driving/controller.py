@@ -51,6 +51,8 @@ class PolicyNodeConfig:
     lane_width_m: float = 3.5  # ros mode
     left_width_m: float = 1.75  # ros mode: lane centre to the road's left edge
     right_width_m: float = 1.75  # ros mode: lane centre to the road's right edge
+    ego_length_m: float = 4.5  # ros mode: bumper-to-bumper gaps to the lead vehicle
+    lead_length_m: float = 4.5  # ros mode
     warn_period_s: float = 2.0  # throttle for repeated warnings
 
     def __post_init__(self) -> None:
@@ -113,7 +115,11 @@ class PolicyController:
         self._obs: np.ndarray | None = None
         self._stamp_s = -math.inf
         self._speed_mps = 0.0
+        # the last command (the scene's prev_action in ros mode); (0, 0) until the policy has
+        # driven once, as at an env reset: the safe commands of a node still waiting for its
+        # first input are not part of the drive
         self._last_action = np.zeros(contract.ACT_DIM, np.float32)
+        self.driving = False  # the policy has produced a command
         self.rejected = 0  # observations refused (wrong size, non-finite)
         self.safe_commands = 0  # commands that were the safe command
 
@@ -147,6 +153,11 @@ class PolicyController:
             return self._reject(str(exc))
         return self.set_observation(obs, stamp_s, scene.ego.speed)
 
+    def refuse(self, why: str) -> str:
+        """Refuse an input that never became an observation (a bad odometry message): the
+        previous observation is void and the safe command follows; returns ``why``."""
+        return self._reject(why)
+
     def _reject(self, why: str) -> str:
         self._obs, self._stamp_s = None, -math.inf
         self.rejected += 1
@@ -172,6 +183,7 @@ class PolicyController:
         action = np.clip(raw, -1.0, 1.0)
         if self._speed_mps >= self.limits.max_speed_mps:
             action[1] = min(action[1], 0.0)
+        self.driving = True
         return self._command(action, safe=False, reason="")
 
     def _safe(self, reason: str) -> Decision:
@@ -181,9 +193,11 @@ class PolicyController:
 
     def _command(self, action: np.ndarray, safe: bool, reason: str) -> Decision:
         steer, accel = contract.clip_action(action)
-        self._last_action = np.array([steer, accel], np.float32)
+        command = np.array([steer, accel], np.float32)
+        if self.driving:
+            self._last_action = command
         physical = contract.to_physical((steer, accel), self.limits)
-        return Decision(self._last_action.copy(), physical, safe, reason)
+        return Decision(command, physical, safe, reason)
 
     # ---- hot reload -------------------------------------------------------------------------
 

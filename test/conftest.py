@@ -96,3 +96,18 @@ def pendulum_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    "--out", str(run_dir), *cli_set_args({"train": {"export_onnx": True}})])
     assert rc == 0
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def highway_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 512-step TINY run on dsp_driving/HighwayDrive-v0 with its policy.onnx (about 6 s)."""
+    pytest.importorskip("highway_env")
+    pytest.importorskip("onnxscript")
+    from dsp_driving.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "highway"
+    cfg = from_dict(_merge(TINY, {"train": {
+        "env_id": "dsp_driving/HighwayDrive-v0", "total_steps": 512, "num_envs": 2,
+        "eval_episodes": 1, "export_onnx": True}}))
+    train(cfg, run_dir, log=lambda *_: None)
+    return run_dir

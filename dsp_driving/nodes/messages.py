@@ -28,12 +28,20 @@ def yaw_of(q: Any) -> float:
     return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
 
 
-def ego_from_odometry(odom: Any, accel_mps2: float = 0.0) -> contract.Ego:
-    """nav_msgs/Odometry -> contract.Ego (REP-103 world frame; twist is in the child frame)."""
+def ego_from_odometry(odom: Any, accel_mps2: float = 0.0, length_m: float = 4.5
+                      ) -> contract.Ego:
+    """nav_msgs/Odometry -> contract.Ego (REP-103 world frame; twist is in the child frame).
+
+    ValueError when a value is not finite."""
     pose, twist = odom.pose.pose, odom.twist.twist
-    return contract.Ego(float(pose.position.x), float(pose.position.y),
-                        yaw_of(pose.orientation), float(twist.linear.x),
-                        float(twist.angular.z), accel_mps2)
+    ego = contract.Ego(float(pose.position.x), float(pose.position.y),
+                       yaw_of(pose.orientation), float(twist.linear.x),
+                       float(twist.angular.z), float(accel_mps2), length_m)
+    bad = [f for f in ("x", "y", "yaw", "speed", "yaw_rate", "accel")
+           if not math.isfinite(getattr(ego, f))]
+    if bad:
+        raise ValueError(f"odometry with non-finite {bad}")
+    return ego
 
 
 def path_points(path: Any) -> np.ndarray:

@@ -4,9 +4,13 @@
 ``dsp-driving drive --model policy.onnx [--params-file YAML] [--set key=value ...]`` over the
 DDS transport. Topics (relative names follow the node's namespace):
 
-- in: ``observation`` (std_msgs/Float32MultiArray, input_mode=features), or ``odom``
-  (nav_msgs/Odometry) + ``path`` (nav_msgs/Path) for input_mode=ros; ``dsp/policy``
-  (std_msgs/String, transient local): a new policy file to switch to.
+- in: ``observation`` (std_msgs/Float32MultiArray, input_mode=features); or, for
+  input_mode=ros, ``odom`` (nav_msgs/Odometry of the ego), ``path`` (nav_msgs/Path: the centre
+  line of the lane to follow, in the odometry's frame) and, optional, ``lead``
+  (nav_msgs/Odometry of the vehicle ahead, same frame; forgotten after stale_timeout_s).
+  The observation is then built by ``contract.observe``, the code the simulators use, at the
+  first tick after each odometry message, from the newest path and lead.
+  ``dsp/policy`` (std_msgs/String, transient local): a new policy file to switch to.
 - out: the command (see nodes/messages.py COMMAND_TOPICS), ``action`` (the normalised action)
   and ``policy_node/status`` (diagnostic_msgs/DiagnosticArray, once a second).
 
@@ -15,8 +19,11 @@ The decisions are :class:`dsp_driving.controller.PolicyController`'s; this class
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
+
+import numpy as np
 
 from dsp_driving.controller import PolicyController, PolicyNodeConfig, load_policy
 from dsp_driving.driving import contract
@@ -50,14 +57,21 @@ class PolicyNode:
             node.create_subscription(node.msg_type("std_msgs/msg/Float32MultiArray"),
                                      "observation", self._on_features, SENSOR_QOS)
         else:
-            node.create_subscription(node.msg_type("nav_msgs/msg/Odometry"), "odom",
-                                     self._on_odometry, SENSOR_QOS)
+            odometry = node.msg_type("nav_msgs/msg/Odometry")
+            node.create_subscription(odometry, "odom", self._on_odometry, SENSOR_QOS)
             node.create_subscription(node.msg_type("nav_msgs/msg/Path"), "path",
                                      self._on_path, DEFAULT_QOS)
+            node.create_subscription(odometry, "lead", self._on_lead, SENSOR_QOS)
         node.create_subscription(node.msg_type("std_msgs/msg/String"), "dsp/policy",
                                  self._on_policy, POLICY_TOPIC_QOS)
-        self._points = None
+        # ros mode: the newest inputs; the scene is built at the first tick after an odometry
+        # message (the ego's clock: path and lead updates wait for it)
+        self._points: np.ndarray | None = None
+        self._ego: contract.Ego | None = None
+        self._ego_received_s = -math.inf
+        self._lead: tuple[float, contract.Vehicle] | None = None  # (received, vehicle)
         self._last_speed: tuple[float, float] | None = None  # (stamp, speed) for accel
+        self._scene_due = False
         self._latency_s = 0.0
         self._ticks = 0
         node.create_timer(1.0 / self.cfg.rate_hz, self._on_timer)
@@ -77,29 +91,59 @@ class PolicyNode:
 
     def _on_path(self, msg: Any) -> None:
         points = messages.path_points(msg)
-        if len(points) < 2:
-            self._warn("path", f"path with {len(points)} distinct points ignored")
+        if len(points) < 2 or not np.all(np.isfinite(points)):
+            self._warn("path", f"path with {len(points)} distinct (or non-finite) points "
+                       "ignored")
             return
-        self._points = points
+        self._points = points  # used from the next odometry on
 
     def _on_odometry(self, msg: Any) -> None:
         now = self._now_s()
+        # acceleration by finite difference over the odometry's own stamps (simulation or
+        # sensor time, as in training); unstamped odometry falls back to the arrival time
+        stamp = messages.stamp_s(msg.header) or now
+        speed = float(msg.twist.twist.linear.x)
+        accel = 0.0
+        if self._last_speed is not None and stamp > self._last_speed[0]:
+            accel = (speed - self._last_speed[1]) / (stamp - self._last_speed[0])
+        self._last_speed = (stamp, speed)
+        try:
+            self._ego = messages.ego_from_odometry(msg, accel, self.cfg.ego_length_m)
+        except (ValueError, TypeError) as exc:
+            self._ego = None
+            self._warn("odom", f"odometry refused, braking: {self.controller.refuse(str(exc))}")
+            return
+        self._ego_received_s, self._scene_due = now, True
+
+    def _on_lead(self, msg: Any) -> None:
+        try:
+            ego = messages.ego_from_odometry(msg)
+        except (ValueError, TypeError) as exc:
+            self._warn("lead", f"lead odometry ignored: {exc}")
+            return
+        vehicle = contract.Vehicle(ego.x, ego.y, ego.yaw, ego.speed, self.cfg.lead_length_m)
+        self._lead = (self._now_s(), vehicle)  # used from the next odometry on
+
+    def _update_scene(self, now: float) -> None:
+        """ros mode: the contract observation from the newest odometry, path and lead, by the
+        very code the simulators use (contract.observe)."""
+        self._scene_due = False
+        if self._ego is None:
+            return
         if self._points is None:
             self._warn("odom", "odometry before any path: waiting for 'path'")
             return
-        speed = float(msg.twist.twist.linear.x)
-        accel = 0.0
-        if self._last_speed is not None and now > self._last_speed[0]:
-            accel = (speed - self._last_speed[1]) / (now - self._last_speed[0])
-        self._last_speed = (now, speed)
+        vehicles = ()
+        if self._lead is not None and now - self._lead[0] <= self.cfg.stale_timeout_s:
+            vehicles = (self._lead[1],)
         try:
             path = contract.Path(self._points, self.cfg.lane_width_m, self.cfg.speed_limit_mps,
                                  self.cfg.left_width_m, self.cfg.right_width_m)
-            ego = messages.ego_from_odometry(msg, accel)
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:
             why = str(exc)
         else:
-            why = self.controller.set_scene(contract.Scene(ego, path), now)
+            why = self.controller.set_scene(contract.Scene(self._ego, path, vehicles),
+                                            self._ego_received_s)
         if why:
             self._warn("odom", f"odometry refused, braking: {why}")
 
@@ -115,6 +159,8 @@ class PolicyNode:
 
     def _on_timer(self) -> None:
         start = time.perf_counter()
+        if self._scene_due:
+            self._update_scene(self._now_s())
         decision = self.controller.decide(self._now_s())
         if decision.safe and self.controller.safe_commands > 1:
             self._warn("safe", f"safe command: {decision.reason}")
