@@ -14,8 +14,10 @@ extras = {
     "dds": ["cyclonedds==11.0.1", "rosbags>=0.11,<0.12"],
     "bench": ["stable-baselines3>=2.4", "gymnasium[box2d,mujoco]>=1.1"],
 }
+# colcon: the test suite builds the ROS 2 install tree (test/test_colcon.py)
 extras["test"] = ["pytest>=8", "tensorboard>=2.14", *extras["export"], *extras["dds"],
-                  *extras["highway"], *extras["carla"]]
+                  *extras["highway"], *extras["carla"], "colcon-core>=0.15",
+                  "colcon-ros>=0.4", "colcon-python-setup-py>=0.2.8"]
 
 setup(
     name=package_name,
@@ -44,7 +46,6 @@ setup(
     description="Deep-RL driving policies pruned while they learn (dynamic structured "
                 "pruning), exported compact for the car.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "dsp-driving = dsp_driving.cli:main",

@@ -1,0 +1,136 @@
+"""The launch files' decisions (nodes/launch_support.py), fed to the real nodes' parameter code.
+
+ROS 2's `launch` cannot run here; the files' own code is checked for the arguments the issue
+names and for calling launch_support with exactly its keywords.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+
+from dsp_driving.config import Config, load_config
+from dsp_driving.controller import PolicyNodeConfig
+from dsp_driving.nodes import launch_support
+from dsp_driving.nodes.launch_support import (
+    carla_bridge_remappings,
+    policy_parameters,
+    train_parameters,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH = REPO / "launch"
+
+
+def launch_arguments(name: str) -> list[str]:
+    """The names in a launch file's ARGUMENTS table."""
+    tree = ast.parse((LAUNCH / name).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "ARGUMENTS":
+            return [ast.literal_eval(item)[0] for item in node.value.elts]
+    raise AssertionError(f"{name} has no ARGUMENTS table")
+
+
+def test_launch_files_declare_the_arguments_and_match_launch_support() -> None:
+    train = launch_arguments("train.launch.py")
+    assert {"env", "config", "out", "sim", "carla_host", "carla_port"} <= set(train)
+    # the file calls train_parameters(share, **arguments): the names must be its keywords
+    assert set(train) == set(inspect.signature(train_parameters).parameters) - {"share"}
+    assert launch_arguments("policy.launch.py") == ["model", "params_file", "command_interface",
+                                                    "namespace"]
+    assert {"model", "params_file", "role_name", "start_bridge"} <= set(
+        launch_arguments("sim_eval.launch.py"))
+    for name in ("train.launch.py", "policy.launch.py", "sim_eval.launch.py"):
+        compile((LAUNCH / name).read_text(), name, "exec")
+
+
+def config_of(params: dict) -> Config:
+    from dsp_driving.config import SECTIONS, from_dict
+    from dsp_driving.transport.base import unflatten
+
+    return from_dict(unflatten({k: v for k, v in params.items() if k.split(".")[0] in SECTIONS}))
+
+
+def test_train_parameters_per_sim() -> None:
+    params = train_parameters(REPO)
+    want = load_config(REPO / "config" / "highway.yaml")
+    assert config_of(params) == want  # train.yaml's defaults under highway.yaml
+    assert params["train.env_id"] == "dsp_driving/HighwayDrive-v0" and "out" not in params
+
+    params = train_parameters(REPO, sim="carla", out="runs/c", carla_host="10.0.0.2",
+                              carla_port="2100")
+    assert params["train.env_id"] == "dsp_driving/Carla-v0"
+    assert (params["out"], params["carla_host"], params["carla_port"]) == \
+        ("runs/c", "10.0.0.2", 2100)
+    assert params["carla_config"] == str(REPO / "config" / "carla.yaml")
+    assert config_of(params).ppo == want.ppo  # the same PPO settings drive CARLA
+
+    own = REPO / "config" / "train.yaml"  # config:= replaces highway.yaml
+    params = train_parameters(REPO, env="CartPole-v1", config=str(own))
+    assert config_of(params) == load_config(own, ["train.env_id=CartPole-v1"])
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"sim": "gazebo"}, "sim='gazebo'"),
+    ({"sim": "carla", "carla_port": "20o0"}, "carla_port='20o0'"),
+    ({"sim": "carla", "carla_port": "70000"}, "carla_port='70000'"),
+    ({"carla_host": "10.0.0.2"}, "need sim:=carla"),
+    ({"config": "/nonexistent.yaml"}, "config not found: /nonexistent.yaml"),
+])
+def test_train_parameters_reject_bad_arguments(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        train_parameters(REPO, **kwargs)
+
+
+def test_policy_parameters(tmp_path: Path) -> None:
+    model = tmp_path / "policy.onnx"
+    with pytest.raises(ValueError, match="model:=''"):
+        policy_parameters(REPO, "")
+    with pytest.raises(ValueError, match="no such file"):
+        policy_parameters(REPO, str(model))
+    model.write_bytes(b"onnx")  # the node itself checks the model; here only the path
+    with pytest.raises(ValueError, match="command_interface:='can'"):
+        policy_parameters(REPO, str(model), command_interface="can")
+    params = policy_parameters(REPO, str(model), command_interface="autoware")
+    cfg = PolicyNodeConfig(**params)  # every name is a parameter of the node
+    assert cfg == dataclasses.replace(PolicyNodeConfig(), model=str(model),
+                                      command_interface="autoware")
+    # sim_eval.launch.py: ros inputs from carla-ros-bridge, CARLA commands
+    params = policy_parameters(REPO, str(model), "", "carla", input_mode="ros",
+                               role_name="hero")
+    assert (params["input_mode"], params["command_interface"], params["role_name"]) == \
+        ("ros", "carla", "hero")
+    assert carla_bridge_remappings("hero") == [("odom", "/carla/hero/odometry"),
+                                               ("path", "/carla/hero/waypoints")]
+
+
+def test_launch_parameters_are_accepted_by_the_nodes(tmp_path: Path) -> None:
+    """The dicts the launch files pass, given to the real nodes' parameter code (dds)."""
+    pytest.importorskip("cyclonedds")
+    from dsp_driving.nodes import trainer_node
+    from dsp_driving.transport import create_node, dataclass_from_parameters
+    from dsp_driving.transport.dds import claim_domain_id
+
+    params = train_parameters(REPO, sim="carla", carla_port="2100", out=str(tmp_path))
+    with create_node("trainer_node", backend="dds", domain_id=claim_domain_id(),
+                     parameters=params) as node:
+        cfg, own = trainer_node.parameters(node)
+    assert cfg.train.env_id == "dsp_driving/Carla-v0" and own.carla_port == 2100
+    assert cfg.pruning == load_config(REPO / "config" / "highway.yaml").pruning
+
+    model = tmp_path / "policy.onnx"
+    model.write_bytes(b"onnx")
+    params = policy_parameters(REPO, str(model), input_mode="ros")
+    with create_node("policy_node", backend="dds", domain_id=claim_domain_id(),
+                     parameters=params) as node:
+        cfg = dataclass_from_parameters(node, PolicyNodeConfig)
+    assert cfg.input_mode == "ros" and cfg.model == str(model)
+
+
+def test_launch_support_needs_no_ros() -> None:
+    source = inspect.getsource(launch_support)
+    assert "import launch" not in source and "rclpy" not in source
