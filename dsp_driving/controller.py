@@ -25,6 +25,7 @@ from dsp_driving.driving import contract
 from dsp_driving.inference import OnnxPolicy, PolicyLoadError
 
 INPUT_MODES = ("features", "ros")
+TRIGGERS = ("timer", "input")
 COMMAND_INTERFACES = ("ackermann", "carla", "carla_ackermann", "autoware")
 _OBS_LOW, _OBS_HIGH = contract.observation_bounds()
 
@@ -37,6 +38,8 @@ class PolicyNodeConfig:
     input_mode: str = "features"  # features (Float32MultiArray) | ros (Odometry + Path)
     command_interface: str = "ackermann"  # ackermann | carla | carla_ackermann | autoware
     rate_hz: float = 10.0
+    trigger: str = "timer"  # timer: a command every 1/rate_hz from the newest input; input:
+    # also one at once on each accepted input (lowest latency), the timer filling any gap
     stale_timeout_s: float = 0.3  # inputs older than this -> the safe command
     role_name: str = "ego_vehicle"  # carla-ros-bridge's /carla/<role_name>/...
     frame_id: str = "base_link"
@@ -58,6 +61,8 @@ class PolicyNodeConfig:
     def __post_init__(self) -> None:
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode={self.input_mode!r}: expected one of {INPUT_MODES}")
+        if self.trigger not in TRIGGERS:
+            raise ValueError(f"trigger={self.trigger!r}: expected one of {TRIGGERS}")
         if self.command_interface not in COMMAND_INTERFACES:
             raise ValueError(f"command_interface={self.command_interface!r}: expected one of "
                              f"{COMMAND_INTERFACES}")

@@ -14,6 +14,10 @@ DDS transport. Topics (relative names follow the node's namespace):
 - out: the command (see nodes/messages.py COMMAND_TOPICS), ``action`` (the normalised action)
   and ``policy_node/status`` (diagnostic_msgs/DiagnosticArray, once a second).
 
+``trigger=timer`` (default) sends a command every 1/rate_hz from the newest input;
+``trigger=input`` also sends one at once on each accepted input (observation, or odometry in
+ros mode), the timer then only filling gaps, so the watchdog works the same in both.
+
 The decisions are :class:`dsp_driving.controller.PolicyController`'s; this class wires topics.
 """
 
@@ -25,7 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from dsp_driving.controller import PolicyController, PolicyNodeConfig, load_policy
+from dsp_driving.controller import (
+    Decision,
+    PolicyController,
+    PolicyNodeConfig,
+    load_policy,
+)
 from dsp_driving.driving import contract
 from dsp_driving.nodes import messages
 from dsp_driving.transport import DEFAULT_QOS, SENSOR_QOS, Node, QosProfile
@@ -74,6 +83,8 @@ class PolicyNode:
         self._scene_due = False
         self._latency_s = 0.0
         self._ticks = 0
+        self._last_command_s = -math.inf  # time.monotonic() of the last command
+        self._decision: Decision | None = None
         node.create_timer(1.0 / self.cfg.rate_hz, self._on_timer)
 
     def _now_s(self) -> float:
@@ -88,6 +99,8 @@ class PolicyNode:
         why = self.controller.set_observation(list(msg.data), self._now_s())
         if why:
             self._warn("features", f"observation refused, braking: {why}")
+        elif self.cfg.trigger == "input":
+            self._command()
 
     def _on_path(self, msg: Any) -> None:
         points = messages.path_points(msg)
@@ -114,6 +127,8 @@ class PolicyNode:
             self._warn("odom", f"odometry refused, braking: {self.controller.refuse(str(exc))}")
             return
         self._ego_received_s, self._scene_due = now, True
+        if self.cfg.trigger == "input":
+            self._command()
 
     def _on_lead(self, msg: Any) -> None:
         try:
@@ -158,6 +173,15 @@ class PolicyNode:
     # ---- output -------------------------------------------------------------------------------
 
     def _on_timer(self) -> None:
+        self._ticks += 1
+        recent = time.monotonic() - self._last_command_s < 0.5 / self.cfg.rate_hz
+        if self.cfg.trigger == "timer" or not recent:  # trigger=input: only fill gaps
+            self._command()
+        if self._ticks % max(1, round(self.cfg.rate_hz)) == 1:
+            self._publish_status()
+
+    def _command(self) -> None:
+        """Decide and publish the command and the action."""
         start = time.perf_counter()
         if self._scene_due:
             self._update_scene(self._now_s())
@@ -167,20 +191,21 @@ class PolicyNode:
         self.command_pub.publish(messages.command_message(self.node, self.cfg, decision,
                                                           self.controller.speed_mps))
         self.action_pub.publish(messages.action_message(self.node, decision))
+        self._decision = decision
+        self._last_command_s = time.monotonic()
         self._latency_s = time.perf_counter() - start
-        self._ticks += 1
-        if self._ticks % max(1, round(self.cfg.rate_hz)) == 1:
-            self._publish_status(decision)
 
-    def _publish_status(self, decision: Any) -> None:
-        ctl = self.controller
+    def _publish_status(self) -> None:
+        ctl, decision = self.controller, self._decision
+        if decision is None:
+            return
         level = 1 if decision.safe else 0  # WARN while braking on the safe command
         self.status_pub.publish(messages.status_message(
             self.node, level, decision.reason or "driving",
             {"model": ctl.policy.path, "model_sha256": ctl.policy.sha256,
              "decide_latency_ms": f"{self._latency_s * 1e3:.3f}",
              "safe_commands": ctl.safe_commands, "rejected_inputs": ctl.rejected,
-             "rate_hz": self.cfg.rate_hz}))
+             "rate_hz": self.cfg.rate_hz, "trigger": self.cfg.trigger}))
 
 
 def main(args: list[str] | None = None) -> None:

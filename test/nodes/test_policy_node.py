@@ -156,3 +156,45 @@ def test_rate_values_watchdog_malformed_input_and_hot_reload(drive_process) -> N
     harness.spin_sending(1.5, obs)
     assert harness.commands[-1][1].drive.steering_angle == pytest.approx(
         want_new["steering_angle"], abs=1e-5)
+
+
+def test_trigger_input_commands_each_observation_and_the_timer_fills_gaps(tmp_path) -> None:
+    policy_file = driving_policy(tmp_path / "policy.onnx", seed=4)
+    domain = claim_domain_id()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsp_driving", "drive", "--model", str(policy_file),
+         "--domain", str(domain), "--duration", "60", "--set", f"rate_hz={RATE_HZ}",
+         "--set", f"stale_timeout_s={STALE_S}", "--set", "trigger=input"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    harness = Harness(domain)
+    try:
+        harness.wait_for_commands(2, timeout_s=20.0)
+        policy = OnnxPolicy(policy_file)
+        harness.commands.clear()
+        speeds = iter(np.linspace(5.0, 20.0, 10_000))
+        sent: list[float] = []
+
+        def next_obs():
+            sent.append(next(speeds))
+            return obs_at(sent[-1])
+
+        harness.spin_sending(2.0, next_obs, period_s=0.02)  # 50 Hz input, rate_hz 10
+        commands = list(harness.commands)
+        # about one command per observation, not rate_hz (best-effort input: allow a few lost)
+        assert len(commands) >= 0.8 * len(sent), (len(commands), len(sent))
+        # each is the policy's answer to one of the observations sent
+        answers = {round(expected_drive(policy, obs_at(v))["speed"], 4) for v in sent}
+        assert sum(round(m.drive.speed, 4) in answers for _, m in commands) >= \
+            0.95 * len(commands)
+        # input stops: the timer goes on at rate_hz, braking once the input is stale
+        harness.commands.clear()
+        harness.spin_sending(1.5)
+        times = np.array([t for t, _ in harness.commands])
+        rate = (len(times) - 1) / (times[-1] - times[0])
+        assert abs(rate - RATE_HZ) / RATE_HZ < 0.10, rate
+        assert is_safe(harness.commands[-1][1], sent[-1])
+        assert proc.poll() is None
+    finally:
+        harness.node.destroy()
+        proc.terminate()
+        proc.wait(timeout=10)
