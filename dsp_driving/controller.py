@@ -127,6 +127,7 @@ class PolicyController:
         self.driving = False  # the policy has produced a command
         self.rejected = 0  # observations refused (wrong size, non-finite)
         self.safe_commands = 0  # commands that were the safe command
+        self.stale_commands = 0  # of which: the input was older than stale_timeout_s
 
     # ---- inputs -----------------------------------------------------------------------------
 
@@ -181,6 +182,7 @@ class PolicyController:
             return self._safe("no_input" if self.rejected == 0 else "rejected")
         age = now_s - self._stamp_s
         if age > self.cfg.stale_timeout_s:
+            self.stale_commands += 1
             return self._safe(f"stale ({age:.3f} s old)")
         raw = np.asarray(self.policy.act(self._obs), np.float64).reshape(-1)
         if raw.shape != (contract.ACT_DIM,) or not np.all(np.isfinite(raw)):

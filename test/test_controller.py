@@ -51,7 +51,7 @@ def test_no_input_and_stale_input_give_the_safe_command(policy_file: Path) -> No
     # Steering is held at the last command while braking.
     assert stale.action[0] == pytest.approx(driving.action[0])
     assert stale.physical.accel_mps2 == pytest.approx(-3.0)
-    assert ctl.safe_commands == 2
+    assert ctl.safe_commands == 2 and ctl.stale_commands == 1
 
 
 @pytest.mark.parametrize("bad, why", [

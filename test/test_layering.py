@@ -1,4 +1,4 @@
-"""The ROS-free core imports with rclpy, carla, cyclonedds and launch_ros blocked."""
+"""The ROS-free core imports with rclpy, carla, cyclonedds and ROS 2 launch blocked."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import json
 import subprocess
 import sys
 
-BLOCKED = ("rclpy", "carla", "cyclonedds", "launch_ros")
+BLOCKED = ("rclpy", "carla", "cyclonedds", "launch_ros", "launch", "ament_index_python")
 CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.pruning",
         "dsp_driving.trainer", "dsp_driving.cli", "dsp_driving.actor_file",
         "dsp_driving.evaluation", "dsp_driving.callbacks", "dsp_driving.export",
         "dsp_driving.inference", "dsp_driving.provenance", "dsp_driving.transport",
         "dsp_driving.transport.base", "dsp_driving.driving.contract",
         "dsp_driving.driving.reward", "dsp_driving.driving.highway", "dsp_driving.envs",
-        "dsp_driving.controller")
+        "dsp_driving.controller", "dsp_driving.nodes.trainer_node",
+        "dsp_driving.nodes.policy_node", "dsp_driving.nodes.launch_support")
 # What runs on the car: never torch.
-CAR = ("dsp_driving.controller", "dsp_driving.inference", "dsp_driving.driving.contract")
+CAR = ("dsp_driving.controller", "dsp_driving.inference", "dsp_driving.driving.contract",
+       "dsp_driving.nodes.policy_node", "dsp_driving.nodes.drive_cli")
 
 SCRIPT = """
 import importlib, json, sys

@@ -8,10 +8,11 @@ the YAML files here, so they reach the node whatever its namespace (a params fil
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from dsp_driving.config import read_yaml_mapping, unwrap_ros_params
+from dsp_driving.config import coerce, read_yaml_mapping, unwrap_ros_params
 from dsp_driving.transport.base import flatten
 
 SIM_ENVS = {"highway": "dsp_driving/HighwayDrive-v0", "carla": "dsp_driving/Carla-v0"}
@@ -21,6 +22,19 @@ COMMAND_INTERFACES = ("ackermann", "carla", "carla_ackermann", "autoware")
 def read_parameters(path: str | Path, what: str) -> dict[str, Any]:
     """A params file (ROS 2 form or plain) as flat dotted parameters."""
     return flatten(unwrap_ros_params(read_yaml_mapping(path, what)))
+
+
+def typed(params: dict[str, Any], defaults: dict[str, Any], node: str) -> dict[str, Any]:
+    """Each value converted to its parameter's type (ROS 2 refuses a parameter whose type
+    differs from the declared default's: a YAML ``1e-8`` is a string, ``1`` an int); unknown
+    names are errors here rather than in the node."""
+    out = {}
+    for name, value in params.items():
+        if name not in defaults:
+            raise ValueError(f"unknown {node} parameter {name!r}")
+        value = coerce(name, value, defaults[name])
+        out[name] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def _port(value: str | int, field: str) -> int:
@@ -59,7 +73,11 @@ def train_parameters(share: str | Path, sim: str = "highway", env: str = "", con
             params["carla_port"] = _port(carla_port, "carla_port")
     elif carla_host or str(carla_port) or carla_config:
         raise ValueError(f"carla_host/carla_port/carla_config need sim:=carla (sim={sim!r})")
-    return params
+    from dsp_driving.config import Config
+    from dsp_driving.nodes.trainer_node import TrainerNodeConfig
+
+    defaults = {**flatten(Config().to_dict()), **dataclasses.asdict(TrainerNodeConfig())}
+    return typed(params, defaults, "trainer_node")
 
 
 def policy_parameters(share: str | Path, model: str, params_file: str = "",
@@ -79,7 +97,9 @@ def policy_parameters(share: str | Path, model: str, params_file: str = "",
     if command_interface:
         params["command_interface"] = command_interface
     params.update(extra)
-    return params
+    from dsp_driving.controller import PolicyNodeConfig
+
+    return typed(params, dataclasses.asdict(PolicyNodeConfig()), "policy_node")
 
 
 def carla_bridge_remappings(role_name: str) -> list[tuple[str, str]]:

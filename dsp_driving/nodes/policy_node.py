@@ -204,7 +204,8 @@ class PolicyNode:
             self.node, level, decision.reason or "driving",
             {"model": ctl.policy.path, "model_sha256": ctl.policy.sha256,
              "decide_latency_ms": f"{self._latency_s * 1e3:.3f}",
-             "safe_commands": ctl.safe_commands, "rejected_inputs": ctl.rejected,
+             "safe_commands": ctl.safe_commands, "stale_commands": ctl.stale_commands,
+             "rejected_inputs": ctl.rejected,
              "rate_hz": self.cfg.rate_hz, "trigger": self.cfg.trigger}))
 
 

@@ -74,6 +74,20 @@ def test_train_parameters_per_sim() -> None:
     assert config_of(params) == load_config(own, ["train.env_id=CartPole-v1"])
 
 
+def test_values_get_their_parameters_types(tmp_path: Path) -> None:
+    """ROS 2 refuses a value whose type differs from the declared default's."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("trainer_node:\n  ros__parameters:\n    pruning:\n      eps: 1e-8\n"
+                    "      kappa_final: 1\n    net:\n      actor_hidden: [64]\n")
+    params = train_parameters(REPO, config=str(mine))
+    assert params["pruning.eps"] == 1e-8 and type(params["pruning.eps"]) is float
+    assert type(params["pruning.kappa_final"]) is float  # 1 -> 1.0
+    assert params["net.actor_hidden"] == [64]
+    mine.write_text("trainer_node:\n  ros__parameters:\n    ppo:\n      gama: 0.9\n")
+    with pytest.raises(ValueError, match="unknown trainer_node parameter 'ppo.gama'"):
+        train_parameters(REPO, config=str(mine))
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"sim": "gazebo"}, "sim='gazebo'"),
     ({"sim": "carla", "carla_port": "20o0"}, "carla_port='20o0'"),

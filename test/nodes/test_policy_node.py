@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 import subprocess
 import sys
@@ -167,6 +168,10 @@ def test_trigger_input_commands_each_observation_and_the_timer_fills_gaps(tmp_pa
          "--set", f"stale_timeout_s={STALE_S}", "--set", "trigger=input"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     harness = Harness(domain)
+    statuses: list = []
+    harness.node.create_subscription(
+        harness.node.msg_type("diagnostic_msgs/msg/DiagnosticArray"), "policy_node/status",
+        statuses.append)
     try:
         harness.wait_for_commands(2, timeout_s=20.0)
         policy = OnnxPolicy(policy_file)
@@ -194,6 +199,14 @@ def test_trigger_input_commands_each_observation_and_the_timer_fills_gaps(tmp_pa
         assert abs(rate - RATE_HZ) / RATE_HZ < 0.10, rate
         assert is_safe(harness.commands[-1][1], sent[-1])
         assert proc.poll() is None
+        # ~/status, once a second: the model's sha256, latency, safe and stale counts
+        harness.spin_sending(1.2)
+        status = statuses[-1].status[0]
+        values = {kv.key: kv.value for kv in status.values}
+        assert values["model_sha256"] == hashlib.sha256(policy_file.read_bytes()).hexdigest()
+        assert int(values["stale_commands"]) >= 5 and status.message.startswith("stale")
+        assert status.level == 1 and 0.0 < float(values["decide_latency_ms"]) < 1000.0
+        assert values["trigger"] == "input"
     finally:
         harness.node.destroy()
         proc.terminate()
