@@ -23,9 +23,11 @@ import numpy as np
 
 from dsp_driving.driving import contract
 from dsp_driving.inference import OnnxPolicy, PolicyLoadError
+from dsp_driving.transport.base import ros_topic
 
 INPUT_MODES = ("features", "ros")
 TRIGGERS = ("timer", "input")
+PATH_QOS = ("volatile", "transient_local")
 COMMAND_INTERFACES = ("ackermann", "carla", "carla_ackermann", "autoware")
 _OBS_LOW, _OBS_HIGH = contract.observation_bounds()
 
@@ -57,10 +59,20 @@ class PolicyNodeConfig:
     ego_length_m: float = 4.5  # ros mode: bumper-to-bumper gaps to the lead vehicle
     lead_length_m: float = 4.5  # ros mode
     warn_period_s: float = 2.0  # throttle for repeated warnings
+    policy_topic: str = "dsp/policy"  # hot reload: new policy paths (empty: no hot reload)
+    path_qos: str = "volatile"  # ros mode: the path subscription's durability; transient_local
+    # receives a latched path published before the node started (carla_waypoint_publisher)
 
     def __post_init__(self) -> None:
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode={self.input_mode!r}: expected one of {INPUT_MODES}")
+        if self.policy_topic:
+            try:
+                ros_topic(self.policy_topic)
+            except ValueError as exc:
+                raise ValueError(f"policy_topic={self.policy_topic!r}: {exc}") from None
+        if self.path_qos not in PATH_QOS:
+            raise ValueError(f"path_qos={self.path_qos!r}: expected one of {PATH_QOS}")
         if self.trigger not in TRIGGERS:
             raise ValueError(f"trigger={self.trigger!r}: expected one of {TRIGGERS}")
         if self.command_interface not in COMMAND_INTERFACES:
@@ -102,6 +114,16 @@ def check_policy(policy: OnnxPolicy) -> None:
     if names is not None and tuple(names) != contract.OBSERVATION_NAMES:
         raise PolicyLoadError(f"{policy.path}: its observation names {names} are not the "
                               "contract's: trained on another observation")
+    # one forward on a plain scene: a graph that loads but cannot run never starts driving
+    probe = np.zeros(contract.OBS_DIM, np.float32)
+    probe[contract.INDEX["cos_heading_error"]] = 1.0
+    try:
+        out = np.asarray(policy.act(probe), np.float64).reshape(-1)
+    except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types)
+        raise PolicyLoadError(f"{policy.path}: a test forward failed: {exc}") from None
+    if out.shape != (contract.ACT_DIM,) or not np.all(np.isfinite(out)):
+        raise PolicyLoadError(f"{policy.path}: a test forward gave {out.tolist()}, not a "
+                              f"finite [{contract.ACT_DIM}]")
 
 
 def load_policy(path: str | Path) -> OnnxPolicy:
@@ -146,7 +168,7 @@ class PolicyController:
             return self._reject(f"non-finite {bad}")
         self._obs = np.clip(obs, _OBS_LOW, _OBS_HIGH).astype(np.float32)  # as in training
         self._stamp_s = float(stamp_s)
-        speed = obs[contract.INDEX["speed"]] * contract.SPEED_SCALE_MPS
+        speed = float(self._obs[contract.INDEX["speed"]]) * contract.SPEED_SCALE_MPS
         self._speed_mps = float(speed if speed_mps is None else speed_mps)
         return ""
 
@@ -192,6 +214,10 @@ class PolicyController:
             action[1] = min(action[1], 0.0)
         self.driving = True
         return self._command(action, safe=False, reason="")
+
+    def safe(self, reason: str) -> Decision:
+        """The safe command, e.g. when deciding failed (``reason`` says why)."""
+        return self._safe(reason)
 
     def _safe(self, reason: str) -> Decision:
         self.safe_commands += 1

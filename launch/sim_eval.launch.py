@@ -5,68 +5,72 @@
         host:=10.0.0.2 town:=Town04
 
 policy_node runs with input_mode ros: the ego's odometry (/carla/<role>/odometry) and
-carla_waypoint_publisher's route (/carla/<role>/waypoints) become the contract observation,
-and CarlaEgoVehicleControl goes to /carla/<role>/vehicle_control_cmd. With start_bridge:=true
-carla_ros_bridge (synchronous, waiting for our command each tick), an ego vehicle and the
-waypoint publisher are started too (packages of carla-simulator/ros-bridge).
+carla_waypoint_publisher's route (/carla/<role>/waypoints, latched) become the contract
+observation, and CarlaEgoVehicleControl goes to /carla/<role>/vehicle_control_cmd. The node
+runs on the bridge's simulated clock (use_sim_time) at rate_hz = 5, the training control
+period of 0.2 s, while the bridge ticks synchronously every fixed_delta_seconds without
+waiting for commands, as the Carla-v0 env holds each action for 4 ticks of 0.05 s. With
+start_bridge:=true carla_ros_bridge, the example ego (role ego_vehicle) and the waypoint
+publisher are started too (packages of carla-simulator/ros-bridge; only then are they
+needed).
 """
 
-import os
-
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
 
-from dsp_driving.nodes.launch_support import carla_bridge_remappings, policy_parameters
+from dsp_driving.nodes.launch_support import carla_bridge_remappings, sim_eval_parameters
 
 ARGUMENTS = (
     ("model", "", "policy.onnx exported by training (required)"),
     ("params_file", "", "policy_node parameters; empty: config/policy.yaml"),
     ("role_name", "ego_vehicle", "the ego's role name in carla-ros-bridge"),
-    ("start_bridge", "false", "also start carla_ros_bridge, an ego and the waypoint publisher"),
+    ("rate_hz", "5.0", "commands per simulated second: 1 / the training control period"),
+    ("start_bridge", "false", "also start carla_ros_bridge, the example ego and the waypoint "
+                              "publisher"),
     ("host", "localhost", "start_bridge: the CARLA server's host"),
     ("port", "2000", "start_bridge: the CARLA server's RPC port"),
     ("town", "Town04", "start_bridge: the map"),
     ("fixed_delta_seconds", "0.05", "start_bridge: simulated seconds per tick"),
 )
+NODE_ARGUMENTS = ("model", "params_file", "role_name", "start_bridge", "rate_hz")
 
 
 def _policy_node(context, *args, **kwargs):
-    value = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
-    role = value["role_name"]
-    params = policy_parameters(get_package_share_directory("dsp_driving"), value["model"],
-                               value["params_file"], "carla", input_mode="ros",
-                               role_name=role)
+    from ament_index_python.packages import get_package_share_directory
+
+    value = {name: LaunchConfiguration(name).perform(context) for name in NODE_ARGUMENTS}
+    params = sim_eval_parameters(get_package_share_directory("dsp_driving"), **value)
     return [Node(package="dsp_driving", executable="policy_node", name="policy_node",
-                 parameters=[params], remappings=carla_bridge_remappings(role),
+                 parameters=[params, {"use_sim_time": True}],
+                 remappings=carla_bridge_remappings(value["role_name"]),
                  output="screen", emulate_tty=True)]
 
 
 def _include(package, launch_file, arguments):
+    """Another package's launch file, looked up only when start_bridge is true."""
     return IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(
-            os.path.join(get_package_share_directory(package), launch_file)),
-        launch_arguments={k: LaunchConfiguration(v) for k, v in arguments.items()}.items(),
+        PythonLaunchDescriptionSource(PathJoinSubstitution([FindPackageShare(package),
+                                                            launch_file])),
+        launch_arguments=arguments.items(),
         condition=IfCondition(LaunchConfiguration("start_bridge")))
 
 
 def generate_launch_description():
-    server = {"host": "host", "port": "port"}
+    server = {"host": LaunchConfiguration("host"), "port": LaunchConfiguration("port")}
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=default, description=text)
          for name, default, text in ARGUMENTS]
-        + [DeclareLaunchArgument("synchronous_mode_wait_for_vehicle_control_command",
-                                 default_value="true"),
-           _include("carla_ros_bridge", "carla_ros_bridge.launch.py",
-                    {**server, "town": "town", "fixed_delta_seconds": "fixed_delta_seconds",
-                     "synchronous_mode_wait_for_vehicle_control_command":
-                     "synchronous_mode_wait_for_vehicle_control_command"}),
-           _include("carla_spawn_objects", "carla_example_ego_vehicle.launch.py",
-                    {**server, "role_name": "role_name"}),
+        + [_include("carla_ros_bridge", "carla_ros_bridge.launch.py",
+                    {**server, "town": LaunchConfiguration("town"),
+                     "fixed_delta_seconds": LaunchConfiguration("fixed_delta_seconds"),
+                     "synchronous_mode": "True",
+                     "synchronous_mode_wait_for_vehicle_control_command": "False"}),
+           _include("carla_spawn_objects", "carla_example_ego_vehicle.launch.py", {}),
            _include("carla_waypoint_publisher", "carla_waypoint_publisher.launch.py",
-                    {**server, "role_name": "role_name"}),
+                    {**server, "role_name": LaunchConfiguration("role_name")}),
            OpaqueFunction(function=_policy_node)])

@@ -102,6 +102,25 @@ def policy_parameters(share: str | Path, model: str, params_file: str = "",
     return typed(params, dataclasses.asdict(PolicyNodeConfig()), "policy_node")
 
 
+# carla_spawn_objects' example ego (objects.json) is spawned with this role name
+EXAMPLE_EGO_ROLE = "ego_vehicle"
+
+
+def sim_eval_parameters(share: str | Path, model: str, params_file: str = "",
+                        role_name: str = EXAMPLE_EGO_ROLE, start_bridge: str = "false",
+                        rate_hz: str | float = 5.0) -> dict[str, Any]:
+    """policy_node's parameters for sim_eval.launch.py: ros inputs, CARLA commands at the
+    training control rate (``rate_hz`` on the bridge's simulated clock), the latched route of
+    carla_waypoint_publisher."""
+    if start_bridge.strip().lower() in ("true", "1") and role_name != EXAMPLE_EGO_ROLE:
+        raise ValueError(f"role_name:={role_name!r} with start_bridge:=true: the example ego "
+                         f"is spawned as {EXAMPLE_EGO_ROLE!r}; start your own ego and bridge "
+                         "(start_bridge:=false) to use another role")
+    return policy_parameters(share, model, params_file, "carla", input_mode="ros",
+                             role_name=role_name, rate_hz=rate_hz,
+                             path_qos="transient_local")
+
+
 def carla_bridge_remappings(role_name: str) -> list[tuple[str, str]]:
     """policy_node's ros-mode inputs from carla-ros-bridge: the ego's odometry and the route
     of carla_waypoint_publisher (the command topic already is /carla/<role>/...)."""

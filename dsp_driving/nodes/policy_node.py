@@ -10,9 +10,11 @@ DDS transport. Topics (relative names follow the node's namespace):
   (nav_msgs/Odometry of the vehicle ahead, same frame; forgotten after stale_timeout_s).
   The observation is then built by ``contract.observe``, the code the simulators use, at the
   first tick after each odometry message, from the newest path and lead.
-  ``dsp/policy`` (std_msgs/String, transient local): a new policy file to switch to.
+  ``policy_topic`` (default ``dsp/policy``; std_msgs/String, transient local): a new policy
+  file to switch to.
 - out: the command (see nodes/messages.py COMMAND_TOPICS), ``action`` (the normalised action)
-  and ``policy_node/status`` (diagnostic_msgs/DiagnosticArray, once a second).
+  and ``policy_node/status`` (diagnostic_msgs/DiagnosticArray, once a second; ROS's
+  ``~/status`` while the node keeps its name).
 
 ``trigger=timer`` (default) sends a command every 1/rate_hz from the newest input;
 ``trigger=input`` also sends one at once on each accepted input (observation, or odometry in
@@ -23,6 +25,7 @@ The decisions are :class:`dsp_driving.controller.PolicyController`'s; this class
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -40,7 +43,9 @@ from dsp_driving.nodes import messages
 from dsp_driving.transport import DEFAULT_QOS, SENSOR_QOS, Node, QosProfile
 from dsp_driving.transport.base import dataclass_from_parameters
 
+STATUS_PERIOD_S = 1.0
 POLICY_TOPIC_QOS = QosProfile(reliable=True, transient_local=True, depth=1)
+PATH_LATCHED_QOS = QosProfile(reliable=True, transient_local=True, depth=1)
 
 
 class PolicyNode:
@@ -68,11 +73,14 @@ class PolicyNode:
         else:
             odometry = node.msg_type("nav_msgs/msg/Odometry")
             node.create_subscription(odometry, "odom", self._on_odometry, SENSOR_QOS)
+            path_qos = PATH_LATCHED_QOS if self.cfg.path_qos == "transient_local" \
+                else DEFAULT_QOS
             node.create_subscription(node.msg_type("nav_msgs/msg/Path"), "path",
-                                     self._on_path, DEFAULT_QOS)
+                                     self._on_path, path_qos)
             node.create_subscription(odometry, "lead", self._on_lead, SENSOR_QOS)
-        node.create_subscription(node.msg_type("std_msgs/msg/String"), "dsp/policy",
-                                 self._on_policy, POLICY_TOPIC_QOS)
+        if self.cfg.policy_topic:
+            node.create_subscription(node.msg_type("std_msgs/msg/String"),
+                                     self.cfg.policy_topic, self._on_policy, POLICY_TOPIC_QOS)
         # ros mode: the newest inputs; the scene is built at the first tick after an odometry
         # message (the ego's clock: path and lead updates wait for it)
         self._points: np.ndarray | None = None
@@ -82,7 +90,8 @@ class PolicyNode:
         self._last_speed: tuple[float, float] | None = None  # (stamp, speed) for accel
         self._scene_due = False
         self._latency_s = 0.0
-        self._ticks = 0
+        self._last_status_s = -math.inf
+        self._reloads = self._reloads_refused = 0
         self._last_command_s = -math.inf  # time.monotonic() of the last command
         self._decision: Decision | None = None
         node.create_timer(1.0 / self.cfg.rate_hz, self._on_timer)
@@ -114,18 +123,18 @@ class PolicyNode:
         now = self._now_s()
         # acceleration by finite difference over the odometry's own stamps (simulation or
         # sensor time, as in training); unstamped odometry falls back to the arrival time
-        stamp = messages.stamp_s(msg.header) or now
-        speed = float(msg.twist.twist.linear.x)
-        accel = 0.0
-        if self._last_speed is not None and stamp > self._last_speed[0]:
-            accel = (speed - self._last_speed[1]) / (stamp - self._last_speed[0])
-        self._last_speed = (stamp, speed)
         try:
-            self._ego = messages.ego_from_odometry(msg, accel, self.cfg.ego_length_m)
+            stamp = messages.stamp_s(msg.header) or now
+            ego = messages.ego_from_odometry(msg, 0.0, self.cfg.ego_length_m)
         except (ValueError, TypeError) as exc:
             self._ego = None
             self._warn("odom", f"odometry refused, braking: {self.controller.refuse(str(exc))}")
             return
+        accel = 0.0
+        if self._last_speed is not None and stamp > self._last_speed[0]:
+            accel = (ego.speed - self._last_speed[1]) / (stamp - self._last_speed[0])
+        self._last_speed = (stamp, ego.speed)  # only a valid message is a reference
+        self._ego = dataclasses.replace(ego, accel=accel)
         self._ego_received_s, self._scene_due = now, True
         if self.cfg.trigger == "input":
             self._command()
@@ -165,27 +174,36 @@ class PolicyNode:
     def _on_policy(self, msg: Any) -> None:
         why = self.controller.reload(msg.data)
         if why:
+            self._reloads_refused += 1
             self.log.error(f"new policy {msg.data!r} refused, the old one keeps driving: {why}")
         else:
+            self._reloads += 1
             self.log.info(f"switched to policy {msg.data} "
                           f"(sha256 {self.controller.policy.sha256[:12]})")
 
     # ---- output -------------------------------------------------------------------------------
 
     def _on_timer(self) -> None:
-        self._ticks += 1
-        recent = time.monotonic() - self._last_command_s < 0.5 / self.cfg.rate_hz
+        now = time.monotonic()
+        recent = now - self._last_command_s < 0.5 / self.cfg.rate_hz
         if self.cfg.trigger == "timer" or not recent:  # trigger=input: only fill gaps
             self._command()
-        if self._ticks % max(1, round(self.cfg.rate_hz)) == 1:
+        if now - self._last_status_s >= STATUS_PERIOD_S:
+            self._last_status_s = now
             self._publish_status()
 
     def _command(self) -> None:
-        """Decide and publish the command and the action."""
+        """Decide and publish the command and the action; the safe command if deciding
+        fails in any way (the error is logged, throttled)."""
         start = time.perf_counter()
-        if self._scene_due:
-            self._update_scene(self._now_s())
-        decision = self.controller.decide(self._now_s())
+        try:
+            if self._scene_due:
+                self._update_scene(self._now_s())
+            decision = self.controller.decide(self._now_s())
+        except Exception as exc:  # noqa: BLE001  (whatever failed, the car gets a command)
+            self.log.error(f"deciding failed, braking: {type(exc).__name__}: {exc}",
+                           throttle_s=self.cfg.warn_period_s, key="decide")
+            decision = self.controller.safe(f"error: {type(exc).__name__}")
         if decision.safe and self.controller.safe_commands > 1:
             self._warn("safe", f"safe command: {decision.reason}")
         self.command_pub.publish(messages.command_message(self.node, self.cfg, decision,
@@ -205,7 +223,8 @@ class PolicyNode:
             {"model": ctl.policy.path, "model_sha256": ctl.policy.sha256,
              "decide_latency_ms": f"{self._latency_s * 1e3:.3f}",
              "safe_commands": ctl.safe_commands, "stale_commands": ctl.stale_commands,
-             "rejected_inputs": ctl.rejected,
+             "rejected_inputs": ctl.rejected, "policy_reloads": self._reloads,
+             "policy_reloads_refused": self._reloads_refused,
              "rate_hz": self.cfg.rate_hz, "trigger": self.cfg.trigger}))
 
 

@@ -19,6 +19,7 @@ from dsp_driving.nodes import launch_support
 from dsp_driving.nodes.launch_support import (
     carla_bridge_remappings,
     policy_parameters,
+    sim_eval_parameters,
     train_parameters,
 )
 
@@ -26,13 +27,18 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch"
 
 
-def launch_arguments(name: str) -> list[str]:
-    """The names in a launch file's ARGUMENTS table."""
+def launch_table(name: str, table: str = "ARGUMENTS") -> list:
+    """A module-level literal tuple of a launch file (its ARGUMENTS table, ...)."""
     tree = ast.parse((LAUNCH / name).read_text())
     for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "ARGUMENTS":
-            return [ast.literal_eval(item)[0] for item in node.value.elts]
-    raise AssertionError(f"{name} has no ARGUMENTS table")
+        if isinstance(node, ast.Assign) and node.targets[0].id == table:
+            return list(ast.literal_eval(node.value))
+    raise AssertionError(f"{name} has no {table}")
+
+
+def launch_arguments(name: str) -> list[str]:
+    """The names in a launch file's ARGUMENTS table."""
+    return [row[0] for row in launch_table(name)]
 
 
 def test_launch_files_declare_the_arguments_and_match_launch_support() -> None:
@@ -42,8 +48,11 @@ def test_launch_files_declare_the_arguments_and_match_launch_support() -> None:
     assert set(train) == set(inspect.signature(train_parameters).parameters) - {"share"}
     assert launch_arguments("policy.launch.py") == ["model", "params_file", "command_interface",
                                                     "namespace"]
-    assert {"model", "params_file", "role_name", "start_bridge"} <= set(
-        launch_arguments("sim_eval.launch.py"))
+    sim_eval = launch_arguments("sim_eval.launch.py")
+    assert {"model", "params_file", "role_name", "start_bridge"} <= set(sim_eval)
+    node_args = launch_table("sim_eval.launch.py", "NODE_ARGUMENTS")
+    assert set(node_args) <= set(sim_eval)
+    assert set(node_args) == set(inspect.signature(sim_eval_parameters).parameters) - {"share"}
     for name in ("train.launch.py", "policy.launch.py", "sim_eval.launch.py"):
         compile((LAUNCH / name).read_text(), name, "exec")
 
@@ -113,11 +122,14 @@ def test_policy_parameters(tmp_path: Path) -> None:
     cfg = PolicyNodeConfig(**params)  # every name is a parameter of the node
     assert cfg == dataclasses.replace(PolicyNodeConfig(), model=str(model),
                                       command_interface="autoware")
-    # sim_eval.launch.py: ros inputs from carla-ros-bridge, CARLA commands
-    params = policy_parameters(REPO, str(model), "", "carla", input_mode="ros",
-                               role_name="hero")
-    assert (params["input_mode"], params["command_interface"], params["role_name"]) == \
-        ("ros", "carla", "hero")
+    # sim_eval.launch.py: ros inputs from carla-ros-bridge (latched route), CARLA commands at
+    # the training control rate
+    params = sim_eval_parameters(REPO, str(model), role_name="hero", rate_hz="5.0")
+    assert (params["input_mode"], params["command_interface"], params["role_name"],
+            params["rate_hz"], params["path_qos"]) == ("ros", "carla", "hero", 5.0,
+                                                       "transient_local")
+    with pytest.raises(ValueError, match="role_name:='hero' with start_bridge:=true"):
+        sim_eval_parameters(REPO, str(model), role_name="hero", start_bridge="true")
     assert carla_bridge_remappings("hero") == [("odom", "/carla/hero/odometry"),
                                                ("path", "/carla/hero/waypoints")]
 

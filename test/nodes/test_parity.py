@@ -25,7 +25,8 @@ pytest.importorskip("cyclonedds")
 pytest.importorskip("highway_env")
 
 from dsp_driving.driving import contract  # noqa: E402
-from dsp_driving.transport import create_node  # noqa: E402
+from dsp_driving.nodes.policy_node import PATH_LATCHED_QOS  # noqa: E402
+from dsp_driving.transport import DEFAULT_QOS, create_node  # noqa: E402
 from dsp_driving.transport.dds import claim_domain_id  # noqa: E402
 
 STEPS = 25
@@ -82,7 +83,7 @@ def trace(highway_run: Path) -> list[Step]:
 class Replay:
     """Publishes one trace step at a time; waits for the node's action to match it."""
 
-    def __init__(self, domain: int) -> None:
+    def __init__(self, domain: int, latched_path: bool = False) -> None:
         self.node = create_node("replay", backend="dds", domain_id=domain)
         t = self.node.msg_type
         self.t = t
@@ -90,7 +91,9 @@ class Replay:
                                                   "observation")
         self.odom_pub = self.node.create_publisher(t("nav_msgs/msg/Odometry"), "odom")
         self.lead_pub = self.node.create_publisher(t("nav_msgs/msg/Odometry"), "lead")
-        self.path_pub = self.node.create_publisher(t("nav_msgs/msg/Path"), "path")
+        self.path_pub = self.node.create_publisher(
+            t("nav_msgs/msg/Path"), "path", PATH_LATCHED_QOS if latched_path else DEFAULT_QOS)
+        self.latched = latched_path
         self.actions: list[np.ndarray] = []
         self.node.create_subscription(t("std_msgs/msg/Float32MultiArray"), "action",
                                       lambda m: self.actions.append(np.asarray(m.data)))
@@ -127,12 +130,17 @@ class Replay:
         self.obs_pub.publish(self.t("std_msgs/msg/Float32MultiArray")(
             data=[float(v) for v in step.obs]))
 
-    def send_ros(self, i: int, step: Step) -> None:
+    def send_path(self, i: int, step: Step) -> None:
         t, now = self.t, i * DT
         poses = [t("geometry_msgs/msg/PoseStamped")(header=self.header(now),
                                                     pose=self.pose(float(x), float(y), 0.0))
                  for x, y in step.scene.path.points]
         self.path_pub.publish(t("nav_msgs/msg/Path")(header=self.header(now), poses=poses))
+
+    def send_ros(self, i: int, step: Step) -> None:
+        now = i * DT
+        if i > 0 or not self.latched:
+            self.send_path(i, step)
         if step.lead is not None:
             v = step.lead
             self.lead_pub.publish(self.odometry(now, v.x, v.y, v.yaw, v.speed, 0.0))
@@ -170,11 +178,19 @@ def run_node(highway_run: Path, domain: int, *sets: str) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.parametrize("input_mode", ["features", "ros"])
+@pytest.mark.parametrize("input_mode", ["features", "ros", "ros_latched_path"])
 def test_policy_node_reproduces_the_training_trace(highway_run, trace, input_mode) -> None:
+    """ros_latched_path: the first path is published, transient local, before the node
+    starts (as carla_waypoint_publisher does), and the node subscribes with path_qos
+    transient_local."""
     domain = claim_domain_id()
-    sets: list[str] = ["--set", f"input_mode={input_mode}"]
-    if input_mode == "ros":
+    latched = input_mode == "ros_latched_path"
+    sets: list[str] = ["--set", f"input_mode={'features' if input_mode == 'features' else 'ros'}"]
+    replay = Replay(domain, latched_path=latched)
+    if latched:
+        sets += ["--set", "path_qos=transient_local"]
+        replay.send_path(0, trace[0])
+    if input_mode != "features":
         sets += ["--set", "command_interface=carla"]
         path, ego = trace[0].scene.path, trace[0].scene.ego
         lead_lengths = {s.lead.length for s in trace if s.lead is not None}
@@ -185,7 +201,6 @@ def test_policy_node_reproduces_the_training_trace(highway_run, trace, input_mod
                            ("lead_length_m", lead_lengths.pop())):
             sets += ["--set", f"{key}={value!r}"]
     proc = run_node(highway_run, domain, *sets)
-    replay = Replay(domain)
     try:
         end = time.monotonic() + 30
         while not replay.actions and time.monotonic() < end:
@@ -201,7 +216,7 @@ def test_policy_node_reproduces_the_training_trace(highway_run, trace, input_mod
         proc.terminate()
         output = proc.communicate(timeout=10)[0]
     assert max(errors) <= TOL, (errors, output[-2000:])
-    if input_mode == "ros":  # the CARLA command at rate_hz, for the last step's action
+    if input_mode != "features":  # the CARLA command at rate_hz, for the last step's action
         times = np.array([t for t, _ in replay.commands])
         rate = (len(times) - 1) / (times[-1] - times[0])
         assert abs(rate - RATE_HZ) / RATE_HZ < 0.10, rate
