@@ -242,10 +242,10 @@ def clip_action(action: Any) -> tuple[float, float]:
     a = np.asarray(action, dtype=np.float64).reshape(-1)
     if a.shape != (ACT_DIM,):
         raise ValueError(f"action shape {a.shape}: expected ({ACT_DIM},)")
-    if not np.all(np.isfinite(a)):
+    steer, accel = float(a[0]), float(a[1])  # plain floats: this runs on every command
+    if not (math.isfinite(steer) and math.isfinite(accel)):
         raise ValueError(f"action {a.tolist()} is not finite")
-    steer, accel = np.clip(a, -1.0, 1.0)
-    return float(steer), float(accel)
+    return min(max(steer, -1.0), 1.0), min(max(accel, -1.0), 1.0)
 
 
 class PhysicalAction(NamedTuple):
@@ -287,6 +287,12 @@ def to_carla(action: Any, limits: ActionLimits = ActionLimits()) -> CarlaControl
     return CarlaControl(throttle=max(accel, 0.0), steer=steer, brake=max(-accel, 0.0))
 
 
+def _clamp_speed(speed_mps: float, limits: ActionLimits) -> float:
+    """A target speed in [0, max_speed] (NaN stays NaN, as np.clip leaves it)."""
+    speed = float(speed_mps)
+    return speed if math.isnan(speed) else min(max(speed, 0.0), limits.max_speed_mps)
+
+
 def to_ackermann(action: Any, speed_mps: float, horizon_s: float = 0.5,
                  limits: ActionLimits = ActionLimits()) -> dict[str, float]:
     """ackermann_msgs/AckermannDrive fields (REP-103: steering_angle + left).
@@ -296,8 +302,7 @@ def to_ackermann(action: Any, speed_mps: float, horizon_s: float = 0.5,
     |accel| as the message defines it (0 would mean "as fast as possible", so a tiny floor).
     """
     physical = to_physical(action, limits)
-    target = float(np.clip(speed_mps + physical.accel_mps2 * horizon_s, 0.0,
-                           limits.max_speed_mps))
+    target = _clamp_speed(speed_mps + physical.accel_mps2 * horizon_s, limits)
     return {"steering_angle": physical.steer_rad, "steering_angle_velocity": 0.0,
             "speed": target, "acceleration": max(abs(physical.accel_mps2), 1e-3), "jerk": 0.0}
 
@@ -306,8 +311,7 @@ def to_autoware(action: Any, speed_mps: float, horizon_s: float = 0.5,
                 limits: ActionLimits = ActionLimits()) -> dict[str, dict[str, Any]]:
     """autoware_control_msgs/Control's lateral and longitudinal fields (stamps left to caller)."""
     physical = to_physical(action, limits)
-    target = float(np.clip(speed_mps + physical.accel_mps2 * horizon_s, 0.0,
-                           limits.max_speed_mps))
+    target = _clamp_speed(speed_mps + physical.accel_mps2 * horizon_s, limits)
     return {
         "lateral": {"steering_tire_angle": physical.steer_rad,
                     "steering_tire_rotation_rate": 0.0,
