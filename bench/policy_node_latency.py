@@ -21,6 +21,7 @@ interleaved. RSS: VmRSS and VmHWM (peak) of the node process from /proc after it
 Usage::
 
     python bench/policy_node_latency.py --markdown
+    python bench/policy_node_latency.py --pin --markdown   # bench on one CPU, node on another
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -72,7 +74,8 @@ def proc_memory_mb(pid: int) -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-def measure(model: Path, n: int, warmup: int, timeout_ms: float) -> dict:
+def measure(model: Path, n: int, warmup: int, timeout_ms: float,
+            node_cpu: int | None = None) -> dict:
     """One node process: n timed observation -> command latencies (ms), lost, memory."""
     from dsp_driving.driving import contract
     from dsp_driving.transport import create_node
@@ -83,7 +86,8 @@ def measure(model: Path, n: int, warmup: int, timeout_ms: float) -> dict:
         [sys.executable, "-m", "dsp_driving", "drive", "--model", str(model), "--domain",
          str(domain), "--set", "trigger=input", "--set", "rate_hz=10",
          "--set", "stale_timeout_s=1.0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=None if node_cpu is None else lambda: os.sched_setaffinity(0, {node_cpu}))
     node = create_node("bench", backend="dds", domain_id=domain)
     t = node.msg_type
     pub = node.create_publisher(t("std_msgs/msg/Float32MultiArray"), "observation")
@@ -137,7 +141,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--timeout-ms", type=float, default=100.0)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--pin", action="store_true",
+                        help="this process on the first allowed CPU, the node on the second")
     args = parser.parse_args()
+    node_cpu = None
+    if args.pin:
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) < 2:
+            parser.error(f"--pin needs two allowed CPUs, have {allowed}")
+        os.sched_setaffinity(0, {allowed[0]})
+        node_cpu = allowed[1]
 
     models: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,7 +164,8 @@ def main() -> None:
         results: dict[str, list[dict]] = {name: [] for name in models}
         for rep in range(args.reps):
             for name, model in models.items():
-                results[name].append(measure(model, args.n, args.warmup, args.timeout_ms))
+                results[name].append(measure(model, args.n, args.warmup, args.timeout_ms,
+                                             node_cpu))
                 last = results[name][-1]
                 print(f"rep {rep + 1}/{args.reps} {name}: p50 "
                       f"{np.percentile(last['latency_ms'], 50):.3f} ms, lost {last['lost']}, "
@@ -177,7 +191,9 @@ def main() -> None:
     versions = {k: importlib.metadata.version(k) for k in ("cyclonedds", "onnxruntime",
                                                             "numpy")}
     info = machine_info(versions)
-    print(", ".join(f"{k}: {v}" for k, v in info.items()))
+    print(", ".join(f"{k}: {v}" for k, v in info.items())
+          + (f"; pinned: this process on CPU {sorted(os.sched_getaffinity(0))[0]}, the node on "
+             f"CPU {node_cpu}" if args.pin else "; not pinned"))
     print(f"targets: p99 <= {TARGET_P99_MS} ms, RSS <= {TARGET_RSS_MB} MB")
     print(markdown_table(head, rows) if args.markdown else text_table(head, rows))
     print(json.dumps(summary))
