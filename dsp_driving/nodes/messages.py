@@ -96,13 +96,26 @@ def action_message(node: Any, decision: Decision) -> Any:
         layout=layout, data=[float(a) for a in decision.action])
 
 
-def status_message(node: Any, level: int, message: str, values: dict[str, Any]) -> Any:
-    """diagnostic_msgs/DiagnosticArray with one status named policy_node."""
+def diagnostic_status(node: Any, name: str, message: str, values: dict[str, str],
+                      hardware_id: str = "dsp_driving", level: int = 0) -> Any:
+    """diagnostic_msgs/DiagnosticStatus (level 0 OK, 1 WARN, 2 ERROR) with ``values`` as its
+    key-value pairs."""
     make = node.msg_type
     kv = make("diagnostic_msgs/msg/KeyValue")
-    level_value: Any = bytes([level]) if node.backend == "rclpy" else level
-    status = make("diagnostic_msgs/msg/DiagnosticStatus")(
-        level=level_value, name="policy_node", message=message, hardware_id="dsp_driving",
-        values=[kv(key=k, value=str(v)) for k, v in values.items()])
+    level_value: Any = bytes([level]) if node.backend == "rclpy" else level  # a byte in rclpy
+    return make("diagnostic_msgs/msg/DiagnosticStatus")(
+        level=level_value, name=name, message=message, hardware_id=hardware_id,
+        values=[kv(key=k, value=v) for k, v in values.items()])
+
+
+def diagnostic_array(node: Any, statuses: list[Any]) -> Any:
+    """diagnostic_msgs/DiagnosticArray stamped now."""
+    make = node.msg_type
     header = make("std_msgs/msg/Header")(stamp=node.now_msg(), frame_id="")
-    return make("diagnostic_msgs/msg/DiagnosticArray")(header=header, status=[status])
+    return make("diagnostic_msgs/msg/DiagnosticArray")(header=header, status=statuses)
+
+
+def status_message(node: Any, level: int, message: str, values: dict[str, Any]) -> Any:
+    """diagnostic_msgs/DiagnosticArray with one status named policy_node."""
+    return diagnostic_array(node, [diagnostic_status(
+        node, "policy_node", message, {k: str(v) for k, v in values.items()}, level=level)])

@@ -29,6 +29,7 @@ from typing import Any
 
 from dsp_driving.callbacks import BaseCallback
 from dsp_driving.config import Config, from_dict
+from dsp_driving.nodes.messages import diagnostic_array, diagnostic_status
 from dsp_driving.transport import DEFAULT_QOS, Node, QosProfile
 from dsp_driving.transport.base import flatten, unflatten
 
@@ -89,20 +90,10 @@ def _value(value: Any) -> str:
     return repr(value)
 
 
-def _status(node: Node, name: str, message: str, values: dict[str, Any], hardware_id: str,
-            level: int = 0) -> Any:
-    make = node.msg_type
-    kv = make("diagnostic_msgs/msg/KeyValue")
-    level_value: Any = bytes([level]) if node.backend == "rclpy" else level
-    return make("diagnostic_msgs/msg/DiagnosticStatus")(
-        level=level_value, name=name, message=message, hardware_id=hardware_id,
-        values=[kv(key=k, value=_value(v)) for k, v in values.items()])
-
-
-def _array(node: Node, statuses: list[Any]) -> Any:
-    make = node.msg_type
-    header = make("std_msgs/msg/Header")(stamp=node.now_msg(), frame_id="")
-    return make("diagnostic_msgs/msg/DiagnosticArray")(header=header, status=statuses)
+def _status(node: Node, name: str, message: str, values: dict[str, Any], hardware_id: str
+            ) -> Any:
+    return diagnostic_status(node, name, message, {k: _value(v) for k, v in values.items()},
+                             hardware_id)
 
 
 def compaction_message(node: Node, stats: dict[str, Any], hardware_id: str = "") -> Any:
@@ -125,7 +116,7 @@ def compaction_message(node: Node, stats: dict[str, Any], hardware_id: str = "")
                 node, f"{NAME}: {net}/layer{i}", f"{layer['alive']}/{layer['total']} neurons",
                 {"step": stats["step"], "alive": layer["alive"], "total": layer["total"],
                  "threshold": layer["threshold"]}, hardware_id))
-    return _array(node, statuses)
+    return diagnostic_array(node, statuses)
 
 
 def summary_values(stats: dict[str, Any]) -> list[float]:
@@ -163,7 +154,7 @@ def training_values(stats: dict[str, Any]) -> dict[str, Any]:
 
 def training_message(node: Node, stats: dict[str, Any], hardware_id: str = "") -> Any:
     """dsp/training: one status ``trainer_node: training``."""
-    return _array(node, [_status(node, f"{NAME}: training",
+    return diagnostic_array(node, [_status(node, f"{NAME}: training",
                                  f"update {stats['update']}, step {stats['step']}",
                                  training_values(stats), hardware_id)])
 
@@ -175,7 +166,7 @@ def evaluation_message(node: Node, summary: dict[str, Any], hardware_id: str = "
               **{f"{net}/{k}": summary[net][k] for net in ("actor", "critic")
                  for k in ("compact_neurons", "compact_weights", "neurons_removed_pct",
                            "weights_removed_pct")}}
-    return _array(node, [_status(node, f"{NAME}: evaluation",
+    return diagnostic_array(node, [_status(node, f"{NAME}: evaluation",
                                  f"finished: eval return {summary['eval']['return_mean']:.2f}",
                                  values, hardware_id)])
 
