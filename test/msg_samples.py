@@ -7,25 +7,19 @@ processes each build the same sample independently.
 from __future__ import annotations
 
 from collections.abc import Iterator
-import functools
 import itertools
 from typing import Any
 
 from rosbags.interfaces import Nodetype
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from dsp_driving import msgs
 
 
-@functools.lru_cache(maxsize=1)
 def typestore() -> Any:
     """rosbags' ROS 2 Humble typestore plus the .msg texts msgs.py pins."""
-    store = get_typestore(Stores.ROS2_HUMBLE)
-    extra: dict[str, Any] = {}
-    for name, text in msgs.MSG_DEFINITIONS.items():
-        extra.update(get_types_from_msg(text, name))
-    store.register(extra)
-    return store
+    from dsp_driving.bag import typestore as store
+
+    return store()
 
 
 def sample_message(ros_type: str) -> Any:
