@@ -56,12 +56,13 @@ def _train(args: argparse.Namespace) -> int:
     if not args.publish:
         run(None, cfg, own)
         return 0
+    from dsp_driving.transport import create_node
+
     try:
-        from dsp_driving.transport import create_node
+        node = create_node("trainer_node", backend="dds", domain_id=args.domain)
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(f"`dsp-driving train --publish` needs {exc.name}: pip "
                                   "install -e '.[dds]'") from None
-    node = create_node("trainer_node", backend="dds", domain_id=args.domain)
     try:
         run(node, cfg, own)
     finally:

@@ -32,15 +32,16 @@ def parameters(params_file: str | None, model: str | None, sets: list[str]) -> d
 
 
 def _drive(args: argparse.Namespace) -> int:
-    try:
-        from dsp_driving.transport import create_node
+    from dsp_driving.nodes.policy_node import PolicyNode
+    from dsp_driving.transport import create_node
+
+    values = parameters(args.params_file, args.model, args.set or [])
+    try:  # the dds backend imports cyclonedds here
+        node = create_node("policy_node", backend="dds", domain_id=args.domain,
+                           parameters=values)
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(f"`dsp-driving drive` needs {exc.name}: pip install -e "
                                   "'.[dds]'") from None
-    from dsp_driving.nodes.policy_node import PolicyNode
-
-    node = create_node("policy_node", backend="dds", domain_id=args.domain,
-                       parameters=parameters(args.params_file, args.model, args.set or []))
     try:
         PolicyNode(node)
         node.spin(duration_s=args.duration)

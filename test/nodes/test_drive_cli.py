@@ -50,3 +50,25 @@ def test_drive_refuses_a_missing_model_or_an_unknown_parameter(capsys, tmp_path)
     assert "unknown parameter 'rate_hz_typo'" in capsys.readouterr().err
     assert cli.main(["drive", "--domain", domain, "--model", str(tmp_path / "none.onnx")]) == 2
     assert "none.onnx" in capsys.readouterr().err
+
+
+def test_without_cyclonedds_the_dds_commands_say_what_to_install(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = """
+import sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "cyclonedds":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Blocker())
+from dsp_driving import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+    for args in (["drive", "--model", str(tmp_path / "p.onnx")],
+                 ["train", "--publish", "--total-steps", "1", "--out", str(tmp_path / "r")]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "needs cyclonedds: pip install -e '.[dds]'" in done.stderr, done.stderr
