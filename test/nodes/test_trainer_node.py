@@ -13,8 +13,6 @@ import pytest
 pytest.importorskip("cyclonedds")
 pytest.importorskip("onnxscript")
 
-from conftest import cli_set_args, read_stats  # noqa: E402
-
 from dsp_driving.nodes import trainer_node  # noqa: E402
 from dsp_driving.transport import create_node  # noqa: E402
 from dsp_driving.transport.dds import claim_domain_id  # noqa: E402
@@ -29,7 +27,8 @@ def same(received: float, recorded) -> bool:
     return np.isnan(received) if recorded is None else received == recorded
 
 
-def test_trainer_process_publishes_the_figures_of_stats_jsonl(tmp_path: Path) -> None:
+def test_trainer_process_publishes_the_figures_of_stats_jsonl(
+        tmp_path: Path, tiny_cli_args, stats_reader) -> None:
     domain = claim_domain_id()
     node = create_node("listener", backend="dds", domain_id=domain)
     t = node.msg_type
@@ -47,7 +46,7 @@ def test_trainer_process_publishes_the_figures_of_stats_jsonl(tmp_path: Path) ->
         [sys.executable, "-m", "dsp_driving", "train", "--publish", "--domain", str(domain),
          "--wait-subscribers", "30", "--env", "CartPole-v1", "--total-steps", "2048",
          "--out", str(run_dir),
-         *cli_set_args({"train": {"export_onnx": True, "export_every": 2}})],
+         *tiny_cli_args({"train": {"export_onnx": True, "export_every": 2}})],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         end = time.monotonic() + 240
@@ -61,7 +60,7 @@ def test_trainer_process_publishes_the_figures_of_stats_jsonl(tmp_path: Path) ->
         node.destroy()
     assert proc.returncode == 0, output
 
-    stats = read_stats(run_dir)
+    stats = stats_reader(run_dir)
     assert [r["update"] for r in stats] == [1, 2, 3, 4]
     # dsp/compaction/summary: every update, the labelled figures as float32.
     assert len(got["summary"]) == len(stats)
