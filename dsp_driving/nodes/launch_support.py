@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from dsp_driving.config import coerce, read_yaml_mapping, unwrap_ros_params
+from dsp_driving.controller import COMMAND_INTERFACES
 from dsp_driving.transport.base import flatten
 
 SIM_ENVS = {"highway": "dsp_driving/HighwayDrive-v0", "carla": "dsp_driving/Carla-v0"}
-COMMAND_INTERFACES = ("ackermann", "carla", "carla_ackermann", "autoware")
 
 
 def read_parameters(path: str | Path, what: str) -> dict[str, Any]:

@@ -40,12 +40,12 @@ from dsp_driving.controller import (
 )
 from dsp_driving.driving import contract
 from dsp_driving.nodes import messages
-from dsp_driving.transport import DEFAULT_QOS, SENSOR_QOS, Node, QosProfile
+from dsp_driving.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
 from dsp_driving.transport.base import dataclass_from_parameters
 
 STATUS_PERIOD_S = 1.0
-POLICY_TOPIC_QOS = QosProfile(reliable=True, transient_local=True, depth=1)
-PATH_LATCHED_QOS = QosProfile(reliable=True, transient_local=True, depth=1)
+POLICY_TOPIC_QOS = LATCHED_QOS  # as trainer_node publishes dsp/policy
+PATH_LATCHED_QOS = LATCHED_QOS  # path_qos: transient_local (carla_waypoint_publisher's)
 
 
 class PolicyNode:

@@ -28,16 +28,21 @@ import time
 from typing import Any
 
 from dsp_driving.callbacks import BaseCallback
-from dsp_driving.config import Config, from_dict
+from dsp_driving.config import Config
 from dsp_driving.nodes.messages import diagnostic_array, diagnostic_status
-from dsp_driving.transport import DEFAULT_QOS, Node, QosProfile
-from dsp_driving.transport.base import flatten, unflatten
+from dsp_driving.transport import (
+    DEFAULT_QOS,
+    LATCHED_QOS,
+    Node,
+    config_from_parameters,
+    dataclass_from_parameters,
+)
 
 COMPACTION_TOPIC = "dsp/compaction"
 SUMMARY_TOPIC = "dsp/compaction/summary"
 TRAINING_TOPIC = "dsp/training"
 POLICY_TOPIC = "dsp/policy"
-POLICY_QOS = QosProfile(reliable=True, transient_local=True, depth=1)
+POLICY_QOS = LATCHED_QOS  # policy_node subscribes to dsp/policy with the same
 SUMMARY_LABELS = ("step", "actor_neurons_alive", "actor_weights_alive", "critic_neurons_alive",
                   "critic_weights_alive", "actor_weights_removed_pct", "kappa",
                   "ep_return_mean")
@@ -65,13 +70,10 @@ class TrainerNodeConfig:
 
 
 def parameters(node: Node, base: Config | None = None) -> tuple[Config, TrainerNodeConfig]:
-    """The training config (dotted names) and the node's own settings, in one declaration."""
-    base = base if base is not None else Config()
-    config_defaults = flatten(base.to_dict())
-    own_defaults = dataclasses.asdict(TrainerNodeConfig())
-    values = node.get_parameters({**config_defaults, **own_defaults})
-    cfg = from_dict(unflatten({k: values[k] for k in config_defaults}), base)
-    return cfg, TrainerNodeConfig(**{k: values[k] for k in own_defaults})
+    """The training config (dotted names), then the node's own settings (an unknown name in
+    either group is an error once both are declared)."""
+    cfg = config_from_parameters(node, base, strict=False)
+    return cfg, dataclass_from_parameters(node, TrainerNodeConfig)
 
 
 def default_run_dir(cfg: Config) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 
 from dsp_driving.transport.base import (
     DEFAULT_QOS,
+    LATCHED_QOS,
     SENSOR_QOS,
     Logger,
     Node,
@@ -29,9 +30,9 @@ from dsp_driving.transport.base import (
 
 BACKENDS = ("rclpy", "dds")
 
-__all__ = ["BACKENDS", "DEFAULT_QOS", "SENSOR_QOS", "Logger", "Node", "Publisher", "QosProfile",
-           "Timer", "config_from_parameters", "create_node", "dataclass_from_parameters",
-           "flatten", "select_backend", "unflatten"]
+__all__ = ["BACKENDS", "DEFAULT_QOS", "LATCHED_QOS", "SENSOR_QOS", "Logger", "Node",
+           "Publisher", "QosProfile", "Timer", "config_from_parameters", "create_node",
+           "dataclass_from_parameters", "flatten", "select_backend", "unflatten"]
 
 
 def select_backend(requested: str | None = None) -> str:

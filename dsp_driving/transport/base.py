@@ -37,6 +37,8 @@ class QosProfile:
 # rmw_qos_profile_default and rmw_qos_profile_sensor_data
 DEFAULT_QOS = QosProfile(reliable=True, transient_local=False, depth=10)
 SENSOR_QOS = QosProfile(reliable=False, transient_local=False, depth=5)
+# ROS 1's "latched": a late subscriber (with the same durability) gets the newest message
+LATCHED_QOS = QosProfile(reliable=True, transient_local=True, depth=1)
 
 
 class Publisher(abc.ABC):
@@ -233,13 +235,14 @@ def dataclass_from_parameters(node: Node, cls: type[T], prefix: str = "") -> T:
     return cls(**kwargs)
 
 
-def config_from_parameters(node: Node, base: Any = None) -> Any:
+def config_from_parameters(node: Node, base: Any = None, strict: bool = True) -> Any:
     """The training Config from the node's parameters (dotted: ``ppo.gamma``, ...).
 
     Defaults are ``base`` (or the built-in defaults); validation is config.from_dict's.
+    ``strict=False`` when the node reads more parameters afterwards (see get_parameters).
     """
     from dsp_driving.config import Config, from_dict
 
     base = base if base is not None else Config()
-    values = node.get_parameters(flatten(base.to_dict()))
+    values = node.get_parameters(flatten(base.to_dict()), strict=strict)
     return from_dict(unflatten(values), base)
