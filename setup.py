@@ -11,7 +11,7 @@ extras = {
     "carla": ["carla==0.9.16"],  # the CARLA bridge's client (dsp_driving/Carla-v0)
     "sim": ["gymnasium[box2d,mujoco]>=1.1", "highway-env==1.12.1"],
     "export": ["onnx>=1.17", "onnxscript>=0.2"],
-    "dds": ["cyclonedds==11.0.1", "rosbags>=0.11,<0.12"],
+    "dds": ["cyclonedds==11.0.1"],  # in install_requires too; the name is kept for old commands
     "bench": ["stable-baselines3>=2.4", "gymnasium[box2d,mujoco]>=1.1"],
 }
 # colcon: the test suite builds the ROS 2 install tree (test/test_colcon.py)
@@ -38,6 +38,11 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "onnxruntime>=1.17",  # the torch-free policy runtime (dsp_driving.inference)
+        # the ROS 2 messages without ROS 2 (dsp_driving.msgs) and rosbag2 bags
+        # (dsp_driving.bag, dsp_driving.report): training records RUN_DIR/bag by default
+        "cyclonedds==11.0.1",
+        "rosbags>=0.11,<0.12",
+        "matplotlib>=3.7",  # dsp-driving report's plots
     ],
     extras_require=extras,
     zip_safe=True,

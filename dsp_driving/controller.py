@@ -62,6 +62,9 @@ class PolicyNodeConfig:
     policy_topic: str = "dsp/policy"  # hot reload: new policy paths (empty: no hot reload)
     path_qos: str = "volatile"  # ros mode: the path subscription's durability; transient_local
     # receives a latched path published before the node started (carla_waypoint_publisher)
+    record_bag: str = ""  # record inputs, action, command and status into this new rosbag2
+    # folder ({stamp} -> YYYYmmdd-HHMMSS); empty: no recording
+    record_segment_s: float = 10.0  # the bag is written in segments: a crash loses at most this
 
     def __post_init__(self) -> None:
         if self.input_mode not in INPUT_MODES:

@@ -42,10 +42,15 @@ def _drive(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(f"`dsp-driving drive` needs {exc.name}: pip install -e "
                                   "'.[dds]'") from None
+    policy_node = None
     try:
-        PolicyNode(node)
+        policy_node = PolicyNode(node)
         node.spin(duration_s=args.duration)
+    except KeyboardInterrupt:
+        pass
     finally:
+        if policy_node is not None:
+            policy_node.close()
         node.destroy()
     return 0
 

@@ -25,6 +25,7 @@ The decisions are :class:`dsp_driving.controller.PolicyController`'s; this class
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import math
 import time
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from dsp_driving.bag import Recorder
 from dsp_driving.controller import (
     Decision,
     PolicyController,
@@ -40,8 +42,8 @@ from dsp_driving.controller import (
 )
 from dsp_driving.driving import contract
 from dsp_driving.nodes import messages
-from dsp_driving.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
-from dsp_driving.transport.base import dataclass_from_parameters
+from dsp_driving.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node, QosProfile
+from dsp_driving.transport.base import Publisher, dataclass_from_parameters
 
 STATUS_PERIOD_S = 1.0
 POLICY_TOPIC_QOS = LATCHED_QOS  # as trainer_node publishes dsp/policy
@@ -60,27 +62,28 @@ class PolicyNode:
         self.log.info(f"policy {self.cfg.model} (sha256 {self.controller.policy.sha256[:12]}), "
                       f"{self.cfg.input_mode} in, {self.cfg.command_interface} out at "
                       f"{self.cfg.rate_hz:g} Hz")
+        self.recorder: Recorder | None = None
+        if self.cfg.record_bag:
+            path = self.cfg.record_bag.replace("{stamp}", time.strftime("%Y%m%d-%H%M%S"))
+            self.recorder = Recorder(node, path, self.cfg.record_segment_s)
+            self.log.info(f"recording to the bag {path}")
         ros_type, topic = messages.COMMAND_TOPICS[self.cfg.command_interface]
-        self.command_pub = node.create_publisher(node.msg_type(ros_type),
-                                                 topic.format(role=self.cfg.role_name))
-        self.action_pub = node.create_publisher(node.msg_type("std_msgs/msg/Float32MultiArray"),
-                                                "action")
-        self.status_pub = node.create_publisher(
-            node.msg_type("diagnostic_msgs/msg/DiagnosticArray"), "policy_node/status")
+        self.command_pub = self._publisher(ros_type, topic.format(role=self.cfg.role_name))
+        self.action_pub = self._publisher("std_msgs/msg/Float32MultiArray", "action")
+        self.status_pub = self._publisher("diagnostic_msgs/msg/DiagnosticArray",
+                                          "policy_node/status")
         if self.cfg.input_mode == "features":
-            node.create_subscription(node.msg_type("std_msgs/msg/Float32MultiArray"),
-                                     "observation", self._on_features, SENSOR_QOS)
+            self._subscribe("std_msgs/msg/Float32MultiArray", "observation", self._on_features,
+                            SENSOR_QOS)
         else:
-            odometry = node.msg_type("nav_msgs/msg/Odometry")
-            node.create_subscription(odometry, "odom", self._on_odometry, SENSOR_QOS)
+            self._subscribe("nav_msgs/msg/Odometry", "odom", self._on_odometry, SENSOR_QOS)
             path_qos = PATH_LATCHED_QOS if self.cfg.path_qos == "transient_local" \
                 else DEFAULT_QOS
-            node.create_subscription(node.msg_type("nav_msgs/msg/Path"), "path",
-                                     self._on_path, path_qos)
-            node.create_subscription(odometry, "lead", self._on_lead, SENSOR_QOS)
+            self._subscribe("nav_msgs/msg/Path", "path", self._on_path, path_qos)
+            self._subscribe("nav_msgs/msg/Odometry", "lead", self._on_lead, SENSOR_QOS)
         if self.cfg.policy_topic:
-            node.create_subscription(node.msg_type("std_msgs/msg/String"),
-                                     self.cfg.policy_topic, self._on_policy, POLICY_TOPIC_QOS)
+            self._subscribe("std_msgs/msg/String", self.cfg.policy_topic, self._on_policy,
+                            POLICY_TOPIC_QOS)
         # ros mode: the newest inputs; the scene is built at the first tick after an odometry
         # message (the ego's clock: path and lead updates wait for it)
         self._points: np.ndarray | None = None
@@ -95,6 +98,24 @@ class PolicyNode:
         self._last_command_s = -math.inf  # time.monotonic() of the last command
         self._decision: Decision | None = None
         node.create_timer(1.0 / self.cfg.rate_hz, self._on_timer)
+
+    def _publisher(self, ros_type: str, topic: str, qos: QosProfile = DEFAULT_QOS
+                   ) -> Publisher:
+        if self.recorder is not None:
+            return self.recorder.publisher(ros_type, topic, qos)
+        return self.node.create_publisher(self.node.msg_type(ros_type), topic, qos)
+
+    def _subscribe(self, ros_type: str, topic: str, callback: Callable[[Any], None],
+                   qos: QosProfile) -> None:
+        if self.recorder is not None:
+            self.recorder.subscription(ros_type, topic, callback, qos)
+        else:
+            self.node.create_subscription(self.node.msg_type(ros_type), topic, callback, qos)
+
+    def close(self) -> None:
+        """Finish the recording (the node itself is the caller's to destroy)."""
+        if self.recorder is not None:
+            self.recorder.close()
 
     def _now_s(self) -> float:
         return self.node.now_ns() * 1e-9
@@ -225,7 +246,11 @@ class PolicyNode:
              "safe_commands": ctl.safe_commands, "stale_commands": ctl.stale_commands,
              "rejected_inputs": ctl.rejected, "policy_reloads": self._reloads,
              "policy_reloads_refused": self._reloads_refused,
-             "rate_hz": self.cfg.rate_hz, "trigger": self.cfg.trigger}))
+             "rate_hz": self.cfg.rate_hz, "trigger": self.cfg.trigger,
+             "command_interface": self.cfg.command_interface,
+             "max_steer_rad": self.cfg.max_steer_rad,
+             "max_accel_mps2": self.cfg.max_accel_mps2,
+             "max_decel_mps2": self.cfg.max_decel_mps2}))
 
 
 def main(args: list[str] | None = None) -> None:
@@ -233,10 +258,13 @@ def main(args: list[str] | None = None) -> None:
     from dsp_driving.transport import create_node
 
     node = create_node("policy_node", backend="rclpy")
+    policy_node = None
     try:
-        PolicyNode(node)
+        policy_node = PolicyNode(node)
         node.spin()
     except KeyboardInterrupt:
         pass
     finally:
+        if policy_node is not None:
+            policy_node.close()
         node.destroy()

@@ -5,7 +5,8 @@
 transport. Topics, published after every PPO update:
 
 - ``dsp/compaction`` (diagnostic_msgs/DiagnosticArray): one status per network and per hidden
-  layer: alive/total neurons and weights, threshold, regulariser, kappa.
+  layer: alive/total neurons and weights (a layer's: the weights and biases into it),
+  threshold, regulariser, kappa.
 - ``dsp/compaction/summary`` (std_msgs/Float32MultiArray): SUMMARY_LABELS, in that order (the
   layout's one dimension is labelled with them, comma-separated). Plots in PlotJuggler as is.
 - ``dsp/training`` (diagnostic_msgs/DiagnosticArray): losses, approx_kl, learning rate,
@@ -21,6 +22,7 @@ Parameters: every training-config field with its dotted name (``ppo.learning_rat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import math
 from pathlib import Path
@@ -37,6 +39,7 @@ from dsp_driving.transport import (
     config_from_parameters,
     dataclass_from_parameters,
 )
+from dsp_driving.transport.base import ros_topic
 
 COMPACTION_TOPIC = "dsp/compaction"
 SUMMARY_TOPIC = "dsp/compaction/summary"
@@ -47,6 +50,10 @@ SUMMARY_LABELS = ("step", "actor_neurons_alive", "actor_weights_alive", "critic_
                   "critic_weights_alive", "actor_weights_removed_pct", "kappa",
                   "ep_return_mean")
 NAME = "trainer_node"
+# summary.json's per-network figures that the final `evaluation` status repeats
+SUMMARY_COMPACTION = ("hidden_dense", "hidden_compact", "dense_neurons", "compact_neurons",
+                      "dense_weights", "compact_weights", "neurons_removed_pct",
+                      "weights_removed_pct")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +66,7 @@ class TrainerNodeConfig:
     carla_host: str = ""  # overrides the carla config's host when set
     carla_port: int = 0  # overrides the carla config's port when > 0
     wait_for_subscribers_s: float = 0.0  # before training, wait this long for a subscriber
+    record_bag: bool = True  # also write the dsp/* topics into RUN_DIR/bag (rosbag2, MCAP)
 
     def __post_init__(self) -> None:
         if not 0 <= self.carla_port <= 65535:
@@ -80,6 +88,16 @@ def default_run_dir(cfg: Config) -> Path:
     """runs/<env>_s<seed>_<YYYYmmdd-HHMMSS>."""
     return Path("runs") / (f"{cfg.train.env_id.replace('/', '_')}_s{cfg.train.seed}_"
                            f"{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def bag_dir(run_dir: str | Path) -> Path:
+    """RUN_DIR/bag, or after a resume the first free RUN_DIR/bag_2, bag_3, ... (a rosbag2
+    bag is never appended to)."""
+    run_dir = Path(run_dir)
+    path, k = run_dir / "bag", 2
+    while path.exists():
+        path, k = run_dir / f"bag_{k}", k + 1
+    return path
 
 
 # ---- messages -------------------------------------------------------------------------------
@@ -117,6 +135,8 @@ def compaction_message(node: Node, stats: dict[str, Any], hardware_id: str = "")
             statuses.append(_status(
                 node, f"{NAME}: {net}/layer{i}", f"{layer['alive']}/{layer['total']} neurons",
                 {"step": stats["step"], "alive": layer["alive"], "total": layer["total"],
+                 "weights_alive": layer["weights_alive"],
+                 "weights_total": layer["weights_total"],
                  "threshold": layer["threshold"]}, hardware_id))
     return diagnostic_array(node, statuses)
 
@@ -166,8 +186,7 @@ def evaluation_message(node: Node, summary: dict[str, Any], hardware_id: str = "
     values = {"total_steps": summary["total_steps"], "wall_s": summary["wall_s"],
               **{f"eval/{k}": v for k, v in summary["eval"].items()},
               **{f"{net}/{k}": summary[net][k] for net in ("actor", "critic")
-                 for k in ("compact_neurons", "compact_weights", "neurons_removed_pct",
-                           "weights_removed_pct")}}
+                 for k in SUMMARY_COMPACTION}}
     return diagnostic_array(node, [_status(node, f"{NAME}: evaluation",
                                  f"finished: eval return {summary['eval']['return_mean']:.2f}",
                                  values, hardware_id)])
@@ -212,6 +231,72 @@ class StatsPublisher(BaseCallback):
         self.training_pub.publish(evaluation_message(self.node, summary, self.hardware_id))
 
 
+class _BagClock:
+    """What the message builders use of a node (msg_type, now_msg, backend), for messages
+    built to be recorded rather than published: dsp_driving.msgs classes, stamped ``t_ns``."""
+
+    backend = "dds"
+
+    def __init__(self) -> None:
+        self.t_ns = 0
+
+    def msg_type(self, ros_type: str) -> type:
+        from dsp_driving.msgs import ROS_TYPES
+
+        return ROS_TYPES[ros_type]
+
+    def now_msg(self) -> Any:
+        return self.msg_type("builtin_interfaces/msg/Time")(
+            sec=self.t_ns // 1_000_000_000, nanosec=self.t_ns % 1_000_000_000)
+
+
+class StatsBag(BaseCallback):
+    """A training callback that records the dsp/* topics into a rosbag2 bag: the messages
+    StatsPublisher publishes, stamped (header and log time) when the update is reported.
+
+    The bag is created at the first update, so a run that fails to start leaves none.
+    """
+
+    def __init__(self, path: str | Path, hardware_id: str = "",
+                 resolve: Callable[[str], str] = ros_topic) -> None:
+        """``resolve``: a topic's full name (a node's resolve_topic, for its namespace)."""
+        self.path, self.hardware_id, self._resolve = Path(path), hardware_id, resolve
+        self._clock = _BagClock()
+        self._bag: Any = None
+        self.topics = {self._resolve(topic): (ros_type, qos) for topic, ros_type, qos in (
+            (COMPACTION_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", DEFAULT_QOS),
+            (SUMMARY_TOPIC, "std_msgs/msg/Float32MultiArray", DEFAULT_QOS),
+            (TRAINING_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", DEFAULT_QOS),
+            (POLICY_TOPIC, "std_msgs/msg/String", POLICY_QOS))}
+
+    def _write(self, topic: str, build: Any) -> None:
+        from dsp_driving.bag import BagWriter
+
+        if self._bag is None:
+            self._bag = BagWriter(self.path)
+            for name, (ros_type, qos) in self.topics.items():
+                self._bag.add_topic(name, ros_type, qos)
+        self._clock.t_ns = time.time_ns()
+        self._bag.write(self._resolve(topic), build(self._clock), self._clock.t_ns)
+
+    def on_update(self, stats: dict[str, Any]) -> None:
+        self._write(COMPACTION_TOPIC, lambda n: compaction_message(n, stats, self.hardware_id))
+        self._write(SUMMARY_TOPIC, lambda n: summary_message(n, stats))
+        self._write(TRAINING_TOPIC, lambda n: training_message(n, stats, self.hardware_id))
+
+    def on_export(self, path: Path) -> None:
+        self._write(POLICY_TOPIC, lambda n: n.msg_type("std_msgs/msg/String")(
+            data=str(Path(path).resolve())))
+
+    def on_end(self, summary: dict[str, Any]) -> None:
+        self._write(TRAINING_TOPIC,
+                    lambda n: evaluation_message(n, summary, self.hardware_id))
+
+    def close(self) -> None:
+        if self._bag is not None:
+            self._bag.close()
+
+
 def run(node: Node | None, cfg: Config, own: TrainerNodeConfig, log=print
         ) -> dict[str, Any]:
     """Train ``cfg`` (or resume ``own.out``); with a node, it publishes the stats."""
@@ -231,6 +316,11 @@ def run(node: Node | None, cfg: Config, own: TrainerNodeConfig, log=print
                 f"{own.wait_for_subscribers_s:g} s: training anyway")
         log(f"publishing {COMPACTION_TOPIC}, {SUMMARY_TOPIC}, {TRAINING_TOPIC} and "
             f"{POLICY_TOPIC} ({node.backend})")
+    if own.record_bag:
+        bag = bag_dir(out)
+        callbacks.append(StatsBag(bag, cfg.train.env_id,
+                                  node.resolve_topic if node is not None else ros_topic))
+        log(f"recording the dsp/* topics to {bag} (dsp-driving report {bag})")
     log(f"run folder: {out}")
     return train(cfg, out, resume=own.resume, callbacks=callbacks, log=log)
 

@@ -20,7 +20,7 @@ from dsp_driving.pruning.importance import (
 )
 from dsp_driving.pruning.masks import NeuronMasks
 from dsp_driving.pruning.schedule import kappa, prune_ratio
-from dsp_driving.rl.networks import MLP
+from dsp_driving.rl.networks import MLP, params_of_sizes
 
 
 class NetworkPruner:
@@ -135,12 +135,17 @@ class NetworkPruner:
         return newly
 
     def stats(self) -> dict[str, Any]:
-        """Alive/total per layer, thresholds, network totals, last regulariser value."""
+        """Per hidden layer: neurons alive/total, the weights and biases into it alive/total
+        and its threshold; network totals (with the output layer); last regulariser value."""
         alive, totals = self.masks.alive(), self.dense_sizes
+        n_in, n_out = self.mlp.layers[0].in_features, self.mlp.layers[-1].out_features
+        wide_alive, wide_total = [n_in, *alive, n_out], [n_in, *totals, n_out]
         return {
             "layers": [
-                {"alive": a, "total": n, "threshold": th}
-                for a, n, th in zip(alive, totals, self.thresholds)
+                {"alive": a, "total": n, "threshold": th,
+                 "weights_alive": params_of_sizes(wide_alive[i:i + 2]),
+                 "weights_total": params_of_sizes(wide_total[i:i + 2])}
+                for i, (a, n, th) in enumerate(zip(alive, totals, self.thresholds))
             ],
             "neurons_alive": sum(alive),
             "neurons_total": sum(totals),

@@ -160,6 +160,14 @@ class Node(abc.ABC):
     def now_ns(self) -> int:
         """The node clock's time in nanoseconds (ROS time under rclpy, system time under dds)."""
 
+    def resolve_topic(self, topic: str) -> str:
+        """A topic's full name (relative names under the node's namespace)."""
+        return ros_topic(topic)
+
+    def serialize(self, msg: Any) -> bytes:
+        """A message's CDR bytes, as rosbag2 stores them."""
+        return msg.serialize()
+
     def now_msg(self) -> Any:
         """The node clock's time as builtin_interfaces/Time."""
         ns = self.now_ns()

@@ -84,6 +84,17 @@ class RclpyNode(Node):
         package, kind, name = ros_type.split("/")
         return getattr(importlib.import_module(f"{package}.{kind}"), name)
 
+    def resolve_topic(self, topic: str) -> str:
+        """The full name rclpy gives ``topic`` (node namespace, remappings)."""
+        ros_topic(topic)
+        return self._node.resolve_topic_name(topic)
+
+    def serialize(self, msg: Any) -> bytes:
+        """rclpy.serialization.serialize_message (CDR with its encapsulation header)."""
+        from rclpy.serialization import serialize_message
+
+        return serialize_message(msg)
+
     def create_publisher(self, msg_type: type, topic: str,
                          qos: QosProfile = DEFAULT_QOS) -> RclpyPublisher:
         """rclpy create_publisher."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 import subprocess
 import sys
@@ -18,8 +19,10 @@ from dsp_driving.transport import create_node  # noqa: E402
 from dsp_driving.transport.dds import claim_domain_id  # noqa: E402
 
 
-def values_of(status) -> dict[str, float]:
-    return {kv.key: float(kv.value) for kv in status.values}
+def values_of(status) -> dict[str, float | list]:
+    """Diagnostic values: repr of numbers ('nan' for null), or of lists (hidden sizes)."""
+    return {kv.key: ast.literal_eval(kv.value) if kv.value.startswith("[") else float(kv.value)
+            for kv in status.values}
 
 
 def same(received: float, recorded) -> bool:
@@ -105,13 +108,29 @@ def test_trainer_process_publishes_the_figures_of_stats_jsonl(
     final = values_of(got["training"][-1].status[0])
     summary = __import__("json").loads((run_dir / "summary.json").read_text())
     assert final["eval/return_mean"] == summary["eval"]["return_mean"]
-    assert final["actor/compact_weights"] == summary["actor"]["compact_weights"]
+    for net in ("actor", "critic"):
+        for key in trainer_node.SUMMARY_COMPACTION:
+            assert final[f"{net}/{key}"] == summary[net][key], (net, key)
 
     # dsp/policy: the snapshot at update 2, then the final policy.onnx (transient local).
     paths = [m.data for m in got["policy"]]
     assert paths == [str((run_dir / "policies" / "policy_u000002.onnx").resolve()),
                      str((run_dir / "policy.onnx").resolve())]
     assert all(Path(p).is_file() for p in paths)
+
+    # RUN_DIR/bag (record_bag, on by default) holds what was published (stamps aside)
+    from rosbags.rosbag2 import Reader
+
+    recorded: dict[str, list] = {}
+    with Reader(run_dir / "bag") as reader:
+        for conn, _, raw in reader.messages():
+            cls = t(conn.msgtype)
+            recorded.setdefault(conn.topic, []).append(cls.deserialize(raw))
+    assert [m.data for m in recorded["/dsp/policy"]] == paths
+    assert [m.data for m in recorded["/dsp/compaction/summary"]] == \
+        [m.data for m in got["summary"]]
+    for topic, key in (("/dsp/compaction", "compaction"), ("/dsp/training", "training")):
+        assert [m.status for m in recorded[topic]] == [m.status for m in got[key]], topic
 
 
 def test_parameters_are_the_config_fields_dotted_plus_the_node_settings() -> None:
