@@ -1,13 +1,17 @@
-"""``dsp-driving``: train, export, evaluate, drive and inspect topics without ROS."""
+"""``dsp-driving``: train, export, evaluate, drive, inspect topics and report on bags without
+ROS."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+import signal
 import sys
+import threading
 
 from dsp_driving import topic_cli
+from dsp_driving.analysis import report
 from dsp_driving.config import TrainConfig, default_config_path, load_config
 from dsp_driving.nodes import drive_cli
 
@@ -52,7 +56,8 @@ def _train(args: argparse.Namespace) -> int:
     own = TrainerNodeConfig(out=str(out), resume=bool(args.resume),
                             carla_config=str(args.carla_config or ""),
                             carla_host=args.carla_host or "", carla_port=args.carla_port or 0,
-                            wait_for_subscribers_s=args.wait_subscribers)
+                            wait_for_subscribers_s=args.wait_subscribers,
+                            record_bag=not args.no_bag)
     if not args.publish:
         run(None, cfg, own)
         return 0
@@ -125,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. pruning.lambda_actor=2e-4")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run")
+    p.add_argument("--no-bag", action="store_true", help="do not record the dsp/* topics "
+                   "into RUN_DIR/bag (a rosbag2 bag for `dsp-driving report`)")
     g = p.add_argument_group("ROS 2 topics (trainer_node over DDS, no ROS 2 needed)")
     g.add_argument("--publish", action="store_true", help="publish dsp/compaction, "
                    "dsp/compaction/summary, dsp/training and dsp/policy")
@@ -152,12 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     topic_cli.add_parser(sub)
     drive_cli.add_parser(sub)
+    report.add_parser(sub)
     return parser
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (kill, ros2 launch's escalation) ends like Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so bags, checkpoints and DDS entities are closed
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as exc:
@@ -166,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

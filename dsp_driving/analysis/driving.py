@@ -1,0 +1,360 @@
+"""A driving bag (policy_node's, or any with vehicle commands) -> rate, latency, safety and
+command figures, plots, CSVs.
+
+Recognised topics: commands by type (AckermannDriveStamped, AckermannDrive,
+CarlaEgoVehicleControl, autoware Control, whatever the name); ``.../action``
+(Float32MultiArray, the normalised [steer, accel]); ``.../status`` DiagnosticArrays with a
+``policy_node`` status; inputs: ``.../observation`` (Float32MultiArray) and Odometry (not
+``.../lead``). Times are the bag's log times (the recorder's clock), except the command rate
+and jitter, which use the commands' header stamps (the publisher's clock) where they all have
+one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import dataclasses
+import math
+from pathlib import Path
+import re
+from typing import Any
+
+import numpy as np
+
+from dsp_driving.analysis.bagread import BagData
+from dsp_driving.analysis.plots import figure, percentile, save_png, write_csv
+
+
+def _stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandKind:
+    """How to read one command type: ``read(msg) -> (steer, accel, speed or None, stamp ns or
+    None)``; ``signed``: accel < 0 is braking (AckermannDrive gives only its magnitude, the
+    direction being the target speed's)."""
+
+    read: Callable[[Any], tuple[float, float, float | None, int | None]]
+    steer_unit: str
+    accel_unit: str
+    signed: bool
+
+
+COMMAND_TYPES: dict[str, CommandKind] = {
+    "ackermann_msgs/msg/AckermannDriveStamped": CommandKind(
+        lambda m: (m.drive.steering_angle, m.drive.acceleration, m.drive.speed,
+                   _stamp_ns(m.header.stamp)), "rad", "|m/s²|", signed=False),
+    "ackermann_msgs/msg/AckermannDrive": CommandKind(
+        lambda m: (m.steering_angle, m.acceleration, m.speed, None), "rad", "|m/s²|",
+        signed=False),
+    "carla_msgs/msg/CarlaEgoVehicleControl": CommandKind(
+        lambda m: (m.steer, m.throttle - m.brake, None, _stamp_ns(m.header.stamp)),
+        "CARLA steer", "throttle - brake", signed=True),
+    "autoware_control_msgs/msg/Control": CommandKind(
+        lambda m: (m.lateral.steering_tire_angle, m.longitudinal.acceleration,
+                   m.longitudinal.velocity, _stamp_ns(m.stamp)), "rad", "m/s²", signed=True),
+}
+SATURATED = 0.999  # |value| >= this share of its limit counts as saturated
+
+
+def slug(topic: str) -> str:
+    """A topic name as a file-name part: /carla/ego/cmd -> carla_ego_cmd."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", topic).strip("_") or "root"
+
+
+def _roles(bag: BagData) -> dict[str, list[str]]:
+    roles: dict[str, list[str]] = {"command": [], "action": [], "status": [], "input": []}
+    for name, info in bag.topics.items():
+        if name not in bag.messages:
+            continue
+        if info.msgtype in COMMAND_TYPES:
+            roles["command"].append(name)
+        elif info.msgtype == "std_msgs/msg/Float32MultiArray" and name.endswith("/action"):
+            roles["action"].append(name)
+        elif info.msgtype == "std_msgs/msg/Float32MultiArray" and name.endswith("/observation"):
+            roles["input"].append(name)
+        elif info.msgtype == "nav_msgs/msg/Odometry" and not name.endswith("/lead"):
+            roles["input"].append(name)
+        elif info.msgtype == "diagnostic_msgs/msg/DiagnosticArray" and any(
+                s.name == "policy_node" for _, m in bag.messages[name] for s in m.status):
+            roles["status"].append(name)
+    return roles
+
+
+def topic_roles(bag: BagData) -> dict[str, str]:
+    """topic -> its role in a driving report (command, action, status, input)."""
+    return {name: role for role, names in _roles(bag).items() for name in names}
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    if not len(values):
+        return {}
+    return {"min": float(values.min()), "max": float(values.max()),
+            "mean": float(values.mean()), "std": float(values.std())}
+
+
+def _limits(status_values: dict[str, str]) -> dict[str, float] | None:
+    try:
+        return {k: float(status_values[k])
+                for k in ("max_steer_rad", "max_accel_mps2", "max_decel_mps2")}
+    except (KeyError, ValueError):
+        return None
+
+
+def _saturation(steer: np.ndarray, accel: np.ndarray, max_steer: float, max_accel: float,
+                max_decel: float) -> dict[str, float]:
+    n = max(1, len(steer))
+    return {"steer_pct": 100.0 * float(np.sum(np.abs(steer) >= SATURATED * max_steer)) / n,
+            "accel_pct": 100.0 * float(np.sum(accel >= SATURATED * max_accel)) / n,
+            "brake_pct": 100.0 * float(np.sum(accel <= -SATURATED * max_decel)) / n}
+
+
+def analyse(bag: BagData) -> dict[str, Any] | None:
+    """The driving figures of ``bag`` (None when it holds no command, action or status)."""
+    roles = _roles(bag)
+    if not (roles["command"] or roles["action"] or roles["status"]):
+        return None
+    t0 = bag.start_ns
+    status_rows, events, limits, interface = [], [], None, None
+    last = {"safe_commands": 0, "stale_commands": 0, "rejected_inputs": 0}
+    for name in roles["status"]:
+        for t, msg in bag.messages[name]:
+            for s in msg.status:
+                if s.name != "policy_node":
+                    continue
+                v = {kv.key: kv.value for kv in s.values}
+                level = s.level if isinstance(s.level, int) else int.from_bytes(s.level, "little")
+                counts = {k: int(v.get(k, 0) or 0) for k in last}
+                row = {"t_s": (t - t0) * 1e-9, "level": level, "message": s.message, **counts,
+                       "decide_latency_ms": float(v.get("decide_latency_ms", "nan"))}
+                status_rows.append(row)
+                delta = {k: counts[k] - last[k] for k in last}
+                if level or any(d > 0 for d in delta.values()):
+                    events.append({**row, **{f"new_{k}": d for k, d in delta.items()}})
+                last = counts
+                limits = _limits(v) or limits
+                interface = v.get("command_interface", interface)
+    inputs = sorted(t for name in roles["input"] for t, _ in bag.messages[name])
+    commands = {}
+    for name in roles["command"]:
+        commands[name] = _command_figures(bag, name, inputs, limits)
+    actions = None
+    for name in roles["action"]:
+        data = np.array([list(m.data)[:2] for _, m in bag.messages[name]
+                         if len(m.data) >= 2], np.float64).reshape(-1, 2)
+        times = np.array([(t - t0) * 1e-9 for t, m in bag.messages[name] if len(m.data) >= 2])
+        actions = {"topic": name, "count": len(data), "t_s": times, "steer": data[:, 0],
+                   "accel": data[:, 1],
+                   "saturation": _saturation(data[:, 0], data[:, 1], 1.0, 1.0, 1.0)}
+        break  # one action stream per report
+    return {"commands": commands, "actions": actions, "status": status_rows, "events": events,
+            "limits": limits, "command_interface": interface,
+            "inputs": {name: len(bag.messages[name]) for name in roles["input"]},
+            "totals": last if status_rows else None}
+
+
+def _command_figures(bag: BagData, name: str, inputs: list[int],
+                     limits: dict[str, float] | None) -> dict[str, Any]:
+    kind = COMMAND_TYPES[bag.topics[name].msgtype]
+    log_t, steer, accel, speed, stamps = [], [], [], [], []
+    for t, msg in bag.messages[name]:
+        s, a, v, stamp = kind.read(msg)
+        log_t.append(t)
+        steer.append(float(s))
+        accel.append(float(a))
+        speed.append(math.nan if v is None else float(v))
+        stamps.append(stamp)
+    log = np.array(log_t, np.int64)
+    stamped = all(s for s in stamps)
+    clock = np.array(stamps, np.int64) if stamped else log
+    periods = np.diff(clock) * 1e-9
+    duration = float(clock[-1] - clock[0]) * 1e-9 if len(clock) > 1 else 0.0
+    median = float(np.median(periods)) if len(periods) else math.nan
+    figures: dict[str, Any] = {
+        "topic": name, "type": bag.topics[name].msgtype, "count": len(log),
+        "clock": "header stamps" if stamped else "bag log time",
+        "duration_s": duration,
+        "rate_hz": (len(clock) - 1) / duration if duration > 0 else math.nan,
+        "period_ms": {"mean": 1e3 * float(periods.mean()) if len(periods) else math.nan,
+                      "std": 1e3 * float(periods.std()) if len(periods) else math.nan,
+                      "p50": 1e3 * median, "p99": 1e3 * percentile(periods, 99),
+                      "max": 1e3 * float(periods.max()) if len(periods) else math.nan},
+        "late_periods": int(np.sum(periods > 1.5 * median)) if len(periods) else 0,
+        "steer": _stats(np.array(steer)), "accel": _stats(np.array(accel)),
+        "speed": _stats(np.array([v for v in speed if math.isfinite(v)])),
+        "steer_unit": kind.steer_unit, "accel_unit": kind.accel_unit,
+        "accel_signed": kind.signed,
+        "t_s": (log - bag.start_ns) * 1e-9, "steer_values": np.array(steer),
+        "accel_values": np.array(accel), "speed_values": np.array(speed), "periods_s": periods,
+        "saturation": None, "latency_ms": None, "latencies_s": np.array([])}
+    if limits is not None and kind.steer_unit == "rad":
+        sat = _saturation(np.array(steer), np.array(accel), limits["max_steer_rad"],
+                          limits["max_accel_mps2"], limits["max_decel_mps2"])
+        if not kind.signed:  # |accel| cannot tell throttle from brake: the action topic can
+            sat["accel_pct"] = sat["brake_pct"] = math.nan
+        figures["saturation"] = sat
+    if inputs and len(log):
+        # each input's wait for the next command (same clock: the bag's log time)
+        ins = np.array(inputs, np.int64)
+        ins = ins[ins <= log[-1]]
+        nxt = np.searchsorted(log, ins, side="left")
+        lat = (log[nxt] - ins) * 1e-9
+        figures["latencies_s"] = lat
+        figures["latency_ms"] = {"inputs": len(lat), "mean": 1e3 * float(lat.mean()),
+                                 "p50": 1e3 * percentile(lat, 50),
+                                 "p99": 1e3 * percentile(lat, 99),
+                                 "max": 1e3 * float(lat.max())} if len(lat) else None
+    return figures
+
+
+def write(figures: dict[str, Any], out: Path) -> tuple[list[str], list[str]]:
+    """CSVs and plots of the driving figures into ``out``; returns (markdown lines, files)."""
+    files = []
+    for name, c in figures["commands"].items():
+        s = slug(name)
+        files.append(write_csv(out / f"commands_{s}.csv", ("t_s", "steer", "accel", "speed"),
+                               list(zip(c["t_s"].tolist(), c["steer_values"].tolist(),
+                                        c["accel_values"].tolist(),
+                                        c["speed_values"].tolist()))).name)
+        if len(c["latencies_s"]):
+            files.append(write_csv(out / f"latency_{s}.csv", ("latency_ms",),
+                                   [[1e3 * x] for x in c["latencies_s"].tolist()]).name)
+    a = figures["actions"]
+    if a is not None:
+        files.append(write_csv(out / "actions.csv", ("t_s", "steer", "accel"),
+                               list(zip(a["t_s"].tolist(), a["steer"].tolist(),
+                                        a["accel"].tolist()))).name)
+    columns = ("t_s", "level", "message", "safe_commands", "stale_commands", "rejected_inputs",
+               "decide_latency_ms")
+    if figures["status"]:
+        files.append(write_csv(out / "status.csv", columns,
+                               [[r[k] for k in columns] for r in figures["status"]]).name)
+    if figures["events"]:
+        cols = (*columns[:3], "new_safe_commands", "new_stale_commands",
+                "new_rejected_inputs")
+        files.append(write_csv(out / "events.csv", cols,
+                               [[r[k] for k in cols] for r in figures["events"]]).name)
+    files += _plots(figures, out)
+    return _markdown(figures, files), files
+
+
+def _plots(figures: dict[str, Any], out: Path) -> list[str]:
+    files = []
+    for name, c in figures["commands"].items():
+        s = slug(name)
+        has_speed = bool(c["speed"])
+        fig = figure(3 if has_speed else 2, 1)
+        steer_ax, accel_ax = fig.axes[:2]
+        steer_ax.plot(c["t_s"], c["steer_values"], lw=0.8)
+        steer_ax.set(title=f"{name}: steering", ylabel=c["steer_unit"])
+        accel_ax.plot(c["t_s"], c["accel_values"], lw=0.8, color="tab:orange")
+        accel_ax.set(title=f"{name}: acceleration", ylabel=c["accel_unit"])
+        if has_speed:
+            fig.axes[2].plot(c["t_s"], c["speed_values"], lw=0.8, color="tab:green")
+            fig.axes[2].set(title=f"{name}: target speed", ylabel="m/s")
+        fig.axes[-1].set(xlabel="time (s)")
+        for ax in fig.axes:
+            ax.grid(alpha=0.3)
+        files.append(save_png(fig, out / f"commands_{s}.png").name)
+        fig = figure(1, 3, width=13)
+        steer_ax, accel_ax, period_ax = fig.axes
+        steer_ax.hist(c["steer_values"], bins=41)
+        steer_ax.set(title="steering", xlabel=c["steer_unit"], ylabel="commands")
+        accel_ax.hist(c["accel_values"], bins=41, color="tab:orange")
+        accel_ax.set(title="acceleration", xlabel=c["accel_unit"])
+        if len(c["periods_s"]):
+            period_ax.hist(1e3 * c["periods_s"], bins=50, color="tab:green")
+        period_ax.set(title=f"command period ({c['clock']})", xlabel="ms")
+        files.append(save_png(fig, out / f"histograms_{s}.png").name)
+        if len(c["latencies_s"]):
+            fig = figure()
+            ax = fig.axes[0]
+            ax.hist(1e3 * c["latencies_s"], bins=50, color="tab:purple")
+            ax.set(title=f"input to next command on {name}", xlabel="ms", ylabel="inputs")
+            files.append(save_png(fig, out / f"latency_{s}.png").name)
+    a = figures["actions"]
+    if a is not None and a["count"]:
+        fig = figure()
+        ax = fig.axes[0]
+        ax.plot(a["t_s"], a["steer"], lw=0.8, label="steer")
+        ax.plot(a["t_s"], a["accel"], lw=0.8, label="accel")
+        ax.set(title=f"{a['topic']}: normalised action", xlabel="time (s)", ylim=(-1.05, 1.05))
+        ax.grid(alpha=0.3)
+        ax.legend()
+        files.append(save_png(fig, out / "actions.png").name)
+    return files
+
+
+def _f(x: float, spec: str = ".2f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) \
+        else format(x, spec)
+
+
+def _markdown(figures: dict[str, Any], files: list[str]) -> list[str]:
+    lines = ["## Driving", ""]
+    totals = figures["totals"]
+    if figures["inputs"]:
+        lines.append("Inputs: " + ", ".join(f"{n} ({k} messages)"
+                                            for n, k in figures["inputs"].items()) + ".")
+    for name, c in figures["commands"].items():
+        s, p = slug(name), c["period_ms"]
+        lines += ["", f"### Commands on {name} ({c['type']})", "",
+                  f"- {c['count']} commands over {_f(c['duration_s'])} s: "
+                  f"**{_f(c['rate_hz'])} Hz** ({c['clock']})",
+                  f"- period (jitter): mean {_f(p['mean'], '.3f')} ms, std {_f(p['std'], '.3f')}"
+                  f" ms, p50 {_f(p['p50'], '.3f')}, p99 {_f(p['p99'], '.3f')}, max "
+                  f"{_f(p['max'], '.3f')} ms; {c['late_periods']} periods over 1.5x the median"]
+        lat = c["latency_ms"]
+        if lat is not None:
+            lines.append(f"- input to next command: {lat['inputs']} inputs, mean "
+                         f"{_f(lat['mean'], '.3f')} ms, p50 {_f(lat['p50'], '.3f')}, p99 "
+                         f"{_f(lat['p99'], '.3f')}, max {_f(lat['max'], '.3f')} ms (bag clock)")
+        for key in ("steer", "accel", "speed"):
+            st = c[key]
+            if st:
+                unit = c.get(key + "_unit", "m/s")
+                lines.append(f"- {key} ({unit}): min {_f(st['min'], '.3f')}, max "
+                             f"{_f(st['max'], '.3f')}, mean {_f(st['mean'], '.3f')}, std "
+                             f"{_f(st['std'], '.3f')}")
+        sat = c["saturation"]
+        if sat is not None:
+            text = (f"- at the limits (the status's max_steer_rad / max_accel_mps2 / "
+                    f"max_decel_mps2): steering {_f(sat['steer_pct'], '.1f')} %")
+            if c["accel_signed"]:
+                text += (f", accelerating {_f(sat['accel_pct'], '.1f')} %, braking "
+                         f"{_f(sat['brake_pct'], '.1f')} %")
+            else:
+                text += " (acceleration: see the action's saturation)"
+            lines.append(text)
+        for png, what in ((f"commands_{s}.png", "Commands vs time"),
+                          (f"histograms_{s}.png", "Command histograms and period"),
+                          (f"latency_{s}.png", "Input-to-command latency")):
+            if png in files:
+                lines += ["", f"![{what}]({png})"]
+    a = figures["actions"]
+    if a is not None:
+        sat = a["saturation"]
+        lines += ["", f"### Actions on {a['topic']}", "",
+                  f"{a['count']} actions; saturated (|a| >= {SATURATED}): steering "
+                  f"{_f(sat['steer_pct'], '.1f')} %, full throttle {_f(sat['accel_pct'], '.1f')}"
+                  f" %, full brake {_f(sat['brake_pct'], '.1f')} %"]
+        if "actions.png" in files:
+            lines += ["", "![Actions](actions.png)"]
+    if totals is not None:
+        lines += ["", "### Safety (policy_node status)", "",
+                  f"- safe commands: {totals['safe_commands']}, stale-input commands: "
+                  f"{totals['stale_commands']}, rejected inputs: {totals['rejected_inputs']} "
+                  "(the node's counters at its last status)",
+                  f"- {len(figures['status'])} status messages, "
+                  f"{sum(r['level'] > 0 for r in figures['status'])} at WARN or above"]
+        if figures["events"]:
+            lines += ["", "| t (s) | level | message | new safe | new stale | new rejected |",
+                      "|---|---|---|---|---|---|"]
+            for e in figures["events"][:50]:
+                lines.append(f"| {e['t_s']:.2f} | {e['level']} | {e['message']} | "
+                             f"{e['new_safe_commands']} | {e['new_stale_commands']} | "
+                             f"{e['new_rejected_inputs']} |")
+            if len(figures["events"]) > 50:
+                lines.append(f"\n({len(figures['events']) - 50} more in events.csv)")
+    return lines

@@ -1,0 +1,147 @@
+"""``dsp-driving report BAG [--out DIR]`` (ROS 2: ``ros2 run dsp_driving bag_report BAG``).
+
+Reads a rosbag2 bag (MCAP or sqlite3; RUN_DIR/bag of a training run, policy_node's
+record_bag, or ``ros2 bag record``'s) and writes DIR/report.md, DIR/report.json (the
+figures), a PNG per plot and a CSV per series. Training topics and driving topics are
+recognised (analysis/training.py, analysis/driving.py); the others are listed. A bag that is
+partly unreadable gives a report marked PARTIAL that says what was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+import sys
+from typing import Any
+
+import numpy as np
+
+from dsp_driving.analysis import driving, training
+from dsp_driving.analysis.bagread import BagData, BagError, read_bag
+from dsp_driving.io_utils import atomic_write_json, atomic_write_text
+
+
+def default_out(bag: str | Path) -> Path:
+    """BAG_report beside the bag (the bag folder itself is left as rosbag2 wrote it)."""
+    bag = Path(bag)
+    folder = bag.parent if bag.is_file() else bag
+    return folder.parent / f"{folder.name}_report"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return None  # raw series live in the CSVs
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _strip_series(figures: dict[str, Any] | None) -> dict[str, Any] | None:
+    if figures is None:
+        return None
+    out = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            value = _strip_series(value)
+        if not isinstance(value, np.ndarray):
+            out[key] = value
+    return out
+
+
+def make_report(bag_path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Analyse the bag and write the report; returns report.json's content."""
+    bag = read_bag(bag_path)
+    out = Path(out) if out is not None else default_out(bag.path)
+    out.mkdir(parents=True, exist_ok=True)
+    train_figures, drive_figures = training.analyse(bag), driving.analyse(bag)
+    lines, files = _header(bag, train_figures, drive_figures), []
+    for figures, module in ((train_figures, training), (drive_figures, driving)):
+        if figures is not None:
+            section, written = module.write(figures, out)
+            lines += ["", *section]
+            files += written
+    if train_figures is None and drive_figures is None:
+        lines += ["", "No training (dsp/*) or driving (commands, action, policy_node status) "
+                  "topics in this bag: nothing to analyse beyond the topic list."]
+    result = {"bag": str(bag.path), "storage": bag.storage, "partial": bag.partial,
+              "problems": bag.problems, "duration_s": bag.duration_s,
+              "topics": {name: {"type": t.msgtype, "listed": t.listed, "read": t.read,
+                                "failed": t.failed, "decoded": t.known_type,
+                                "role": _role(name, bag)}
+                         for name, t in sorted(bag.topics.items())},
+              "training": _json_safe(_strip_series(train_figures)),
+              "driving": _json_safe(_strip_series(drive_figures)), "files": files}
+    atomic_write_json(out / "report.json", result)
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    return result
+
+
+def _role(name: str, bag: BagData) -> str | None:
+    role = training.topic_role(name)
+    return f"training: {role}" if role else driving.topic_roles(bag).get(name)
+
+
+def _header(bag: BagData, train_figures: Any, drive_figures: Any) -> list[str]:
+    kinds = [k for k, f in (("training", train_figures), ("driving", drive_figures)) if f]
+    lines = [f"# Bag report: {bag.path.name}", "",
+             f"`{bag.path}`: {bag.storage}, {sum(t.read for t in bag.topics.values())} "
+             f"messages over {bag.duration_s:.2f} s; "
+             f"{' and '.join(kinds) or 'no known'} topics."]
+    if bag.partial:
+        lines += ["", "> **PARTIAL REPORT**: part of this bag could not be read; the figures "
+                  "cover only what was.", ">"]
+        lines += [f"> - {p}" for p in bag.problems]
+    roles = driving.topic_roles(bag)
+    lines += ["", "| topic | type | messages | used as |", "|---|---|---|---|"]
+    for name, t in sorted(bag.topics.items()):
+        role = training.topic_role(name)
+        used = f"training ({role})" if role else roles.get(name, "not analysed (unknown)")
+        count = f"{t.read}" + (f" of {t.listed}" if t.listed and t.listed != t.read else "")
+        if not t.known_type:
+            used, count = "not decoded: its type is defined neither in the bag nor here", \
+                str(t.listed or "?")
+        lines.append(f"| {name} | {t.msgtype} | {count} | {used} |")
+    return lines
+
+
+def add_parser(sub: Any) -> None:
+    """Register `report` on the dsp-driving parser."""
+    p = sub.add_parser("report", help="analyse a rosbag2 bag of training or driving: "
+                       "report.md, PNG plots, CSVs")
+    _arguments(p)
+    p.set_defaults(func=_run)
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bag", type=Path, help="the bag folder (with metadata.yaml), e.g. "
+                   "runs/RUN/bag")
+    p.add_argument("--out", type=Path, help="report folder (default: BAG_report beside it)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        result = make_report(args.bag, args.out)
+    except BagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else default_out(args.bag)
+    if result["partial"]:
+        print(f"warning: PARTIAL report, part of the bag is unreadable: "
+              f"{'; '.join(result['problems'])}", file=sys.stderr)
+    print(f"report: {out / 'report.md'} ({len(result['files'])} plots and tables)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``ros2 run dsp_driving bag_report BAG [--out DIR]``."""
+    parser = argparse.ArgumentParser(prog="bag_report", description=__doc__.split("\n\n")[0])
+    _arguments(parser)
+    args, _ = parser.parse_known_args(argv)  # ros2 run may append --ros-args
+    sys.exit(_run(args))
