@@ -22,6 +22,7 @@ Usage::
 
     python bench/policy_node_latency.py --markdown
     python bench/policy_node_latency.py --pin --markdown   # bench on one CPU, node on another
+    python bench/policy_node_latency.py --hidden 9,14 --record both --markdown  # bag's cost
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def proc_memory_mb(pid: int) -> tuple[float, float]:
 
 
 def measure(model: Path, n: int, warmup: int, timeout_ms: float,
-            node_cpu: int | None = None) -> dict:
-    """One node process: n timed observation -> command latencies (ms), lost, memory."""
+            node_cpu: int | None = None, record_bag: Path | None = None) -> dict:
+    """One node process: n timed observation -> command latencies (ms), lost, memory.
+    ``record_bag``: the node also records its topics into this bag (record_bag)."""
     from dsp_driving.driving import contract
     from dsp_driving.transport import create_node
     from dsp_driving.transport.dds import claim_domain_id
@@ -85,7 +87,8 @@ def measure(model: Path, n: int, warmup: int, timeout_ms: float,
     proc = subprocess.Popen(
         [sys.executable, "-m", "dsp_driving", "drive", "--model", str(model), "--domain",
          str(domain), "--set", "trigger=input", "--set", "rate_hz=10",
-         "--set", "stale_timeout_s=1.0"],
+         "--set", "stale_timeout_s=1.0",
+         *(["--set", f"record_bag={record_bag}"] if record_bag else [])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=None if node_cpu is None else lambda: os.sched_setaffinity(0, {node_cpu}))
     node = create_node("bench", backend="dds", domain_id=domain)
@@ -141,6 +144,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--timeout-ms", type=float, default=100.0)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--record", choices=("off", "on", "both"), default="off",
+                        help="the node records a bag (record_bag): off, on, or both "
+                        "interleaved, to see what recording costs")
     parser.add_argument("--pin", action="store_true",
                         help="this process on the first allowed CPU, the node on the second")
     args = parser.parse_args()
@@ -161,11 +167,15 @@ def main() -> None:
                 hidden = [int(h) for h in text.split(",")]
                 models[f"random [{text}]"] = make_policy(
                     Path(tmp) / f"policy_{text.replace(',', '_')}.onnx", hidden)
-        results: dict[str, list[dict]] = {name: [] for name in models}
+        runs = {f"{name}{' +record_bag' if rec else ''}": (model, rec)
+                for name, model in models.items()
+                for rec in {"off": [False], "on": [True], "both": [False, True]}[args.record]}
+        results: dict[str, list[dict]] = {name: [] for name in runs}
         for rep in range(args.reps):
-            for name, model in models.items():
+            for name, (model, rec) in runs.items():
+                bag = Path(tmp) / f"bag_{len(os.listdir(tmp))}" if rec else None
                 results[name].append(measure(model, args.n, args.warmup, args.timeout_ms,
-                                             node_cpu))
+                                             node_cpu, bag))
                 last = results[name][-1]
                 print(f"rep {rep + 1}/{args.reps} {name}: p50 "
                       f"{np.percentile(last['latency_ms'], 50):.3f} ms, lost {last['lost']}, "

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 REPO = Path(__file__).resolve().parents[1]
-EXECUTABLES = ("trainer_node", "policy_node", "dsp-driving")
+EXECUTABLES = ("trainer_node", "policy_node", "bag_report", "dsp-driving")
 LAUNCH_FILES = ("train.launch.py", "policy.launch.py", "sim_eval.launch.py")
 CONFIG_FILES = ("train.yaml", "policy.yaml", "highway.yaml", "carla.yaml")
 

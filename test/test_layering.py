@@ -14,10 +14,12 @@ CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.
         "dsp_driving.transport.base", "dsp_driving.driving.contract",
         "dsp_driving.driving.reward", "dsp_driving.driving.highway", "dsp_driving.envs",
         "dsp_driving.controller", "dsp_driving.nodes.trainer_node",
-        "dsp_driving.nodes.policy_node", "dsp_driving.nodes.launch_support")
+        "dsp_driving.nodes.policy_node", "dsp_driving.nodes.launch_support",
+        "dsp_driving.bag", "dsp_driving.analysis.report")
 # What runs on the car: never torch.
 CAR = ("dsp_driving.controller", "dsp_driving.inference", "dsp_driving.driving.contract",
-       "dsp_driving.nodes.policy_node", "dsp_driving.nodes.drive_cli")
+       "dsp_driving.nodes.policy_node", "dsp_driving.nodes.drive_cli", "dsp_driving.bag",
+       "dsp_driving.analysis.report")
 
 SCRIPT = """
 import importlib, json, sys

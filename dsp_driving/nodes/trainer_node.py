@@ -50,6 +50,7 @@ SUMMARY_LABELS = ("step", "actor_neurons_alive", "actor_weights_alive", "critic_
                   "critic_weights_alive", "actor_weights_removed_pct", "kappa",
                   "ep_return_mean")
 NAME = "trainer_node"
+BAG_SEGMENT_S = 60.0  # RUN_DIR/bag gets a file a minute: a crash loses at most the last one
 # summary.json's per-network figures that the final `evaluation` status repeats
 SUMMARY_COMPACTION = ("hidden_dense", "hidden_compact", "dense_neurons", "compact_neurons",
                       "dense_weights", "compact_weights", "neurons_removed_pct",
@@ -273,7 +274,7 @@ class StatsBag(BaseCallback):
         from dsp_driving.bag import BagWriter
 
         if self._bag is None:
-            self._bag = BagWriter(self.path)
+            self._bag = BagWriter(self.path, segment_s=BAG_SEGMENT_S)
             for name, (ros_type, qos) in self.topics.items():
                 self._bag.add_topic(name, ros_type, qos)
         self._clock.t_ns = time.time_ns()
