@@ -125,8 +125,7 @@ class BagWriter:
         self._segment_start = time.monotonic()
         self._lock = threading.Lock()  # guards _pending and _topics
         self._flush_lock = threading.Lock()  # one segment written at a time
-        self.path.mkdir(parents=True)
-        self.closed = False
+        self.closed = False  # the folder itself is made with the first segment
         self._stop = threading.Event()
         self._on_error = on_error
         self._thread: threading.Thread | None = None
@@ -181,6 +180,7 @@ class BagWriter:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         name = f"{self.path.name}_{self._segments}"
+        self.path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.path, prefix=".segment-") as tmp:
             seg_dir = Path(tmp) / name
             writer = Writer(seg_dir, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
@@ -196,10 +196,12 @@ class BagWriter:
             segment = yaml.safe_load((seg_dir / METADATA).read_text())
             file_name = f"{name}.mcap"
             os.replace(seg_dir / file_name, self.path / file_name)
+        # the file is in the bag from now on: a failed metadata write below is made good by
+        # the next segment's, which lists it too
+        self._segments += 1
         self._metadata = _merge_metadata(self._metadata, segment, file_name)
         atomic_write_text(self.path / METADATA,
                           yaml.safe_dump(self._metadata, sort_keys=False))
-        self._segments += 1
 
     def close(self) -> None:
         """Write what is buffered; the bag is complete."""
@@ -211,8 +213,9 @@ class BagWriter:
             self._stop.set()
             self._thread.join()
         self.flush()
-        for leftover in self.path.glob(".segment-*"):  # a segment interrupted earlier
-            shutil.rmtree(leftover, ignore_errors=True)
+        if self.path.is_dir():
+            for leftover in self.path.glob(".segment-*"):  # a segment interrupted earlier
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def __enter__(self) -> BagWriter:
         return self
@@ -288,5 +291,9 @@ class Recorder:
                                    f"{type(exc).__name__}: {exc}", throttle_s=10.0, key="bag")
 
     def close(self) -> None:
-        """Write the last segment."""
-        self.bag.close()
+        """Write the last segment (a failure is logged, never raised)."""
+        try:
+            self.bag.close()
+        except Exception as exc:  # noqa: BLE001  (the node must still shut down cleanly)
+            self.node.logger.error(f"bag {self.bag.path}: the last segment was lost: "
+                                   f"{type(exc).__name__}: {exc}")

@@ -98,8 +98,10 @@ def _single_file_bag(folder: Path, info: dict[str, Any], file_name: str) -> Iter
         yield one
 
 
-def _read_into(bag: Path, data: BagData, store: Any) -> None:
-    """Append the messages of the bag ``bag`` (one opened piece) to ``data``."""
+def _read_into(bag: Path, data: BagData, store: Any, label: str | None = None) -> None:
+    """Append the messages of the bag ``bag`` to ``data``. Without ``label`` (the whole bag)
+    a storage fault raises; with one (a single file of it) what was read before the fault is
+    kept and the fault is a problem naming ``label``."""
     from rosbags.highlevel import AnyReader
 
     with AnyReader([bag], default_typestore=store) as reader:
@@ -112,7 +114,9 @@ def _read_into(bag: Path, data: BagData, store: Any) -> None:
             except StopIteration:
                 break
             except Exception as exc:  # noqa: BLE001  (a storage fault mid-file: keep the rest)
-                data.problems.append(f"{bag.name}: reading stopped early: "
+                if label is None:
+                    raise
+                data.problems.append(f"{label}: reading stopped early: "
                                      f"{type(exc).__name__}: {exc}")
                 break
             topic = data.topics[conn.topic]
@@ -144,10 +148,11 @@ def read_bag(path: str | Path) -> BagData:
     store = typestore()
     try:
         _read_into(folder, data, store)
-    except Exception as whole:  # noqa: BLE001  (a file does not open: read file by file)
+    except Exception as whole:  # noqa: BLE001  (a file is damaged: read file by file)
         data.topics.clear()
         data.messages.clear()
         data.problems.clear()
+        data.start_ns, data.end_ns = 2**63, 0
         opened = 0
         for file_name in info["relative_file_paths"]:
             if not (folder / file_name).is_file():
@@ -155,7 +160,7 @@ def read_bag(path: str | Path) -> BagData:
                 continue
             try:
                 with _single_file_bag(folder, info, file_name) as one:
-                    _read_into(one, data, store)
+                    _read_into(one, data, store, label=file_name)
                 opened += 1
             except Exception as exc:  # noqa: BLE001
                 data.problems.append(f"{file_name}: unreadable ({type(exc).__name__}: {exc})")

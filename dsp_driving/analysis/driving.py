@@ -94,6 +94,14 @@ def _stats(values: np.ndarray) -> dict[str, float]:
             "mean": float(values.mean()), "std": float(values.std())}
 
 
+def _number(text: str | None, default: float) -> float:
+    """A status value as a number (``default`` when absent or not a number)."""
+    try:
+        return float(text) if text is not None else default
+    except ValueError:
+        return default
+
+
 def _limits(status_values: dict[str, str]) -> dict[str, float] | None:
     try:
         return {k: float(status_values[k])
@@ -125,9 +133,10 @@ def analyse(bag: BagData) -> dict[str, Any] | None:
                     continue
                 v = {kv.key: kv.value for kv in s.values}
                 level = s.level if isinstance(s.level, int) else int.from_bytes(s.level, "little")
-                counts = {k: int(v.get(k, 0) or 0) for k in last}
+                counts = {k: _number(v.get(k), 0) for k in last}
+                counts = {k: int(x) if math.isfinite(x) else 0 for k, x in counts.items()}
                 row = {"t_s": (t - t0) * 1e-9, "level": level, "message": s.message, **counts,
-                       "decide_latency_ms": float(v.get("decide_latency_ms", "nan"))}
+                       "decide_latency_ms": _number(v.get("decide_latency_ms"), math.nan)}
                 status_rows.append(row)
                 delta = {k: counts[k] - last[k] for k in last}
                 if level or any(d > 0 for d in delta.values()):
@@ -135,7 +144,7 @@ def analyse(bag: BagData) -> dict[str, Any] | None:
                 last = counts
                 limits = _limits(v) or limits
                 interface = v.get("command_interface", interface)
-    inputs = sorted(t for name in roles["input"] for t, _ in bag.messages[name])
+    inputs = {name: [t for t, _ in bag.messages[name]] for name in roles["input"]}
     commands = {}
     for name in roles["command"]:
         commands[name] = _command_figures(bag, name, inputs, limits)
@@ -154,7 +163,24 @@ def analyse(bag: BagData) -> dict[str, Any] | None:
             "totals": last if status_rows else None}
 
 
-def _command_figures(bag: BagData, name: str, inputs: list[int],
+def _latency(log: np.ndarray, inputs: list[int]) -> tuple[np.ndarray, dict[str, float] | None]:
+    """Each input's wait for the next command (both on the bag's clock). Inputs after the
+    last command have none; inputs more than one command period (the median) before the
+    first command came before the node commanded at all (starting up): both are left out."""
+    ins = np.array(sorted(inputs), np.int64)
+    if not len(log):
+        return np.array([]), None
+    period = int(np.median(np.diff(log))) if len(log) > 1 else 0
+    ins = ins[(ins >= log[0] - period) & (ins <= log[-1])]
+    lat = (log[np.searchsorted(log, ins, side="left")] - ins) * 1e-9
+    if not len(lat):
+        return lat, None
+    return lat, {"inputs": len(lat), "mean": 1e3 * float(lat.mean()),
+                 "p50": 1e3 * percentile(lat, 50), "p99": 1e3 * percentile(lat, 99),
+                 "max": 1e3 * float(lat.max())}
+
+
+def _command_figures(bag: BagData, name: str, inputs: dict[str, list[int]],
                      limits: dict[str, float] | None) -> dict[str, Any]:
     kind = COMMAND_TYPES[bag.topics[name].msgtype]
     log_t, steer, accel, speed, stamps = [], [], [], [], []
@@ -166,8 +192,11 @@ def _command_figures(bag: BagData, name: str, inputs: list[int],
         speed.append(math.nan if v is None else float(v))
         stamps.append(stamp)
     log = np.array(log_t, np.int64)
-    stamped = all(s for s in stamps)
-    clock = np.array(stamps, np.int64) if stamped else log
+    # the publisher's clock when every command is stamped (a single zero stamp, sim time
+    # 0, is left out); unstamped types and zero stamps otherwise: the bag's log time
+    nonzero = [s for s in stamps if s]
+    stamped = len(nonzero) >= 2 and None not in stamps and len(stamps) - len(nonzero) <= 1
+    clock = np.array(nonzero, np.int64) if stamped else log
     periods = np.diff(clock) * 1e-9
     duration = float(clock[-1] - clock[0]) * 1e-9 if len(clock) > 1 else 0.0
     median = float(np.median(periods)) if len(periods) else math.nan
@@ -187,24 +216,17 @@ def _command_figures(bag: BagData, name: str, inputs: list[int],
         "accel_signed": kind.signed,
         "t_s": (log - bag.start_ns) * 1e-9, "steer_values": np.array(steer),
         "accel_values": np.array(accel), "speed_values": np.array(speed), "periods_s": periods,
-        "saturation": None, "latency_ms": None, "latencies_s": np.array([])}
+        "saturation": None, "latency_ms": {}, "latencies_s": {}}
     if limits is not None and kind.steer_unit == "rad":
         sat = _saturation(np.array(steer), np.array(accel), limits["max_steer_rad"],
                           limits["max_accel_mps2"], limits["max_decel_mps2"])
         if not kind.signed:  # |accel| cannot tell throttle from brake: the action topic can
             sat["accel_pct"] = sat["brake_pct"] = math.nan
         figures["saturation"] = sat
-    if inputs and len(log):
-        # each input's wait for the next command (same clock: the bag's log time)
-        ins = np.array(inputs, np.int64)
-        ins = ins[ins <= log[-1]]
-        nxt = np.searchsorted(log, ins, side="left")
-        lat = (log[nxt] - ins) * 1e-9
-        figures["latencies_s"] = lat
-        figures["latency_ms"] = {"inputs": len(lat), "mean": 1e3 * float(lat.mean()),
-                                 "p50": 1e3 * percentile(lat, 50),
-                                 "p99": 1e3 * percentile(lat, 99),
-                                 "max": 1e3 * float(lat.max())} if len(lat) else None
+    for topic, times in inputs.items():  # per input topic: they need not be in step
+        lat, summary = _latency(log, times)
+        if summary is not None:
+            figures["latencies_s"][topic], figures["latency_ms"][topic] = lat, summary
     return figures
 
 
@@ -217,9 +239,10 @@ def write(figures: dict[str, Any], out: Path) -> tuple[list[str], list[str]]:
                                list(zip(c["t_s"].tolist(), c["steer_values"].tolist(),
                                         c["accel_values"].tolist(),
                                         c["speed_values"].tolist()))).name)
-        if len(c["latencies_s"]):
-            files.append(write_csv(out / f"latency_{s}.csv", ("latency_ms",),
-                                   [[1e3 * x] for x in c["latencies_s"].tolist()]).name)
+        if c["latencies_s"]:
+            files.append(write_csv(out / f"latency_{s}.csv", ("input_topic", "latency_ms"),
+                                   [[topic, 1e3 * x] for topic, lat in c["latencies_s"].items()
+                                    for x in lat.tolist()]).name)
     a = figures["actions"]
     if a is not None:
         files.append(write_csv(out / "actions.csv", ("t_s", "steer", "accel"),
@@ -267,11 +290,13 @@ def _plots(figures: dict[str, Any], out: Path) -> list[str]:
             period_ax.hist(1e3 * c["periods_s"], bins=50, color="tab:green")
         period_ax.set(title=f"command period ({c['clock']})", xlabel="ms")
         files.append(save_png(fig, out / f"histograms_{s}.png").name)
-        if len(c["latencies_s"]):
+        if c["latencies_s"]:
             fig = figure()
             ax = fig.axes[0]
-            ax.hist(1e3 * c["latencies_s"], bins=50, color="tab:purple")
+            for topic, lat in c["latencies_s"].items():
+                ax.hist(1e3 * lat, bins=50, alpha=0.7, label=topic)
             ax.set(title=f"input to next command on {name}", xlabel="ms", ylabel="inputs")
+            ax.legend()
             files.append(save_png(fig, out / f"latency_{s}.png").name)
     a = figures["actions"]
     if a is not None and a["count"]:
@@ -305,9 +330,8 @@ def _markdown(figures: dict[str, Any], files: list[str]) -> list[str]:
                   f"- period (jitter): mean {_f(p['mean'], '.3f')} ms, std {_f(p['std'], '.3f')}"
                   f" ms, p50 {_f(p['p50'], '.3f')}, p99 {_f(p['p99'], '.3f')}, max "
                   f"{_f(p['max'], '.3f')} ms; {c['late_periods']} periods over 1.5x the median"]
-        lat = c["latency_ms"]
-        if lat is not None:
-            lines.append(f"- input to next command: {lat['inputs']} inputs, mean "
+        for topic, lat in c["latency_ms"].items():
+            lines.append(f"- {topic} to the next command: {lat['inputs']} inputs, mean "
                          f"{_f(lat['mean'], '.3f')} ms, p50 {_f(lat['p50'], '.3f')}, p99 "
                          f"{_f(lat['p99'], '.3f')}, max {_f(lat['max'], '.3f')} ms (bag clock)")
         for key in ("steer", "accel", "speed"):

@@ -24,7 +24,7 @@ from dsp_driving.io_utils import atomic_write_json, atomic_write_text
 
 def default_out(bag: str | Path) -> Path:
     """BAG_report beside the bag (the bag folder itself is left as rosbag2 wrote it)."""
-    bag = Path(bag)
+    bag = Path(bag).resolve()  # `report .` inside the bag: its name, not '.'
     folder = bag.parent if bag.is_file() else bag
     return folder.parent / f"{folder.name}_report"
 

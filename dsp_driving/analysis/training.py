@@ -113,13 +113,16 @@ def _final(layers: list[dict], networks: list[dict], evaluation: dict | None
             continue
         n = last[-1]
         hidden = [row for row in layers if row["net"] == net and row["step"] == n["step"]]
+        alive, total = n.get("neurons_alive"), n.get("neurons_total")
+        removed = 100.0 * (1 - alive / total) if isinstance(alive, (int, float)) \
+            and isinstance(total, (int, float)) and total else nan
         out[net] = {"hidden_dense": [row["total"] for row in hidden],
                     "hidden_compact": [row["alive"] for row in hidden],
-                    "dense_neurons": n["neurons_total"], "compact_neurons": n["neurons_alive"],
-                    "dense_weights": n["weights_total"], "compact_weights": n["weights_alive"],
-                    "weights_removed_pct": n["weights_removed_pct"],
-                    "neurons_removed_pct": 100.0 * (1 - n["neurons_alive"]
-                                                    / n["neurons_total"]),
+                    "dense_neurons": total, "compact_neurons": alive,
+                    "dense_weights": n.get("weights_total"),
+                    "compact_weights": n.get("weights_alive"),
+                    "weights_removed_pct": n.get("weights_removed_pct", nan),
+                    "neurons_removed_pct": removed,
                     "source": f"last update (step {n['step']}): no final evaluation in the bag"}
     return out
 
@@ -199,6 +202,10 @@ def _plots(figures: dict[str, Any], out: Path) -> list[str]:
     return files
 
 
+def _pct(value: Any) -> str:
+    return f"{value:.1f} %" if isinstance(value, (int, float)) else "n/a"
+
+
 def _markdown(figures: dict[str, Any], files: list[str]) -> list[str]:
     lines = ["## Training", ""]
     updates, final, evaluation = figures["updates"], figures["final"], figures["evaluation"]
@@ -206,9 +213,10 @@ def _markdown(figures: dict[str, Any], files: list[str]) -> list[str]:
     if steps:
         lines.append(f"{len(updates)} updates, steps {steps[0]:,} to {steps[-1]:,}.")
     if evaluation is not None:
-        lines.append(f"Final evaluation: return {evaluation.get('eval/return_mean', nan):.2f}"
-                     f" ± {evaluation.get('eval/return_std', nan):.2f} over "
-                     f"{_int(evaluation.get('eval/episodes', 'n/a'))} episodes.")
+        ret, std = evaluation.get("eval/return_mean"), evaluation.get("eval/return_std")
+        if isinstance(ret, float) and isinstance(std, float):
+            lines.append(f"Final evaluation: return {ret:.2f} ± {std:.2f} over "
+                         f"{_int(evaluation.get('eval/episodes', 'n/a'))} episodes.")
     if final:
         lines += ["", "### Final compaction", "",
                   "| network | hidden (dense → compact) | neurons | weights | "
@@ -218,7 +226,7 @@ def _markdown(figures: dict[str, Any], files: list[str]) -> list[str]:
                 f"| {net} | {f.get('hidden_dense')} → {f.get('hidden_compact')} | "
                 f"{f.get('dense_neurons')} → {f.get('compact_neurons')} | "
                 f"{f.get('dense_weights')} → {f.get('compact_weights')} | "
-                f"{f.get('weights_removed_pct', float('nan')):.1f} % | {f['source']} |")
+                f"{_pct(f.get('weights_removed_pct'))} | {f['source']} |")
     for name, what in (("neurons_per_layer.png", "Neurons alive per layer"),
                        ("weights_per_layer.png", "Weights alive per layer"),
                        ("compression.png", "Compression, kappa and regulariser"),

@@ -22,39 +22,27 @@ Parameters: every training-config field with its dotted name (``ppo.learning_rat
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
 import math
 from pathlib import Path
 import time
 from typing import Any
 
-from dsp_driving.callbacks import BaseCallback
 from dsp_driving.config import Config
-from dsp_driving.nodes.messages import diagnostic_array, diagnostic_status
-from dsp_driving.transport import (
-    DEFAULT_QOS,
-    LATCHED_QOS,
-    Node,
-    config_from_parameters,
-    dataclass_from_parameters,
+from dsp_driving.nodes.stats_topics import (  # noqa: F401  (re-exported: the node's topics)
+    COMPACTION_TOPIC,
+    NAME,
+    POLICY_QOS,
+    POLICY_TOPIC,
+    SUMMARY_COMPACTION,
+    SUMMARY_LABELS,
+    SUMMARY_TOPIC,
+    TRAINING_TOPIC,
+    StatsBag,
+    StatsPublisher,
 )
+from dsp_driving.transport import Node, config_from_parameters, dataclass_from_parameters
 from dsp_driving.transport.base import ros_topic
-
-COMPACTION_TOPIC = "dsp/compaction"
-SUMMARY_TOPIC = "dsp/compaction/summary"
-TRAINING_TOPIC = "dsp/training"
-POLICY_TOPIC = "dsp/policy"
-POLICY_QOS = LATCHED_QOS  # policy_node subscribes to dsp/policy with the same
-SUMMARY_LABELS = ("step", "actor_neurons_alive", "actor_weights_alive", "critic_neurons_alive",
-                  "critic_weights_alive", "actor_weights_removed_pct", "kappa",
-                  "ep_return_mean")
-NAME = "trainer_node"
-BAG_SEGMENT_S = 60.0  # RUN_DIR/bag gets a file a minute: a crash loses at most the last one
-# summary.json's per-network figures that the final `evaluation` status repeats
-SUMMARY_COMPACTION = ("hidden_dense", "hidden_compact", "dense_neurons", "compact_neurons",
-                      "dense_weights", "compact_weights", "neurons_removed_pct",
-                      "weights_removed_pct")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,203 +89,6 @@ def bag_dir(run_dir: str | Path) -> Path:
     return path
 
 
-# ---- messages -------------------------------------------------------------------------------
-
-
-def _value(value: Any) -> str:
-    """A stats value as diagnostics text: repr of the number (exact), 'nan' for null."""
-    if value is None:
-        return "nan"
-    return repr(value)
-
-
-def _status(node: Node, name: str, message: str, values: dict[str, Any], hardware_id: str
-            ) -> Any:
-    return diagnostic_status(node, name, message, {k: _value(v) for k, v in values.items()},
-                             hardware_id)
-
-
-def compaction_message(node: Node, stats: dict[str, Any], hardware_id: str = "") -> Any:
-    """dsp/compaction: a status per network (``trainer_node: actor``) and per layer
-    (``trainer_node: actor/layer0``)."""
-    statuses = []
-    for net in ("actor", "critic"):
-        s = stats[net]
-        removed = 100.0 * (1.0 - s["weights_alive"] / s["weights_total"])
-        statuses.append(_status(
-            node, f"{NAME}: {net}",
-            f"{s['neurons_alive']}/{s['neurons_total']} neurons, "
-            f"{s['weights_alive']}/{s['weights_total']} weights", {
-                "step": stats["step"], "neurons_alive": s["neurons_alive"],
-                "neurons_total": s["neurons_total"], "weights_alive": s["weights_alive"],
-                "weights_total": s["weights_total"], "weights_removed_pct": removed,
-                "regulariser": s["regulariser"], "kappa": stats["kappa"]}, hardware_id))
-        for i, layer in enumerate(s["layers"]):
-            statuses.append(_status(
-                node, f"{NAME}: {net}/layer{i}", f"{layer['alive']}/{layer['total']} neurons",
-                {"step": stats["step"], "alive": layer["alive"], "total": layer["total"],
-                 "weights_alive": layer["weights_alive"],
-                 "weights_total": layer["weights_total"],
-                 "threshold": layer["threshold"]}, hardware_id))
-    return diagnostic_array(node, statuses)
-
-
-def summary_values(stats: dict[str, Any]) -> list[float]:
-    """The SUMMARY_LABELS figures of one stats record (null return -> NaN)."""
-    actor, critic = stats["actor"], stats["critic"]
-    ret = stats.get("ep_return_mean")
-    return [float(stats["step"]), float(actor["neurons_alive"]), float(actor["weights_alive"]),
-            float(critic["neurons_alive"]), float(critic["weights_alive"]),
-            100.0 * (1.0 - actor["weights_alive"] / actor["weights_total"]),
-            float(stats["kappa"]), math.nan if ret is None else float(ret)]
-
-
-def summary_message(node: Node, stats: dict[str, Any]) -> Any:
-    """dsp/compaction/summary: Float32MultiArray with a labelled one-dimension layout."""
-    make = node.msg_type
-    dim = make("std_msgs/msg/MultiArrayDimension")(label=",".join(SUMMARY_LABELS),
-                                                   size=len(SUMMARY_LABELS),
-                                                   stride=len(SUMMARY_LABELS))
-    layout = make("std_msgs/msg/MultiArrayLayout")(dim=[dim], data_offset=0)
-    return make("std_msgs/msg/Float32MultiArray")(layout=layout, data=summary_values(stats))
-
-
-def training_values(stats: dict[str, Any]) -> dict[str, Any]:
-    """Everything in a stats record but the compaction (losses flattened as losses/policy)."""
-    out: dict[str, Any] = {}
-    for key, value in stats.items():
-        if key in ("actor", "critic", "kappa"):
-            continue
-        if isinstance(value, dict):
-            out.update({f"{key}/{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
-
-
-def training_message(node: Node, stats: dict[str, Any], hardware_id: str = "") -> Any:
-    """dsp/training: one status ``trainer_node: training``."""
-    return diagnostic_array(node, [_status(node, f"{NAME}: training",
-                                 f"update {stats['update']}, step {stats['step']}",
-                                 training_values(stats), hardware_id)])
-
-
-def evaluation_message(node: Node, summary: dict[str, Any], hardware_id: str = "") -> Any:
-    """dsp/training at the end: ``trainer_node: evaluation`` (summary.json's figures)."""
-    values = {"total_steps": summary["total_steps"], "wall_s": summary["wall_s"],
-              **{f"eval/{k}": v for k, v in summary["eval"].items()},
-              **{f"{net}/{k}": summary[net][k] for net in ("actor", "critic")
-                 for k in SUMMARY_COMPACTION}}
-    return diagnostic_array(node, [_status(node, f"{NAME}: evaluation",
-                                 f"finished: eval return {summary['eval']['return_mean']:.2f}",
-                                 values, hardware_id)])
-
-
-class StatsPublisher(BaseCallback):
-    """A training callback that publishes every update's stats on the dsp/* topics."""
-
-    def __init__(self, node: Node, hardware_id: str = "") -> None:
-        self.node, self.hardware_id = node, hardware_id
-        t = node.msg_type
-        diag = t("diagnostic_msgs/msg/DiagnosticArray")
-        self.compaction_pub = node.create_publisher(diag, COMPACTION_TOPIC, DEFAULT_QOS)
-        self.summary_pub = node.create_publisher(t("std_msgs/msg/Float32MultiArray"),
-                                                 SUMMARY_TOPIC, DEFAULT_QOS)
-        self.training_pub = node.create_publisher(diag, TRAINING_TOPIC, DEFAULT_QOS)
-        self.policy_pub = node.create_publisher(t("std_msgs/msg/String"), POLICY_TOPIC,
-                                                POLICY_QOS)
-
-    def wait_for_subscribers(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for a subscriber on every stats topic (so none of the
-        first updates is missed); returns whether they all matched."""
-        pubs = (self.compaction_pub, self.summary_pub, self.training_pub)
-        end = time.monotonic() + timeout_s
-        while True:
-            if all(p.subscription_count() > 0 for p in pubs):
-                return True
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.05)
-
-    def on_update(self, stats: dict[str, Any]) -> None:
-        self.compaction_pub.publish(compaction_message(self.node, stats, self.hardware_id))
-        self.summary_pub.publish(summary_message(self.node, stats))
-        self.training_pub.publish(training_message(self.node, stats, self.hardware_id))
-
-    def on_export(self, path: Path) -> None:
-        self.policy_pub.publish(self.node.msg_type("std_msgs/msg/String")(
-            data=str(Path(path).resolve())))
-
-    def on_end(self, summary: dict[str, Any]) -> None:
-        self.training_pub.publish(evaluation_message(self.node, summary, self.hardware_id))
-
-
-class _BagClock:
-    """What the message builders use of a node (msg_type, now_msg, backend), for messages
-    built to be recorded rather than published: dsp_driving.msgs classes, stamped ``t_ns``."""
-
-    backend = "dds"
-
-    def __init__(self) -> None:
-        self.t_ns = 0
-
-    def msg_type(self, ros_type: str) -> type:
-        from dsp_driving.msgs import ROS_TYPES
-
-        return ROS_TYPES[ros_type]
-
-    def now_msg(self) -> Any:
-        return self.msg_type("builtin_interfaces/msg/Time")(
-            sec=self.t_ns // 1_000_000_000, nanosec=self.t_ns % 1_000_000_000)
-
-
-class StatsBag(BaseCallback):
-    """A training callback that records the dsp/* topics into a rosbag2 bag: the messages
-    StatsPublisher publishes, stamped (header and log time) when the update is reported.
-
-    The bag is created at the first update, so a run that fails to start leaves none.
-    """
-
-    def __init__(self, path: str | Path, hardware_id: str = "",
-                 resolve: Callable[[str], str] = ros_topic) -> None:
-        """``resolve``: a topic's full name (a node's resolve_topic, for its namespace)."""
-        self.path, self.hardware_id, self._resolve = Path(path), hardware_id, resolve
-        self._clock = _BagClock()
-        self._bag: Any = None
-        self.topics = {self._resolve(topic): (ros_type, qos) for topic, ros_type, qos in (
-            (COMPACTION_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", DEFAULT_QOS),
-            (SUMMARY_TOPIC, "std_msgs/msg/Float32MultiArray", DEFAULT_QOS),
-            (TRAINING_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", DEFAULT_QOS),
-            (POLICY_TOPIC, "std_msgs/msg/String", POLICY_QOS))}
-
-    def _write(self, topic: str, build: Any) -> None:
-        from dsp_driving.bag import BagWriter
-
-        if self._bag is None:
-            self._bag = BagWriter(self.path, segment_s=BAG_SEGMENT_S)
-            for name, (ros_type, qos) in self.topics.items():
-                self._bag.add_topic(name, ros_type, qos)
-        self._clock.t_ns = time.time_ns()
-        self._bag.write(self._resolve(topic), build(self._clock), self._clock.t_ns)
-
-    def on_update(self, stats: dict[str, Any]) -> None:
-        self._write(COMPACTION_TOPIC, lambda n: compaction_message(n, stats, self.hardware_id))
-        self._write(SUMMARY_TOPIC, lambda n: summary_message(n, stats))
-        self._write(TRAINING_TOPIC, lambda n: training_message(n, stats, self.hardware_id))
-
-    def on_export(self, path: Path) -> None:
-        self._write(POLICY_TOPIC, lambda n: n.msg_type("std_msgs/msg/String")(
-            data=str(Path(path).resolve())))
-
-    def on_end(self, summary: dict[str, Any]) -> None:
-        self._write(TRAINING_TOPIC,
-                    lambda n: evaluation_message(n, summary, self.hardware_id))
-
-    def close(self) -> None:
-        if self._bag is not None:
-            self._bag.close()
-
-
 def run(node: Node | None, cfg: Config, own: TrainerNodeConfig, log=print
         ) -> dict[str, Any]:
     """Train ``cfg`` (or resume ``own.out``); with a node, it publishes the stats."""
@@ -320,7 +111,7 @@ def run(node: Node | None, cfg: Config, own: TrainerNodeConfig, log=print
     if own.record_bag:
         bag = bag_dir(out)
         callbacks.append(StatsBag(bag, cfg.train.env_id,
-                                  node.resolve_topic if node is not None else ros_topic))
+                                  node.resolve_topic if node is not None else ros_topic, log))
         log(f"recording the dsp/* topics to {bag} (dsp-driving report {bag})")
     log(f"run folder: {out}")
     return train(cfg, out, resume=own.resume, callbacks=callbacks, log=log)

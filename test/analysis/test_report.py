@@ -162,21 +162,25 @@ def test_policy_node_bag_gives_the_commands_sent(tmp_path: Path) -> None:
                 s = typestore().deserialize_cdr(raw, conn.msgtype).header.stamp
                 bag_stamps.append(s.sec * 1_000_000_000 + s.nanosec)
     assert len(bag_stamps) == cmd["count"]
-    assert [s for s in bag_stamps if s >= stamps[0]] == stamps
+    # (SIGINT may fall between publishing the very last command and recording it)
+    received = [s for s in stamps if s <= bag_stamps[-1]]
+    assert len(stamps) - len(received) <= 1
+    assert [s for s in bag_stamps if s >= stamps[0]] == received
     # the rate: what the received stamps say, and the configured rate
     received_rate = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) * 1e-9)
     assert cmd["rate_hz"] == pytest.approx(received_rate, rel=0.02)
-    assert cmd["rate_hz"] == pytest.approx(RATE_HZ, rel=0.05)
+    assert cmd["rate_hz"] == pytest.approx(RATE_HZ, rel=0.10)
     # inputs: observations recorded as received (best effort on loopback: nearly all)
     assert 0.9 * sent <= result["driving"]["inputs"]["/observation"] <= sent
-    assert cmd["latency_ms"]["inputs"] >= 0.9 * sent
-    assert 0.0 <= cmd["latency_ms"]["p50"] <= 1e3 / RATE_HZ + 5.0
+    latency = cmd["latency_ms"]["/observation"]
+    assert latency["inputs"] >= 0.9 * sent
+    assert 0.0 <= latency["p50"] <= 1e3 / RATE_HZ + 5.0
     # the stale input produced safe commands, which the status counters and events show
     totals = result["driving"]["totals"]
     assert totals["safe_commands"] > 0 and totals["stale_commands"] > 0
     assert any(e["new_stale_commands"] > 0 for e in result["driving"]["events"])
     actions = read_csv(out / "actions.csv")
-    assert len(actions) == cmd["count"]  # one action per command
+    assert abs(len(actions) - cmd["count"]) <= 1  # one action per command (SIGINT aside)
     assert_images(out, ["commands_ackermann_cmd.png", "histograms_ackermann_cmd.png",
                         "latency_ackermann_cmd.png", "actions.png"])
     report = (out / "report.md").read_text()
@@ -214,7 +218,8 @@ def foreign_bag(path: Path, n_cmd: int = 100) -> None:
                 stamp=ty["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
                 frame_id="base_link")
 
-        for i in range(n_cmd):  # commands at exactly 50 Hz, 2 ms after each odometry
+        for i in range(-10, n_cmd):  # commands at exactly 50 Hz, 2 ms after each odometry
+            # (the odometry starts 0.2 s before the first command)
             ns = T0 + i * 20_000_000
             msg = ty["nav_msgs/msg/Odometry"](
                 header=header(ns), child_frame_id="base_link",
@@ -230,6 +235,8 @@ def foreign_bag(path: Path, n_cmd: int = 100) -> None:
                         angular=ty["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
                     covariance=np.zeros(36)))
             writer.write(odom, ns, store.serialize_cdr(msg, "nav_msgs/msg/Odometry"))
+            if i < 0:
+                continue
             drive = ty["ackermann_msgs/msg/AckermannDrive"](
                 steering_angle=0.1 * np.sin(i / 10), steering_angle_velocity=0.0, speed=10.0,
                 acceleration=-1.0 if i % 2 else 1.0, jerk=0.0)
@@ -259,7 +266,7 @@ def test_a_foreign_sqlite3_bag_is_read_and_its_unknown_topics_listed(tmp_path: P
     topics = result["topics"]
     assert {n: (t["type"], t["read"]) for n, t in topics.items()} == {
         "/vehicle/ackermann_cmd": ("ackermann_msgs/msg/AckermannDriveStamped", 100),
-        "/localization/odometry": ("nav_msgs/msg/Odometry", 100),
+        "/localization/odometry": ("nav_msgs/msg/Odometry", 110),
         "/sensing/imu": ("sensor_msgs/msg/Imu", 1),
         "/acme/heartbeat": ("acme_msgs/msg/Heartbeat", 1)}
     assert topics["/vehicle/ackermann_cmd"]["role"] == "command"
@@ -269,7 +276,11 @@ def test_a_foreign_sqlite3_bag_is_read_and_its_unknown_topics_listed(tmp_path: P
     assert cmd["count"] == 100
     assert cmd["rate_hz"] == pytest.approx(50.0, rel=1e-9)
     assert cmd["period_ms"]["std"] == pytest.approx(0.0, abs=1e-9)
-    assert cmd["latency_ms"]["p50"] == pytest.approx(2.0, abs=1e-6)  # odometry -> command
+    # odometry -> command; the odometry long before the first command is left out
+    latency = cmd["latency_ms"]["/localization/odometry"]
+    assert latency["inputs"] == 100
+    assert latency["p50"] == pytest.approx(2.0, abs=1e-6)
+    assert latency["max"] == pytest.approx(2.0, abs=1e-6)
     assert cmd["accel"]["min"] == -1.0 and cmd["accel"]["max"] == 1.0
     assert cmd["saturation"] is None  # no policy_node status: the limits are unknown
     assert result["training"] is None
@@ -355,3 +366,63 @@ def test_unreadable_bags_are_clear_errors(tmp_path: Path, capsys) -> None:
         bag_report_main([str(bag), "--ros-args", "-r", "__node:=x"])
     assert exit_info.value.code == 1
     assert "no metadata.yaml" in capsys.readouterr().err
+
+
+def test_a_corrupt_chunk_loses_only_its_file(tmp_path: Path) -> None:
+    bag = tmp_path / "bag"
+    segmented_bag(bag)
+    first = bag / "bag_0.mcap"
+    data = bytearray(first.read_bytes())
+    for k in range(len(data) // 3, len(data) // 3 + 40):  # inside the chunk, not the footer
+        data[k] ^= 0xFF
+    first.write_bytes(bytes(data))
+    result = make_report(bag, tmp_path / "report")
+    assert result["partial"] is True
+    assert any(p.startswith("bag_0.mcap: ") for p in result["problems"])
+    assert result["driving"]["commands"]["/ackermann_cmd"]["count"] == 30  # bag_1's
+
+
+def test_a_failed_metadata_write_does_not_duplicate_a_file(tmp_path: Path,
+                                                           monkeypatch) -> None:
+    from dsp_driving import bag as bag_module
+
+    real, calls = bag_module.atomic_write_text, []
+
+    def flaky(path, text):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(bag_module, "atomic_write_text", flaky)
+    path = tmp_path / "bag"
+    writer = bag_module.BagWriter(path, segment_s=3600)
+    writer.add_topic("/s", "std_msgs/msg/String")
+    make = __import__("dsp_driving.msgs", fromlist=["ROS_TYPES"]).ROS_TYPES
+    for i in range(3):
+        writer.write("/s", make["std_msgs/msg/String"](data=str(i)), T0 + i)
+        if i < 2:
+            try:
+                writer.flush()
+            except OSError:
+                pass  # the second segment's metadata write failed
+    writer.close()
+    meta = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["relative_file_paths"] == ["bag_0.mcap", "bag_1.mcap", "bag_2.mcap"]
+    data = read_bag(path)
+    assert [m.data for _, m in data.messages["/s"]] == ["0", "1", "2"]
+    assert data.problems == []
+
+
+def test_a_bag_that_cannot_be_written_never_stops_training(tmp_path: Path, cartpole_run: Path,
+                                                           stats_reader) -> None:
+    from dsp_driving.nodes.stats_topics import StatsBag
+
+    (tmp_path / "bag").write_text("a file where the bag should go")
+    logged: list[str] = []
+    recorder = StatsBag(tmp_path / "bag", log=logged.append)
+    for stats in stats_reader(cartpole_run)[:3]:
+        recorder.on_update(stats)
+    recorder.close()
+    assert recorder.failed and len(logged) == 1
+    assert "recording" in logged[0] and "training goes on" in logged[0]
