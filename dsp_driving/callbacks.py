@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Protocol
 import warnings
 
+import numpy as np
+
 
 class Callback(Protocol):
     """Anything that wants the per-update stats (JSONL file, TensorBoard, ROS topics, bags)."""
@@ -42,13 +44,17 @@ class BaseCallback:
         """Nothing to release."""
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` for strict JSON: non-finite floats -> None, numpy scalars -> Python numbers,
+    tuples -> lists (dicts and lists recursively)."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -60,7 +66,7 @@ class JsonlSink(BaseCallback):
         self._file = self.path.open("a" if append else "w", encoding="utf-8")
 
     def on_update(self, stats: dict[str, Any]) -> None:
-        self._file.write(json.dumps(_json_safe(stats), allow_nan=False) + "\n")
+        self._file.write(json.dumps(json_safe(stats), allow_nan=False) + "\n")
         self._file.flush()
 
     def close(self) -> None:

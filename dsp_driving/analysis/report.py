@@ -10,7 +10,6 @@ partly unreadable gives a report marked PARTIAL that says what was lost.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 import sys
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from dsp_driving.analysis import driving, training
 from dsp_driving.analysis.bagread import BagData, BagError, read_bag
+from dsp_driving.callbacks import json_safe
 from dsp_driving.io_utils import atomic_write_json, atomic_write_text
 
 
@@ -29,21 +29,8 @@ def default_out(bag: str | Path) -> Path:
     return folder.parent / f"{folder.name}_report"
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return None  # raw series live in the CSVs
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _strip_series(figures: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The figures without their numpy series (those live in the CSVs)."""
     if figures is None:
         return None
     out = {}
@@ -61,7 +48,10 @@ def make_report(bag_path: str | Path, out: str | Path | None = None) -> dict[str
     out = Path(out) if out is not None else default_out(bag.path)
     out.mkdir(parents=True, exist_ok=True)
     train_figures, drive_figures = training.analyse(bag), driving.analyse(bag)
-    lines, files = _header(bag, train_figures, drive_figures), []
+    roles = {**driving.topic_roles(bag),  # topic -> what the report uses it for
+             **{name: f"training ({role})" for name in bag.topics
+                if (role := training.topic_role(name))}}
+    lines, files = _header(bag, train_figures, drive_figures, roles), []
     for figures, module in ((train_figures, training), (drive_figures, driving)):
         if figures is not None:
             section, written = module.write(figures, out)
@@ -74,21 +64,17 @@ def make_report(bag_path: str | Path, out: str | Path | None = None) -> dict[str
               "problems": bag.problems, "duration_s": bag.duration_s,
               "topics": {name: {"type": t.msgtype, "listed": t.listed, "read": t.read,
                                 "failed": t.failed, "decoded": t.known_type,
-                                "role": _role(name, bag)}
+                                "role": roles.get(name)}
                          for name, t in sorted(bag.topics.items())},
-              "training": _json_safe(_strip_series(train_figures)),
-              "driving": _json_safe(_strip_series(drive_figures)), "files": files}
+              "training": json_safe(_strip_series(train_figures)),
+              "driving": json_safe(_strip_series(drive_figures)), "files": files}
     atomic_write_json(out / "report.json", result)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return result
 
 
-def _role(name: str, bag: BagData) -> str | None:
-    role = training.topic_role(name)
-    return f"training: {role}" if role else driving.topic_roles(bag).get(name)
-
-
-def _header(bag: BagData, train_figures: Any, drive_figures: Any) -> list[str]:
+def _header(bag: BagData, train_figures: Any, drive_figures: Any, roles: dict[str, str]
+            ) -> list[str]:
     kinds = [k for k, f in (("training", train_figures), ("driving", drive_figures)) if f]
     lines = [f"# Bag report: {bag.path.name}", "",
              f"`{bag.path}`: {bag.storage}, {sum(t.read for t in bag.topics.values())} "
@@ -98,11 +84,9 @@ def _header(bag: BagData, train_figures: Any, drive_figures: Any) -> list[str]:
         lines += ["", "> **PARTIAL REPORT**: part of this bag could not be read; the figures "
                   "cover only what was.", ">"]
         lines += [f"> - {p}" for p in bag.problems]
-    roles = driving.topic_roles(bag)
     lines += ["", "| topic | type | messages | used as |", "|---|---|---|---|"]
     for name, t in sorted(bag.topics.items()):
-        role = training.topic_role(name)
-        used = f"training ({role})" if role else roles.get(name, "not analysed (unknown)")
+        used = roles.get(name, "not analysed (unknown)")
         count = f"{t.read}" + (f" of {t.listed}" if t.listed and t.listed != t.read else "")
         if not t.known_type:
             used, count = "not decoded: its type is defined neither in the bag nor here", \

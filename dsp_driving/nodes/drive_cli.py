@@ -32,7 +32,7 @@ def parameters(params_file: str | None, model: str | None, sets: list[str]) -> d
 
 
 def _drive(args: argparse.Namespace) -> int:
-    from dsp_driving.nodes.policy_node import PolicyNode
+    from dsp_driving.nodes.policy_node import run
     from dsp_driving.transport import create_node
 
     values = parameters(args.params_file, args.model, args.set or [])
@@ -42,16 +42,7 @@ def _drive(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(f"`dsp-driving drive` needs {exc.name}: pip install -e "
                                   "'.[dds]'") from None
-    policy_node = None
-    try:
-        policy_node = PolicyNode(node)
-        node.spin(duration_s=args.duration)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if policy_node is not None:
-            policy_node.close()
-        node.destroy()
+    run(node, duration_s=args.duration)
     return 0
 
 

@@ -253,18 +253,23 @@ class PolicyNode:
              "max_decel_mps2": self.cfg.max_decel_mps2}))
 
 
-def main(args: list[str] | None = None) -> None:
-    """``ros2 run dsp_driving policy_node`` (rclpy; parameters from --ros-args)."""
-    from dsp_driving.transport import create_node
-
-    node = create_node("policy_node", backend="rclpy")
+def run(node: Node, duration_s: float | None = None) -> None:
+    """Drive on ``node`` until Ctrl-C (or ``duration_s``), then finish the recording and
+    destroy the node, whatever happened."""
     policy_node = None
     try:
         policy_node = PolicyNode(node)
-        node.spin()
+        node.spin(duration_s=duration_s)
     except KeyboardInterrupt:
         pass
     finally:
         if policy_node is not None:
             policy_node.close()
         node.destroy()
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ros2 run dsp_driving policy_node`` (rclpy; parameters from --ros-args)."""
+    from dsp_driving.transport import create_node
+
+    run(create_node("policy_node", backend="rclpy"))
