@@ -239,6 +239,10 @@ class RecordedPublisher(Publisher):
         """The wrapped publisher's."""
         return self._pub.subscription_count()
 
+    def wait_for_acked(self, timeout_s: float) -> bool:
+        """The wrapped publisher's."""
+        return self._pub.wait_for_acked(timeout_s)
+
 
 class Recorder:
     """Records what a node publishes and receives into a bag, as ``ros2 bag record`` would

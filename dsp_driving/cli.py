@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-import signal
 import sys
-import threading
 
 from dsp_driving import topic_cli
 from dsp_driving.analysis import report
 from dsp_driving.config import TrainConfig, default_config_path, load_config
 from dsp_driving.nodes import drive_cli
+from dsp_driving.transport.base import interrupt_on_signals
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -163,28 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM (kill, ros2 launch's escalation) ends like Ctrl-C
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so bags, checkpoints and DDS entities are closed
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.func(args)
+        with interrupt_on_signals():
+            return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -23,78 +23,15 @@ import numpy as np
 
 from dsp_driving.driving import contract
 from dsp_driving.inference import OnnxPolicy, PolicyLoadError
-from dsp_driving.transport.base import ros_topic
+from dsp_driving.nodes.parameters import (  # noqa: F401  (re-exported)
+    COMMAND_INTERFACES,
+    INPUT_MODES,
+    PATH_QOS,
+    TRIGGERS,
+    PolicyNodeConfig,
+)
 
-INPUT_MODES = ("features", "ros")
-TRIGGERS = ("timer", "input")
-PATH_QOS = ("volatile", "transient_local")
-COMMAND_INTERFACES = ("ackermann", "carla", "carla_ackermann", "autoware")
 _OBS_LOW, _OBS_HIGH = contract.observation_bounds()
-
-
-@dataclasses.dataclass(frozen=True)
-class PolicyNodeConfig:
-    """policy_node's parameters (flat: each field is one ROS parameter)."""
-
-    model: str = ""  # policy.onnx (its policy.json sidecar beside it)
-    input_mode: str = "features"  # features (Float32MultiArray) | ros (Odometry + Path)
-    command_interface: str = "ackermann"  # ackermann | carla | carla_ackermann | autoware
-    rate_hz: float = 10.0
-    trigger: str = "timer"  # timer: a command every 1/rate_hz from the newest input; input:
-    # also one at once on each accepted input (lowest latency), the timer filling any gap
-    stale_timeout_s: float = 0.3  # inputs older than this -> the safe command
-    role_name: str = "ego_vehicle"  # carla-ros-bridge's /carla/<role_name>/...
-    frame_id: str = "base_link"
-    max_steer_rad: float = 0.5
-    max_accel_mps2: float = 3.0
-    max_decel_mps2: float = 6.0
-    max_speed_mps: float = 40.0
-    carla_max_steer_rad: float = math.radians(70.0)
-    safe_decel_mps2: float = 3.0  # the safe command's braking
-    speed_horizon_s: float = 0.5  # AckermannDrive/autoware target speed = v + a * horizon
-    speed_limit_mps: float = 25.0  # ros mode: the target speed (nav_msgs/Path has none)
-    lane_width_m: float = 3.5  # ros mode
-    left_width_m: float = 1.75  # ros mode: lane centre to the road's left edge
-    right_width_m: float = 1.75  # ros mode: lane centre to the road's right edge
-    ego_length_m: float = 4.5  # ros mode: bumper-to-bumper gaps to the lead vehicle
-    lead_length_m: float = 4.5  # ros mode
-    warn_period_s: float = 2.0  # throttle for repeated warnings
-    policy_topic: str = "dsp/policy"  # hot reload: new policy paths (empty: no hot reload)
-    path_qos: str = "volatile"  # ros mode: the path subscription's durability; transient_local
-    # receives a latched path published before the node started (carla_waypoint_publisher)
-    record_bag: str = ""  # record inputs, action, command and status into this new rosbag2
-    # folder ({stamp} -> YYYYmmdd-HHMMSS); empty: no recording
-    record_segment_s: float = 10.0  # the bag is written in segments: a crash loses at most this
-
-    def __post_init__(self) -> None:
-        if self.input_mode not in INPUT_MODES:
-            raise ValueError(f"input_mode={self.input_mode!r}: expected one of {INPUT_MODES}")
-        if self.policy_topic:
-            try:
-                ros_topic(self.policy_topic)
-            except ValueError as exc:
-                raise ValueError(f"policy_topic={self.policy_topic!r}: {exc}") from None
-        if self.path_qos not in PATH_QOS:
-            raise ValueError(f"path_qos={self.path_qos!r}: expected one of {PATH_QOS}")
-        if self.trigger not in TRIGGERS:
-            raise ValueError(f"trigger={self.trigger!r}: expected one of {TRIGGERS}")
-        if self.command_interface not in COMMAND_INTERFACES:
-            raise ValueError(f"command_interface={self.command_interface!r}: expected one of "
-                             f"{COMMAND_INTERFACES}")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{f.name}={value!r}: must be a finite number > 0")
-        if self.safe_decel_mps2 > self.max_decel_mps2:
-            raise ValueError(f"safe_decel_mps2={self.safe_decel_mps2!r}: must be <= "
-                             f"max_decel_mps2={self.max_decel_mps2!r}")
-
-    @property
-    def limits(self) -> contract.ActionLimits:
-        """The command limits as the contract's ActionLimits."""
-        return contract.ActionLimits(self.max_steer_rad, self.max_accel_mps2,
-                                     self.max_decel_mps2, self.max_speed_mps,
-                                     self.carla_max_steer_rad)
 
 
 class Decision(NamedTuple):
@@ -209,6 +146,10 @@ class PolicyController:
         if age > self.cfg.stale_timeout_s:
             self.stale_commands += 1
             return self._safe(f"stale ({age:.3f} s old)")
+        if age < -self.cfg.stale_timeout_s:  # the clock went back: a simulator reset under
+            self.stale_commands += 1  # use_sim_time (a small step of the wall clock is not)
+            return self._safe(f"stale (received {-age:.3f} s in the future: the clock went "
+                              "back)")
         raw = np.asarray(self.policy.act(self._obs), np.float64).reshape(-1)
         if raw.shape != (contract.ACT_DIM,) or not np.all(np.isfinite(raw)):
             return self._safe(f"policy output {raw.tolist()} is not a finite [2]")

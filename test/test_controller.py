@@ -148,3 +148,15 @@ def test_a_policy_for_another_task_is_refused(tmp_path: Path) -> None:
 def test_bad_parameters_name_the_field(field: str, value, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PolicyNodeConfig(**{field: value})
+
+
+def test_a_clock_that_went_back_makes_the_input_stale(policy_file: Path) -> None:
+    """A simulator reset under use_sim_time: the held input is "from the future"."""
+    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig(stale_timeout_s=0.3))
+    ctl.set_observation(obs_at(10.0), 100.0)
+    assert not ctl.decide(100.1).safe
+    assert not ctl.decide(99.8).safe  # a small step back (NTP) is tolerated
+    back = ctl.decide(5.0)
+    assert back.safe and "clock went back" in back.reason and ctl.stale_commands == 1
+    ctl.set_observation(obs_at(10.0), 5.05)  # a new input on the new clock drives again
+    assert not ctl.decide(5.1).safe

@@ -65,3 +65,17 @@ def test_the_car_side_imports_without_torch() -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["loaded"] == []
+
+
+def test_the_launch_files_need_none_of_the_nodes_dependencies() -> None:
+    """launch/*.launch.py run launch_support in the launch process: no onnxruntime, numpy
+    or torch there (nor any of the nodes' other dependencies)."""
+    heavy = ("onnxruntime", "numpy", "torch", "gymnasium", "cyclonedds", "rosbags",
+             "matplotlib")
+    code = SCRIPT.format(blocked=(*BLOCKED, *heavy),
+                         core=("dsp_driving.nodes.launch_support",
+                               "dsp_driving.nodes.parameters"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["loaded"] == []

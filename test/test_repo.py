@@ -29,3 +29,18 @@ def test_package_xml_is_ament_python_format_3_with_required_depends() -> None:
     assert root.findtext("license") == "Apache-2.0"
     assert (REPO / "resource" / "dsp_driving").is_file()
     assert "script_dir=$base/lib/dsp_driving" in (REPO / "setup.cfg").read_text()
+
+
+def test_python_dependencies_are_rosdep_keys_where_a_key_exists() -> None:
+    """`rosdep install --from-paths src` installs what a key exists for (rosdistro's
+    rosdep/python.yaml); torch, cyclonedds and highway-env have none (README says so)."""
+    root = ET.parse(REPO / "package.xml").getroot()
+    exec_depends = {e.text for e in root.findall("exec_depend")}
+    assert {"python3-onnxruntime-pip", "python3-rosbags-pip", "python3-gymnasium-pip",
+            "python3-tqdm", "python3-tensorboard-pip", "python3-yaml",
+            "python3-matplotlib"} <= exec_depends
+    assert not {d for d in exec_depends if "torch" in d or "cyclone" in d}
+    setup = (REPO / "setup.py").read_text()
+    assert '"rosbags>=0.11.9,<0.12"' in setup
+    readme = (REPO / "README.md").read_text()
+    assert "rosdep install --from-paths src" in readme and "no usable rosdep key" in readme

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dsp_driving.config import coerce, read_yaml_mapping, unwrap_ros_params
-from dsp_driving.controller import COMMAND_INTERFACES
+from dsp_driving.nodes.parameters import COMMAND_INTERFACES
 from dsp_driving.transport.base import flatten
 
 SIM_ENVS = {"highway": "dsp_driving/HighwayDrive-v0", "carla": "dsp_driving/Carla-v0"}
@@ -74,7 +74,7 @@ def train_parameters(share: str | Path, sim: str = "highway", env: str = "", con
     elif carla_host or str(carla_port) or carla_config:
         raise ValueError(f"carla_host/carla_port/carla_config need sim:=carla (sim={sim!r})")
     from dsp_driving.config import Config
-    from dsp_driving.nodes.trainer_node import TrainerNodeConfig
+    from dsp_driving.nodes.parameters import TrainerNodeConfig
 
     defaults = {**flatten(Config().to_dict()), **dataclasses.asdict(TrainerNodeConfig())}
     return typed(params, defaults, "trainer_node")
@@ -97,7 +97,7 @@ def policy_parameters(share: str | Path, model: str, params_file: str = "",
     if command_interface:
         params["command_interface"] = command_interface
     params.update(extra)
-    from dsp_driving.controller import PolicyNodeConfig
+    from dsp_driving.nodes.parameters import PolicyNodeConfig
 
     return typed(params, dataclasses.asdict(PolicyNodeConfig()), "policy_node")
 

@@ -43,9 +43,15 @@ from dsp_driving.controller import (
 from dsp_driving.driving import contract
 from dsp_driving.nodes import messages
 from dsp_driving.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node, QosProfile
-from dsp_driving.transport.base import Publisher, dataclass_from_parameters
+from dsp_driving.transport.base import (
+    Publisher,
+    dataclass_from_parameters,
+    interrupt_on_signals,
+    signals_ignored,
+)
 
 STATUS_PERIOD_S = 1.0
+SHUTDOWN_ACK_S = 0.5  # at shutdown, wait this long at most for the safe command's delivery
 POLICY_TOPIC_QOS = LATCHED_QOS  # as trainer_node publishes dsp/policy
 PATH_LATCHED_QOS = LATCHED_QOS  # path_qos: transient_local (carla_waypoint_publisher's)
 
@@ -95,7 +101,7 @@ class PolicyNode:
         self._latency_s = 0.0
         self._last_status_s = -math.inf
         self._reloads = self._reloads_refused = 0
-        self._last_command_s = -math.inf  # time.monotonic() of the last command
+        self._last_command_s = -math.inf  # node clock of the last command
         self._decision: Decision | None = None
         node.create_timer(1.0 / self.cfg.rate_hz, self._on_timer)
 
@@ -111,6 +117,20 @@ class PolicyNode:
             self.recorder.subscription(ros_type, topic, callback, qos)
         else:
             self.node.create_subscription(self.node.msg_type(ros_type), topic, callback, qos)
+
+    def shutdown(self) -> None:
+        """The last act: the safe command once (brake, last steering), then finish the
+        recording. The node itself is the caller's to destroy."""
+        try:
+            decision = self.controller.safe("shutdown")
+            self.command_pub.publish(messages.command_message(self.node, self.cfg, decision,
+                                                              self.controller.speed_mps))
+            self.action_pub.publish(messages.action_message(self.node, decision))
+            self.command_pub.wait_for_acked(SHUTDOWN_ACK_S)  # delivered before we go
+        except Exception as exc:  # noqa: BLE001  (the bag is still closed)
+            self.log.error(f"the shutdown safe command failed: {type(exc).__name__}: {exc}")
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Finish the recording (the node itself is the caller's to destroy)."""
@@ -205,11 +225,13 @@ class PolicyNode:
     # ---- output -------------------------------------------------------------------------------
 
     def _on_timer(self) -> None:
-        now = time.monotonic()
-        recent = now - self._last_command_s < 0.5 / self.cfg.rate_hz
+        # one clock for control: the node clock (sim time under use_sim_time), which also
+        # drives this timer; a clock that went back counts as "long ago"
+        now = self._now_s()
+        recent = 0.0 <= now - self._last_command_s < 0.5 / self.cfg.rate_hz
         if self.cfg.trigger == "timer" or not recent:  # trigger=input: only fill gaps
             self._command()
-        if now - self._last_status_s >= STATUS_PERIOD_S:
+        if not 0.0 <= now - self._last_status_s < STATUS_PERIOD_S:
             self._last_status_s = now
             self._publish_status()
 
@@ -231,8 +253,8 @@ class PolicyNode:
                                                           self.controller.speed_mps))
         self.action_pub.publish(messages.action_message(self.node, decision))
         self._decision = decision
-        self._last_command_s = time.monotonic()
-        self._latency_s = time.perf_counter() - start
+        self._last_command_s = self._now_s()
+        self._latency_s = time.perf_counter() - start  # work done, so wall time
 
     def _publish_status(self) -> None:
         ctl, decision = self.controller, self._decision
@@ -253,23 +275,45 @@ class PolicyNode:
              "max_decel_mps2": self.cfg.max_decel_mps2}))
 
 
-def run(node: Node, duration_s: float | None = None) -> None:
-    """Drive on ``node`` until Ctrl-C (or ``duration_s``), then finish the recording and
-    destroy the node, whatever happened."""
-    policy_node = None
-    try:
-        policy_node = PolicyNode(node)
-        node.spin(duration_s=duration_s)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if policy_node is not None:
-            policy_node.close()
-        node.destroy()
+def run(node: Node, duration_s: float | None = None,
+        policy_node: PolicyNode | None = None) -> None:
+    """Drive on ``node`` (with ``policy_node``, else a new one) until Ctrl-C or SIGTERM (or
+    ``duration_s``); then, whatever happened, the safe command once, the recording finished
+    and the node destroyed, with further signals ignored until that is done."""
+    with interrupt_on_signals():
+        try:
+            policy_node = policy_node if policy_node is not None else PolicyNode(node)
+            node.spin(duration_s=duration_s)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            with signals_ignored():
+                if policy_node is not None:
+                    policy_node.shutdown()
+                node.destroy()
 
 
-def main(args: list[str] | None = None) -> None:
-    """``ros2 run dsp_driving policy_node`` (rclpy; parameters from --ros-args)."""
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run dsp_driving policy_node`` (rclpy; parameters from --ros-args). Exit status
+    0 after Ctrl-C or SIGTERM; 2, with the reason logged, when the node cannot start (a bad
+    parameter or policy file, a missing message package, an existing bag folder)."""
     from dsp_driving.transport import create_node
 
-    run(create_node("policy_node", backend="rclpy"))
+    with interrupt_on_signals():  # one scope from the start: no moment without a handler
+        try:
+            node = create_node("policy_node", backend="rclpy")
+        except KeyboardInterrupt:
+            return 0
+        try:
+            policy_node = PolicyNode(node)
+        except KeyboardInterrupt:
+            with signals_ignored():
+                node.destroy()
+            return 0
+        except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as exc:
+            node.logger.error(f"policy_node cannot start: {exc}")
+            with signals_ignored():
+                node.destroy()
+            return 2
+        run(node, policy_node=policy_node)
+    return 0

@@ -22,13 +22,12 @@ Parameters: every training-config field with its dotted name (``ppo.learning_rat
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from pathlib import Path
 import time
 from typing import Any
 
 from dsp_driving.config import Config
+from dsp_driving.nodes.parameters import TrainerNodeConfig  # noqa: F401  (re-exported)
 from dsp_driving.nodes.stats_topics import (  # noqa: F401  (re-exported: the node's topics)
     COMPACTION_TOPIC,
     NAME,
@@ -42,28 +41,7 @@ from dsp_driving.nodes.stats_topics import (  # noqa: F401  (re-exported: the no
     StatsPublisher,
 )
 from dsp_driving.transport import Node, config_from_parameters, dataclass_from_parameters
-from dsp_driving.transport.base import ros_topic
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainerNodeConfig:
-    """trainer_node's own parameters (besides the training config's)."""
-
-    out: str = ""  # run folder; empty: runs/<env>_s<seed>_<time>
-    resume: bool = False  # continue the run in `out` (its saved config; train.total_steps)
-    carla_config: str = ""  # dsp_driving/Carla-v0's YAML; empty: $DSP_DRIVING_CARLA_CONFIG
-    carla_host: str = ""  # overrides the carla config's host when set
-    carla_port: int = 0  # overrides the carla config's port when > 0
-    wait_for_subscribers_s: float = 0.0  # before training, wait this long for a subscriber
-    record_bag: bool = True  # also write the dsp/* topics into RUN_DIR/bag (rosbag2, MCAP)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.carla_port <= 65535:
-            raise ValueError(f"carla_port={self.carla_port!r}: must be 0 (the config's) or a "
-                             "TCP port")
-        if not (math.isfinite(self.wait_for_subscribers_s) and self.wait_for_subscribers_s >= 0):
-            raise ValueError(f"wait_for_subscribers_s={self.wait_for_subscribers_s!r}: must be "
-                             ">= 0")
+from dsp_driving.transport.base import interrupt_on_signals, ros_topic, signals_ignored
 
 
 def parameters(node: Node, base: Config | None = None) -> tuple[Config, TrainerNodeConfig]:
@@ -117,15 +95,33 @@ def run(node: Node | None, cfg: Config, own: TrainerNodeConfig, log=print
     return train(cfg, out, resume=own.resume, callbacks=callbacks, log=log)
 
 
-def main(args: list[str] | None = None) -> None:
-    """``ros2 run dsp_driving trainer_node`` (rclpy; parameters from --ros-args)."""
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run dsp_driving trainer_node`` (rclpy; parameters from --ros-args). Once its
+    parameters are declared the node is served from a thread while it trains, so
+    ``ros2 param`` and ``ros2 node info`` reach it. Exit status 0 when training ends or is
+    stopped by Ctrl-C or SIGTERM (checkpoints are written atomically, so ``resume:=true``
+    can go on from the last one); 2, with the reason logged, for a bad parameter."""
     from dsp_driving.transport import create_node
 
-    node = create_node(NAME, backend="rclpy")
-    try:
-        cfg, own = parameters(node)
-        run(node, cfg, own, log=node.logger.info)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy()
+    with interrupt_on_signals():
+        try:
+            node = create_node(NAME, backend="rclpy")
+        except KeyboardInterrupt:
+            return 0
+        stop_serving = None
+        try:
+            try:
+                cfg, own = parameters(node)
+            except (ValueError, FileNotFoundError) as exc:
+                node.logger.error(f"trainer_node cannot start: {exc}")
+                return 2
+            stop_serving = node.serve_in_background()
+            run(node, cfg, own, log=node.logger.info)
+        except KeyboardInterrupt:
+            node.logger.info("stopped")
+        finally:
+            with signals_ignored():
+                if stop_serving is not None:
+                    stop_serving()
+                node.destroy()
+    return 0

@@ -42,8 +42,9 @@ def select_backend(requested: str | None = None) -> str:
         if choice not in BACKENDS:
             raise ValueError(f"DSP_TRANSPORT={choice!r}: expected one of {BACKENDS}")
         return choice
-    if importlib.util.find_spec("rclpy") is None:
-        return "dds"
+    spec = importlib.util.find_spec("rclpy")
+    if spec is None or spec.origin is None:  # absent, or a bare folder named rclpy (a
+        return "dds"  # namespace package, e.g. test/rclpy on a test run's path)
     try:  # on the path is not enough: a ROS built for another Python fails to import
         import rclpy  # noqa: F401
     except ImportError:

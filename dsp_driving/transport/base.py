@@ -9,10 +9,13 @@ under dds, with the same field names, so node code builds messages the same way 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+import contextlib
 import dataclasses
 import re
+import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any, TypeVar
@@ -53,6 +56,11 @@ class Publisher(abc.ABC):
     @abc.abstractmethod
     def subscription_count(self) -> int:
         """Number of matched subscriptions."""
+
+    def wait_for_acked(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until reliable subscribers have acknowledged everything
+        published (before the node goes away, say); True when they have."""
+        return True
 
 
 class Timer(abc.ABC):
@@ -131,6 +139,84 @@ def ros_topic(name: str) -> str:
     return "/" + body
 
 
+def parameter_value(name: str, value: Any, default: Any) -> Any:
+    """``value`` for the parameter declared with ``default``: it must have the default's type,
+    except that an int is accepted (and made a float) where a float is declared, as YAML and
+    ``-p rate_hz:=20`` write it. Both backends use this check, so the words are the same."""
+    if isinstance(default, bool) or default is None:
+        ok = default is None or isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+        value = list(value) if ok else value
+        if ok and default and all(isinstance(d, float) for d in default):  # [1, 2] for floats
+            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                     for v in value]
+    else:
+        ok = True
+    if not ok:
+        raise ValueError(f"parameter {name}={value!r}: expected {type(default).__name__} like "
+                         f"the default {default!r}")
+    return value
+
+
+def check_parameter_names(node: str, given: Iterable[str], declared: Iterable[str]) -> None:
+    """Refuse a given parameter that the node does not declare (a typo such as ``rate_hx``
+    would otherwise be ignored silently), naming the known ones."""
+    known = sorted(set(declared))
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]!r} for node {node} "
+                         f"(known: {', '.join(known)})")
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    for sig in _STOP_SIGNALS:  # the first signal disarms the rest: shutdown is not cut short
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Inside the block SIGINT and SIGTERM (Ctrl-C, ``kill``, ``docker stop``, systemd,
+    ``ros2 launch``) raise KeyboardInterrupt once; later ones are ignored until the block
+    exits, so the one ``except KeyboardInterrupt`` path can close bags, checkpoints and
+    entities. Only the main thread can set handlers: elsewhere the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored inside the block (a shutdown that no signal started, e.g.
+    the end of ``duration_s``, is not cut short either)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class Node(abc.ABC):
     """What a dsp_driving node uses from ROS 2; one instance per node."""
 
@@ -193,6 +279,13 @@ class Node(abc.ABC):
         end = None if duration_s is None else time.monotonic() + duration_s
         while (end is None or time.monotonic() < end) and not (until and until()):
             self.spin_once(0.05 if end is None else max(0.0, min(0.05, end - time.monotonic())))
+
+    def serve_in_background(self) -> Callable[[], None]:
+        """Answer the middleware's own requests (rclpy: the parameter services that
+        ``ros2 param`` uses) from a thread while this thread is busy, e.g. training; returns
+        the function that stops it. Timers and subscriptions stay with ``spin``. The dds
+        backend offers no such services: nothing to do."""
+        return lambda: None
 
     @abc.abstractmethod
     def destroy(self) -> None:

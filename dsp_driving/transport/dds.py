@@ -46,7 +46,9 @@ from dsp_driving.transport.base import (
     Publisher,
     QosProfile,
     Timer,
+    check_parameter_names,
     guarded,
+    parameter_value,
     ros_topic,
 )
 
@@ -174,6 +176,10 @@ class DdsPublisher(Publisher):
         """Number of matched DataReaders."""
         return len(self._writer.get_matched_subscriptions())
 
+    def wait_for_acked(self, timeout_s: float) -> bool:
+        """DataWriter.wait_for_acks."""
+        return bool(self._writer.wait_for_acks(duration(seconds=timeout_s)))
+
 
 class DdsTimer(Timer):
     """A timer the node's spin loop fires (no thread of its own)."""
@@ -284,11 +290,9 @@ class DdsNode(Node):
         """The given values over ``defaults``; wrong types are errors, and so (when ``strict``)
         are given names not declared by this or an earlier call (a typo in a params file)."""
         self._declared.update(defaults)
-        unknown = sorted(set(self._given) - set(self._declared))
-        if unknown and strict:
-            raise ValueError(f"unknown parameter {unknown[0]!r} for node {self.name} "
-                             f"(known: {sorted(self._declared)})")
-        return {name: _check_parameter(name, self._given[name], default)
+        if strict:
+            check_parameter_names(self.name, self._given, self._declared)
+        return {name: parameter_value(name, self._given[name], default)
                 if name in self._given else default for name, default in defaults.items()}
 
     def wake(self) -> None:
@@ -357,26 +361,3 @@ class DdsNode(Node):
         self._writers.clear()
         self._timers.clear()
         self._topics.clear()
-
-
-def _check_parameter(name: str, value: Any, default: Any) -> Any:
-    """The value must have the default's type; an int is accepted for a float (YAML writes
-    ``rate_hz: 20``), where rclpy's static typing would reject it."""
-    if isinstance(default, bool) or default is None:
-        ok = default is None or isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple))
-        value = list(value) if ok else value
-    else:
-        ok = True
-    if not ok:
-        raise ValueError(f"parameter {name}={value!r}: expected {type(default).__name__} like "
-                         f"the default {default!r}")
-    return value

@@ -1,18 +1,30 @@
 """The rclpy backend: real ROS 2 nodes and message classes (Humble and Jazzy APIs).
 
-Imported only when rclpy is importable (a sourced ROS 2 install). Nothing here runs on our
-build machines; test/transport/test_rclpy_backend.py runs it where ROS 2 exists.
+Imported only when rclpy is importable (a sourced ROS 2 install, or the venv that
+test/rclpy/make_venv.sh makes from the ros-jazzy wheels, where test/rclpy/ runs it).
+
+- rclpy's own signal handlers are off: under ``transport.base.interrupt_on_signals`` SIGINT
+  and SIGTERM raise KeyboardInterrupt, so a node can still publish its safe command and close
+  its bag before the context goes down (rclpy's handlers shut the context down first, and
+  spin then raises ExternalShutdownException).
+- rclpy keys each logging call site on the caller's frame and refuses a second severity from
+  one site, so every severity has its own call site here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 import importlib
+import os
+import threading
 from typing import Any
 
+from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node as RosNode
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 
 from dsp_driving.transport.base import (
     DEFAULT_QOS,
@@ -21,9 +33,20 @@ from dsp_driving.transport.base import (
     Publisher,
     QosProfile,
     Timer,
+    check_parameter_names,
     guarded,
+    parameter_value,
     ros_topic,
 )
+
+# carla_msgs is not released into the ROS distributions (rosdistro has no carla_msgs for
+# Humble or Jazzy); the others are apt packages ros-<distro>-<name-with-dashes>.
+_NOT_RELEASED = {"carla_msgs": "it is not released as a ROS package: build "
+                               "carla-simulator/ros-carla-msgs (release 1.3.0) in your "
+                               "workspace with colcon, then source install/setup.bash"}
+_init_lock = threading.Lock()
+_live_nodes = 0  # RclpyNodes alive in this process
+_initialised_here = False  # rclpy.init was ours (so rclpy.shutdown is too)
 
 
 def ros_qos(profile: QosProfile) -> QoSProfile:
@@ -51,6 +74,12 @@ class RclpyPublisher(Publisher):
         """Matched subscriptions."""
         return self._pub.get_subscription_count()
 
+    def wait_for_acked(self, timeout_s: float) -> bool:
+        """Publisher.wait_for_all_acked."""
+        from rclpy.duration import Duration
+
+        return bool(self._pub.wait_for_all_acked(Duration(nanoseconds=int(timeout_s * 1e9))))
+
 
 class RclpyTimer(Timer):
     """An rclpy timer."""
@@ -64,25 +93,68 @@ class RclpyTimer(Timer):
         self._timer.cancel()
 
 
+def message_class(ros_type: str) -> type:
+    """The ROS 2 Python class for 'pkg/msg/Name'; a missing package is a ModuleNotFoundError
+    that names what to install."""
+    package, kind, name = ros_type.split("/")
+    distro = os.environ.get("ROS_DISTRO") or "$ROS_DISTRO"
+    how = _NOT_RELEASED.get(package, f"sudo apt install ros-{distro}-"
+                                     f"{package.replace('_', '-')}, then source its setup file")
+    try:
+        module = importlib.import_module(f"{package}.{kind}")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (package, f"{package}.{kind}"):
+            raise
+        raise ModuleNotFoundError(f"{ros_type}: the ROS 2 package {package} is not installed "
+                                  f"(or not sourced): {how}", name=package) from None
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise ModuleNotFoundError(f"{ros_type}: the installed {package} ({module.__file__}) "
+                                  f"has no {name}: install a version that does ({how})",
+                                  name=package) from None
+
+
 class RclpyNode(Node):
-    """Our Node interface over rclpy.node.Node (rclpy.init is called once, on demand)."""
+    """Our Node interface over rclpy.node.Node.
+
+    rclpy.init runs (without rclpy's signal handlers, see the module doc) when the first
+    RclpyNode of the process is made, unless the caller already did it; rclpy.shutdown after
+    the last one is destroyed, if it was ours.
+    """
 
     backend = "rclpy"
 
     def __init__(self, name: str, args: list[str] | None = None) -> None:
-        if not rclpy.ok():
-            rclpy.init(args=args)
+        global _live_nodes, _initialised_here
+        with _init_lock:
+            if not rclpy.ok():
+                rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+                _initialised_here = True
+            _live_nodes += 1
         self.name = name
         self._node = RosNode(name)
-        ros_logger = self._node.get_logger()
-        emit = {"DEBUG": ros_logger.debug, "INFO": ros_logger.info, "WARN": ros_logger.warning,
-                "ERROR": ros_logger.error}
-        self.logger = Logger(name, lambda level, text: emit[level](text))
+        self._ros_logger = self._node.get_logger()
+        self.logger = Logger(name, self._emit)
+        # declared by rclpy itself (use_sim_time, ...): never "unknown" when given
+        self._declared: set[str] = set(self._node._parameters)
+        self._destroyed = self._serving = False
+
+    def _emit(self, level: str, text: str) -> None:
+        # one call site per severity: rclpy raises "Logger severity cannot be changed between
+        # calls" when one site logs two severities
+        if level == "DEBUG":
+            self._ros_logger.debug(text)
+        elif level == "INFO":
+            self._ros_logger.info(text)
+        elif level == "WARN":
+            self._ros_logger.warning(text)
+        else:
+            self._ros_logger.error(text)
 
     def msg_type(self, ros_type: str) -> type:
-        """The ROS 2 Python class for 'pkg/msg/Name'."""
-        package, kind, name = ros_type.split("/")
-        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+        """The ROS 2 Python class for 'pkg/msg/Name' (see message_class)."""
+        return message_class(ros_type)
 
     def resolve_topic(self, topic: str) -> str:
         """The full name rclpy gives ``topic`` (node namespace, remappings)."""
@@ -120,26 +192,84 @@ class RclpyNode(Node):
 
     def get_parameters(self, defaults: Mapping[str, Any], strict: bool = True
                        ) -> dict[str, Any]:
-        """declare_parameter for each default, then read the values (params file, --ros-args).
-
-        ``strict`` has no effect: ROS 2 itself ignores overrides nobody declares.
+        """Each default's value from the params file or ``-p`` (checked by
+        base.parameter_value: an int is accepted for a float), then declared with the
+        default's type, so ``ros2 param get/set`` see the types the node reads. With
+        ``strict``, a given name that no call declared is refused (ROS 2 alone would ignore
+        it). Nothing is declared when a value is refused.
         """
+        # the overrides from --ros-args (params files, -p): rclpy keeps them in this dict on
+        # Humble and Jazzy alike and has no public reader for them
+        given = {name: _plain(p.value) for name, p in self._node._parameter_overrides.items()
+                 if not name.startswith("qos_overrides.")}
+        self._declared.update(defaults)
+        if strict:
+            check_parameter_names(self.name, given, self._declared)
         values = {}
         for name, default in defaults.items():
-            value = list(default) if isinstance(default, tuple) else default
-            if self._node.has_parameter(name):
-                got = self._node.get_parameter(name).value
-            else:
-                got = self._node.declare_parameter(name, value).value
-            # array parameters come back as array.array from params files: plain lists here
-            values[name] = got if isinstance(got, (str, bytes)) or not hasattr(got, "__len__") \
-                else list(got)
+            values[name] = parameter_value(name, given[name], default) if name in given \
+                else (list(default) if isinstance(default, tuple) else default)
+        for name, value in values.items():
+            if not self._node.has_parameter(name):
+                # an empty list has no element type for rclpy to infer: let it take any
+                descriptor = ParameterDescriptor(dynamic_typing=value == [])
+                self._node.declare_parameter(name, value, descriptor, ignore_override=True)
         return values
 
     def spin_once(self, timeout_s: float = 0.1) -> None:
         """rclpy.spin_once on this node."""
+        if self._serving:  # rclpy would move the node off the serving executor for good
+            raise RuntimeError(f"{self.name} is served in the background: do not spin it")
         rclpy.spin_once(self._node, timeout_sec=timeout_s)
 
+    def serve_in_background(self) -> Callable[[], None]:
+        """A SingleThreadedExecutor spinning this node in a daemon thread (parameter services,
+        ``ros2 node info``); returns the function that stops and joins it. Do not call
+        ``spin``/``spin_once`` while it runs."""
+        executor = SingleThreadedExecutor()
+        executor.add_node(self._node)
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set() and rclpy.ok():
+                try:
+                    executor.spin_once(timeout_sec=0.1)
+                except ExternalShutdownException:
+                    return
+                except Exception as exc:  # noqa: BLE001  (one bad request must not end it)
+                    self.logger.error(f"serving {self.name}: {type(exc).__name__}: {exc}",
+                                      throttle_s=5.0, key="serve")
+
+        thread = threading.Thread(target=serve, name=f"{self.name}-executor", daemon=True)
+        self._serving = True
+        thread.start()
+
+        def stop_serving() -> None:
+            stop.set()
+            thread.join(timeout=5.0)
+            executor.remove_node(self._node)
+            executor.shutdown(timeout_sec=1.0)
+            self._serving = False
+
+        return stop_serving
+
     def destroy(self) -> None:
-        """Destroy the node (rclpy.shutdown is left to the process)."""
+        """Destroy the node; rclpy.shutdown after the process's last RclpyNode, if this
+        backend initialised rclpy."""
+        global _live_nodes, _initialised_here
+        if self._destroyed:
+            return
+        self._destroyed = True
         self._node.destroy_node()
+        with _init_lock:
+            _live_nodes -= 1
+            if _live_nodes == 0 and _initialised_here:
+                _initialised_here = False
+                rclpy.try_shutdown()
+
+
+def _plain(value: Any) -> Any:
+    """Array parameters come back as array.array or tuples: plain lists here."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        return value
+    return list(value)

@@ -227,3 +227,31 @@ def test_trigger_input_commands_each_observation_and_the_timer_fills_gaps(tmp_pa
         harness.node.destroy()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_sigterm_sends_the_safe_command_once_and_exits_0(tmp_path: Path) -> None:
+    policy_file = driving_policy(tmp_path / "policy.onnx", seed=3)
+    domain = claim_domain_id()
+    # stale_timeout_s 30: after driving, the only safe command can be the shutdown one
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsp_driving", "drive", "--model", str(policy_file),
+         "--domain", str(domain), "--duration", "60", "--set", f"rate_hz={RATE_HZ}",
+         "--set", "stale_timeout_s=30.0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    harness = Harness(domain)
+    try:
+        harness.wait_for_commands(2, timeout_s=20.0)
+        harness.spin_sending(1.0, obs_at(12.0))
+        assert not is_safe(harness.commands[-1][1], 12.0)
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0]
+        harness.spin_sending(1.0)
+        assert proc.returncode == 0, output
+        assert "Traceback" not in output
+        assert not is_safe(harness.commands[-2][1], 12.0)
+        assert is_safe(harness.commands[-1][1], 12.0)  # braking, as the last word
+    finally:
+        harness.node.destroy()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

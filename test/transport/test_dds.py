@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 from pathlib import Path
@@ -159,8 +160,23 @@ def test_domain_id_and_backend_selection(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ValueError, match="DSP_TRANSPORT='zenoh'"):
         select_backend()
     monkeypatch.delenv("DSP_TRANSPORT")
-    expected = "rclpy" if __import__("importlib").util.find_spec("rclpy") else "dds"
-    assert select_backend() == expected
+    spec = importlib.util.find_spec("rclpy")
+    real_rclpy = spec is not None and spec.origin is not None  # not just a folder named rclpy
+    assert select_backend() == ("rclpy" if real_rclpy else "dds")
+
+
+def test_a_folder_named_rclpy_is_not_ros(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    """test/rclpy (a folder, so a namespace package on a test run's path) must not make the
+    dds backend look like ROS 2."""
+    spec = importlib.util.find_spec("rclpy")
+    if spec is not None and spec.origin is not None:
+        pytest.skip("a real rclpy is installed here")
+    (tmp_path / "rclpy").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("DSP_TRANSPORT", raising=False)
+    assert importlib.util.find_spec("rclpy") is not None
+    assert select_backend() == "dds"
 
 
 def test_default_configuration_is_loopback_only() -> None:
