@@ -17,7 +17,7 @@ extras = {
 # colcon: the test suite builds the ROS 2 install tree (test/test_colcon.py)
 extras["test"] = ["pytest>=8", "tensorboard>=2.14", *extras["export"], *extras["dds"],
                   *extras["highway"], *extras["carla"], "colcon-core>=0.15",
-                  "colcon-ros>=0.4", "colcon-python-setup-py>=0.2.8"]
+                  "colcon-ros>=0.4", "colcon-python-setup-py>=0.2.8", "ruff>=0.6"]
 
 setup(
     name=package_name,

@@ -12,7 +12,7 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
     command = ci_lines[-1]
     assert command.startswith("pip install torch==2.13.0 && ")
-    assert command.endswith("python -m pytest -q test")
+    assert command.endswith("&& ruff check . && python -m pytest -q test")  # lint, then tests
     readme = (REPO / "README.md").read_text().splitlines()
     assert command in readme  # the README's fenced test command, verbatim
 
