@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import importlib.util
 import io
-import json
 import logging
 from pathlib import Path
 import time
@@ -26,16 +25,20 @@ import torch
 
 from dsp_driving.actor_file import load_actor, resolve_actor_path
 from dsp_driving.io_utils import atomic_write, atomic_write_json
+from dsp_driving.policy_format import (  # noqa: F401  (re-exported for old importers)
+    FORMAT_VERSION,
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_NAME,
+    POLICY_FILE,
+    metadata_json,
+    sidecar_path,
+)
 from dsp_driving.provenance import producer
 from dsp_driving.pruning import macs
 from dsp_driving.rl.networks import DeployedActor
 
-METADATA_KEY = "dsp_driving"
-FORMAT_VERSION = 1
 OPSET = 18
-INPUT_NAME = "obs"
-OUTPUT_NAME = "action"
-POLICY_FILE = "policy.onnx"
 # torch vs onnxruntime: both run float32 through the same ops, so they agree to rounding
 PARITY_TOL = 1e-5
 PARITY_SAMPLES = 512
@@ -49,11 +52,6 @@ def missing_export_modules() -> list[str]:
     """Modules the export needs that are not installed (empty when export can run)."""
     return [m for m in ("onnx", "onnxscript", "onnxruntime")
             if importlib.util.find_spec(m) is None]
-
-
-def sidecar_path(onnx_path: str | Path) -> Path:
-    """policy.onnx -> policy.json."""
-    return Path(onnx_path).with_suffix(".json")
 
 
 def onnx_model(actor: DeployedActor) -> Any:
@@ -72,7 +70,7 @@ def onnx_model(actor: DeployedActor) -> Any:
         stack.callback(torch_onnx_log.setLevel, level)
         program = torch.onnx.export(
             actor.eval(), (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes={"obs": {0: batch}}, opset_version=OPSET, dynamo=True,
+            dynamic_shapes={INPUT_NAME: {0: batch}}, opset_version=OPSET, dynamo=True,
             external_data=False, verbose=False)
     model = program.model_proto
     # the exporter annotates every node and tensor with its torch.fx origin (debug info
@@ -200,16 +198,6 @@ def write_policy(model: Any, metadata: dict[str, Any], out: str | Path) -> tuple
     atomic_write(out, lambda f: f.write(data))
     atomic_write_json(sidecar_path(out), sidecar)
     return out, sidecar_path(out)
-
-
-def metadata_json(metadata: dict[str, Any]) -> str:
-    """Strict JSON (no NaN/Infinity tokens, which C++ and JS readers reject)."""
-    try:
-        return json.dumps(metadata, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"policy metadata is not strict JSON: {exc}; the env's "
-                         "policy_metadata must hold plain finite numbers, strings, lists "
-                         "and dicts") from None
 
 
 def export_actor(actor: DeployedActor, meta: dict[str, Any], out: str | Path,

@@ -15,22 +15,18 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-METADATA_KEY = "dsp_driving"
-SUPPORTED_FORMATS = (1,)
-_REQUIRED = ("format_version", "env_id", "obs_dim", "act_dim", "input", "output", "action")
+from dsp_driving.policy_format import (  # noqa: F401  (re-exported: the errors' old home)
+    METADATA_KEY,
+    PolicyLoadError,
+    PolicyMetadataError,
+    parse_metadata,
+)
+
 _ORT_DTYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
-
-
-class PolicyLoadError(ValueError):
-    """policy.onnx cannot be used; the subclass says why."""
 
 
 class PolicyFileError(PolicyLoadError):
     """The file is missing, unreadable, or not a valid ONNX model (e.g. truncated)."""
-
-
-class PolicyMetadataError(PolicyLoadError):
-    """The "dsp_driving" metadata is missing, not JSON, or incomplete."""
 
 
 class PolicySignatureError(PolicyLoadError):
@@ -42,60 +38,8 @@ class PolicyChecksumError(PolicyLoadError):
 
 
 def read_metadata(session: ort.InferenceSession, path: Path) -> dict[str, Any]:
-    """The parsed "dsp_driving" metadata of a loaded session."""
-    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    if text is None:
-        raise PolicyMetadataError(f"{path}: no '{METADATA_KEY}' entry in the model's "
-                                  "metadata_props; export it with `dsp-driving export RUN_DIR`")
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PolicyMetadataError(f"{path}: '{METADATA_KEY}' metadata is not JSON: "
-                                  f"{exc}") from None
-    if not isinstance(meta, dict):
-        raise PolicyMetadataError(f"{path}: '{METADATA_KEY}' metadata is not a JSON object")
-    missing = [k for k in _REQUIRED if k not in meta]
-    if missing:
-        raise PolicyMetadataError(f"{path}: metadata lacks {', '.join(missing)}")
-    if meta["format_version"] not in SUPPORTED_FORMATS:
-        raise PolicyMetadataError(f"{path}: metadata format_version="
-                                  f"{meta['format_version']!r}, this runtime reads "
-                                  f"{SUPPORTED_FORMATS}")
-    _check_fields(meta, path)
-    return meta
-
-
-def _check_fields(meta: dict[str, Any], path: Path) -> None:
-    """Types and sizes of the metadata fields the runtime relies on."""
-
-    def bad(field: str, value: Any, why: str) -> PolicyMetadataError:
-        return PolicyMetadataError(f"{path}: metadata {field}={value!r}: {why}")
-
-    for field in ("obs_dim", "act_dim"):
-        value = meta[field]
-        if type(value) is not int or value < 1:
-            raise bad(field, value, "must be a positive integer")
-    for field in ("input", "output", "action"):
-        if not isinstance(meta[field], dict):
-            raise bad(field, meta[field], "must be a JSON object")
-    for field in ("input", "output"):
-        if not isinstance(meta[field].get("name"), str):
-            raise bad(f"{field}.name", meta[field].get("name"), "must be a string")
-    action = meta["action"]
-    if action.get("kind") not in ("continuous", "discrete"):
-        raise bad("action.kind", action.get("kind"), "expected 'continuous' or 'discrete'")
-    if action["kind"] == "continuous":
-        for field in ("low", "high"):
-            bounds = action.get(field)
-            if (not isinstance(bounds, list) or len(bounds) != meta["act_dim"]
-                    or not all(b is None or isinstance(b, (int, float)) for b in bounds)):
-                raise bad(f"action.{field}", bounds, f"must be a list of {meta['act_dim']} "
-                          "numbers (null for unbounded)")
-    for field, size in (("observation_names", meta["obs_dim"]),
-                        ("action_names", meta["act_dim"])):
-        names = meta.get(field)
-        if names is not None and (not isinstance(names, list) or len(names) != size):
-            raise bad(field, names, f"must be null or a list of {size} names")
+    """The parsed, checked "dsp_driving" metadata of a loaded session."""
+    return parse_metadata(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), path)
 
 
 def _bounds(values: list[float | None], unbounded: float) -> np.ndarray:

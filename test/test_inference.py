@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from dsp_driving.export import METADATA_KEY
+from dsp_driving.policy_format import METADATA_KEY
 from dsp_driving.inference import (
     OnnxPolicy,
     PolicyChecksumError,
