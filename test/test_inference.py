@@ -12,7 +12,6 @@ import numpy as np
 import onnx
 import pytest
 
-from dsp_driving.policy_format import METADATA_KEY
 from dsp_driving.inference import (
     OnnxPolicy,
     PolicyChecksumError,
@@ -21,6 +20,7 @@ from dsp_driving.inference import (
     PolicyMetadataError,
     PolicySignatureError,
 )
+from dsp_driving.policy_format import METADATA_KEY
 
 
 @pytest.fixture

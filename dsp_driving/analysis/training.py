@@ -12,11 +12,13 @@ from math import nan
 from pathlib import Path
 from typing import Any
 
+from dsp_driving import topics
 from dsp_driving.analysis.bagread import BagData
 from dsp_driving.analysis.plots import figure, save_png, write_csv
 
-COMPACTION, SUMMARY, TRAINING, POLICY = ("dsp/compaction", "dsp/compaction/summary",
-                                         "dsp/training", "dsp/policy")
+# the names trainer_node publishes
+COMPACTION, SUMMARY, TRAINING, POLICY = (topics.COMPACTION_TOPIC, topics.SUMMARY_TOPIC,
+                                         topics.TRAINING_TOPIC, topics.POLICY_TOPIC)
 TOPICS = (COMPACTION, SUMMARY, TRAINING, POLICY)
 NETS = ("actor", "critic")
 LAYER_COLUMNS = ("step", "net", "layer", "alive", "total", "weights_alive", "weights_total",

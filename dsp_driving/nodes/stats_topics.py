@@ -14,17 +14,17 @@ from typing import Any
 
 from dsp_driving.callbacks import BaseCallback
 from dsp_driving.nodes.messages import diagnostic_array, diagnostic_status
+from dsp_driving.topics import (  # noqa: F401  (re-exported: the node's topics)
+    COMPACTION_TOPIC,
+    POLICY_TOPIC,
+    SUMMARY_LABELS,
+    SUMMARY_TOPIC,
+    TRAINING_TOPIC,
+)
 from dsp_driving.transport import DEFAULT_QOS, LATCHED_QOS, Node
 from dsp_driving.transport.base import ros_topic
 
-COMPACTION_TOPIC = "dsp/compaction"
-SUMMARY_TOPIC = "dsp/compaction/summary"
-TRAINING_TOPIC = "dsp/training"
-POLICY_TOPIC = "dsp/policy"
 POLICY_QOS = LATCHED_QOS  # policy_node subscribes to dsp/policy with the same
-SUMMARY_LABELS = ("step", "actor_neurons_alive", "actor_weights_alive", "critic_neurons_alive",
-                  "critic_weights_alive", "actor_weights_removed_pct", "kappa",
-                  "ep_return_mean")
 NAME = "trainer_node"
 BAG_SEGMENT_S = 60.0  # RUN_DIR/bag gets a file a minute: a crash loses at most the last one
 # summary.json's per-network figures that the final `evaluation` status repeats
