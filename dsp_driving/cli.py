@@ -10,13 +10,20 @@ import sys
 
 from dsp_driving import topic_cli
 from dsp_driving.analysis import report
-from dsp_driving.config import TrainConfig, default_config_path, load_config
+from dsp_driving.config import (
+    TrainConfig,
+    default_config_path,
+    from_dict,
+    load_config,
+    parse_overrides,
+)
 from dsp_driving.nodes import drive_cli
 from dsp_driving.transport.base import interrupt_on_signals
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dsp_driving.nodes.trainer_node import TrainerNodeConfig, default_run_dir, run
+    from dsp_driving.nodes.trainer_node import TrainerNodeConfig, learn
+    from dsp_driving.trainer import Runner, default_run_dir
 
     if not args.publish and (args.domain is not None or args.wait_subscribers):
         print("error: --domain and --wait-subscribers need --publish", file=sys.stderr)
@@ -32,33 +39,27 @@ def _train(args: argparse.Namespace) -> int:
                   f"options) may be given (got {extra[0]}): the run keeps the configuration "
                   "saved in its folder", file=sys.stderr)
             return 2
-        saved = load_config(Path(args.resume) / "config.yaml")
-        total = saved.train.total_steps if args.total_steps is None else args.total_steps
-        cfg = load_config(None, [f"train.total_steps={total}"], base=saved)
-        out = Path(args.resume)
+        runner = Runner.resume(args.resume, args.total_steps)
     else:
-        overrides = list(args.set or [])
-        if args.env:
-            overrides.append(f"train.env_id={args.env}")
-        if args.total_steps is not None:
-            overrides.append(f"train.total_steps={args.total_steps}")
-        if args.seed is not None:
-            overrides.append(f"train.seed={args.seed}")
-        if args.num_envs is not None:
-            overrides.append(f"train.num_envs={args.num_envs}")
-        if args.no_prune:
-            overrides.append("pruning.enabled=false")
         config_path = args.config or default_config_path()
-        cfg = load_config(config_path, overrides)
-        out = args.out or default_run_dir(cfg)
+        # --set, then the options as typed values over it, validated together by from_dict
+        overrides = parse_overrides(list(args.set or []))
+        overrides.setdefault("train", {}).update(
+            {k: v for k, v in (("env_id", args.env), ("total_steps", args.total_steps),
+                               ("seed", args.seed), ("num_envs", args.num_envs))
+             if v is not None})
+        if args.no_prune:
+            overrides.setdefault("pruning", {})["enabled"] = False
+        cfg = from_dict(overrides, load_config(config_path))
         print(f"config: {config_path or 'built-in defaults'}")
-    own = TrainerNodeConfig(out=str(out), resume=bool(args.resume),
+        runner = Runner.new(cfg, args.out or default_run_dir(cfg))
+    own = TrainerNodeConfig(out=str(runner.run_dir), resume=bool(args.resume),
                             carla_config=str(args.carla_config or ""),
                             carla_host=args.carla_host or "", carla_port=args.carla_port or 0,
                             wait_for_subscribers_s=args.wait_subscribers,
                             record_bag=not args.no_bag)
     if not args.publish:
-        run(None, cfg, own)
+        learn(runner, None, own)
         return 0
     from dsp_driving.transport import create_node
 
@@ -68,7 +69,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ModuleNotFoundError(f"`dsp-driving train --publish` needs {exc.name}: pip "
                                   "install -e '.[dds]'") from None
     try:
-        run(node, cfg, own)
+        learn(runner, node, own)
     finally:
         node.destroy()
     return 0

@@ -103,6 +103,116 @@ def _check_seeds(cfg: Config) -> None:
                          f"{eval_seeds} overlap training seeds {train_seeds}")
 
 
+class Runner:
+    """One training run in its folder: PPO with pruning, stats sinks, checkpoints, resume,
+    snapshots, and at the end the compact actor, its evaluation and summary.json.
+
+    ``Runner.new(cfg, run_dir)`` starts a run; ``Runner.resume(run_dir)`` goes on from the
+    checkpoint (read once), with its saved configuration. ``learn()`` trains to
+    ``cfg.train.total_steps`` and returns summary.json's content. Extra sinks (stats topics,
+    a bag) join with ``add_callback`` before ``learn``. rsl_rl's OnPolicyRunner is the model.
+    """
+
+    def __init__(self, cfg: Config, run_dir: str | Path, checkpoint: dict[str, Any] | None,
+                 callbacks: Sequence[Callback] = (), progress: bool | None = None,
+                 log=print) -> None:
+        self.cfg, self.run_dir, self.checkpoint = cfg, Path(run_dir), checkpoint
+        self.callbacks, self.progress, self.log = list(callbacks), progress, log
+        _check_seeds(cfg)
+        # the code that trained this run: one entry per training segment (start, each resume)
+        commits = list(checkpoint.get("git_commits", [])) if checkpoint is not None else []
+        commits.append(git_commit())
+        self.commits = commits
+        self.learner: PPO | None = None
+
+    @classmethod
+    def new(cls, cfg: Config, run_dir: str | Path, **kwargs: Any) -> Runner:
+        """A fresh run in ``run_dir`` (refused where a run already checkpointed)."""
+        if (Path(run_dir) / CHECKPOINT).exists():
+            raise FileExistsError(f"{run_dir} already holds a run: pass --resume {run_dir} "
+                                  "to continue it, or choose another --out")
+        return cls(cfg, run_dir, None, **kwargs)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, total_steps: int | None = None,
+               **kwargs: Any) -> Runner:
+        """The run in ``run_dir`` from its checkpoint, with the configuration saved there;
+        ``total_steps`` (None: the saved one) may extend a finished run. Stats written after
+        the checkpoint are dropped."""
+        run_dir = Path(run_dir)
+        checkpoint = load_checkpoint(run_dir)
+        cfg = from_dict(checkpoint["config"])
+        if total_steps is not None:
+            cfg = from_dict({"train": {"total_steps": total_steps}}, cfg)
+        _trim_stats(run_dir / STATS, checkpoint["state"]["progress"]["update"])
+        return cls(cfg, run_dir, checkpoint, **kwargs)
+
+    def add_callback(self, callback: Callback) -> None:
+        """One more stats sink (before ``learn``)."""
+        self.callbacks.append(callback)
+
+    def learn(self) -> dict[str, Any]:
+        """Train to the configured total steps; returns summary.json's content."""
+        cfg, run_dir, log = self.cfg, self.run_dir, self.log
+        if len(set(self.commits)) > 1:
+            log(f"warning: this run was trained by several code versions: {self.commits}")
+        envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs, cfg.train.vector_mode)
+        sinks: list[Callback] = []
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            # a fresh run replaces the stats of an earlier attempt that never checkpointed
+            sinks.append(JsonlSink(run_dir / STATS, append=self.checkpoint is not None))
+            learner = self.learner = PPO(cfg, envs)
+            if self.checkpoint is not None:
+                learner.load_state_dict(self.checkpoint["state"])
+                log(f"resumed {run_dir} at update {learner.update}, step "
+                    f"{learner.global_step}")
+            sinks.extend(self._own_sinks(learner))
+            sinks.extend(self.callbacks)
+            sink = CallbackList(sinks)
+            snapshots = _Snapshots(cfg, run_dir, log) if cfg.train.export_every else None
+            while not learner.done:
+                sink.on_update(learner.step_update())
+                if learner.update % cfg.train.checkpoint_every == 0:
+                    self.save()
+                if snapshots is not None and not learner.done \
+                        and learner.update % cfg.train.export_every == 0:
+                    path = snapshots.export(learner, self.commits)
+                    if path is not None:
+                        sink.on_export(path)
+            if learner.update % cfg.train.checkpoint_every != 0:
+                self.save()  # the final state, unless the loop just wrote it
+            for cb in sinks:
+                if isinstance(cb, ProgressBar):
+                    cb.close()
+            summary = finish(cfg, learner, run_dir, log, self.commits,
+                             on_export=sink.on_export)
+            sink.on_end(summary)
+            return summary
+        finally:
+            envs.close()
+            for cb in sinks:
+                cb.close()
+
+    def _own_sinks(self, learner: PPO) -> list[Callback]:
+        """TensorBoard and the progress bar, as the config asks."""
+        cfg, sinks = self.cfg, []
+        if cfg.train.tensorboard:
+            purge = learner.global_step + 1 if self.checkpoint is not None else None
+            sinks.append(TensorBoardSink(self.run_dir / "tb", purge_step=purge))
+        if self.progress if self.progress is not None else cfg.train.progress:
+            sinks.append(ProgressBar(cfg.num_updates * cfg.batch_size, learner.global_step,
+                                     desc=cfg.train.env_id))
+        return sinks
+
+    def save(self) -> None:
+        """RUN_DIR/checkpoint.pt, atomically: config, learner state and code versions."""
+        atomic_torch_save(self.run_dir / CHECKPOINT,
+                          {"config": self.cfg.to_dict(), "state": self.learner.state_dict(),
+                           "git_commits": self.commits})
+
+
 def train(cfg: Config, run_dir: str | Path, resume: bool = False,
           callbacks: Sequence[Callback] = (), progress: bool | None = None,
           log=print) -> dict[str, Any]:
@@ -111,70 +221,26 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
     On resume the configuration saved in the checkpoint is used; only
     ``cfg.train.total_steps`` is taken from ``cfg`` (so a finished run can be extended).
     """
+    kwargs = {"callbacks": callbacks, "progress": progress, "log": log}
+    runner = (Runner.resume(run_dir, cfg.train.total_steps, **kwargs) if resume
+              else Runner.new(cfg, run_dir, **kwargs))
+    return runner.learn()
+
+
+def default_run_dir(cfg: Config) -> Path:
+    """runs/<env>_s<seed>_<YYYYmmdd-HHMMSS>."""
+    return Path("runs") / (f"{cfg.train.env_id.replace('/', '_')}_s{cfg.train.seed}_"
+                           f"{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def bag_dir(run_dir: str | Path) -> Path:
+    """RUN_DIR/bag, or after a resume the first free RUN_DIR/bag_2, bag_3, ... (a rosbag2
+    bag is never appended to)."""
     run_dir = Path(run_dir)
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(run_dir)
-        saved = from_dict(checkpoint["config"])
-        cfg = from_dict({"train": {"total_steps": cfg.train.total_steps}}, saved)
-        _trim_stats(run_dir / STATS, checkpoint["state"]["progress"]["update"])
-    elif (run_dir / CHECKPOINT).exists():
-        raise FileExistsError(f"{run_dir} already holds a run: pass --resume {run_dir} to "
-                              "continue it, or choose another --out")
-    _check_seeds(cfg)
-    # the code that trained this run: one entry per training segment (start, each resume)
-    commits = list(checkpoint.get("git_commits", [])) if checkpoint is not None else []
-    commits.append(git_commit())
-    if len(set(commits)) > 1:
-        log(f"warning: this run was trained by several code versions: {commits}")
-    envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs, cfg.train.vector_mode)
-    sinks: list[Callback] = []
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        # a fresh run replaces the stats of an earlier attempt that never checkpointed
-        sinks.append(JsonlSink(run_dir / STATS, append=checkpoint is not None))
-        learner = PPO(cfg, envs)
-        if checkpoint is not None:
-            learner.load_state_dict(checkpoint["state"])
-            log(f"resumed {run_dir} at update {learner.update}, step {learner.global_step}")
-        if cfg.train.tensorboard:
-            purge = learner.global_step + 1 if checkpoint is not None else None
-            sinks.append(TensorBoardSink(run_dir / "tb", purge_step=purge))
-        if progress if progress is not None else cfg.train.progress:
-            sinks.append(ProgressBar(cfg.num_updates * cfg.batch_size, learner.global_step,
-                                     desc=cfg.train.env_id))
-        sinks.extend(callbacks)
-        sink = CallbackList(sinks)
-
-        def save_checkpoint() -> None:
-            atomic_torch_save(run_dir / CHECKPOINT,
-                              {"config": cfg.to_dict(), "state": learner.state_dict(),
-                               "git_commits": commits})
-
-        snapshots = _Snapshots(cfg, run_dir, log) if cfg.train.export_every else None
-        while not learner.done:
-            stats = learner.step_update()
-            sink.on_update(stats)
-            if learner.update % cfg.train.checkpoint_every == 0:
-                save_checkpoint()
-            if snapshots is not None and not learner.done \
-                    and learner.update % cfg.train.export_every == 0:
-                path = snapshots.export(learner, commits)
-                if path is not None:
-                    sink.on_export(path)
-        if learner.update % cfg.train.checkpoint_every != 0:
-            save_checkpoint()  # the final state, unless the loop just wrote it
-        for cb in sinks:
-            if isinstance(cb, ProgressBar):
-                cb.close()
-        summary = finish(cfg, learner, run_dir, log, commits, on_export=sink.on_export)
-        sink.on_end(summary)
-        return summary
-    finally:
-        envs.close()
-        for cb in sinks:
-            cb.close()
+    path, k = run_dir / "bag", 2
+    while path.exists():
+        path, k = run_dir / f"bag_{k}", k + 1
+    return path
 
 
 def actor_meta(cfg: Config, learner: PPO, actor: DeployedActor,

@@ -137,3 +137,24 @@ def test_snapshot_exports_leave_training_unchanged(tmp_path: Path, tiny_config) 
     steps = [json.loads(p.with_suffix(".json").read_text())["dsp_driving"]["global_step"]
              for p in exported]
     assert steps == [512, 1024, 1536, 2048]
+
+
+def test_runner_resume_reads_the_checkpoint_once_and_keeps_its_config(
+        tmp_path: Path, tiny_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsp_driving import trainer
+
+    run = tmp_path / "run"
+    trainer.Runner.new(tiny_config(train={"total_steps": 1024, "seed": 5}), run,
+                       log=_quiet).learn()
+    reads: list[Path] = []
+    real = trainer.load_checkpoint
+    monkeypatch.setattr(trainer, "load_checkpoint", lambda d: reads.append(d) or real(d))
+    runner = trainer.Runner.resume(run, log=_quiet)  # total_steps None: the saved one
+    assert runner.cfg.train.total_steps == 1024 and runner.cfg.train.seed == 5
+    extended = trainer.Runner.resume(run, 2048, log=_quiet)
+    assert extended.cfg.train.total_steps == 2048 and extended.cfg.train.seed == 5
+    summary = extended.learn()
+    assert reads == [run, run]  # once per Runner, nothing re-read while learning
+    assert summary["total_steps"] == 2048
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        trainer.Runner.new(tiny_config(), run, log=_quiet)

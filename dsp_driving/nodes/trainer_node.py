@@ -22,8 +22,6 @@ Parameters: every training-config field with its dotted name (``ppo.learning_rat
 
 from __future__ import annotations
 
-from pathlib import Path
-import time
 from typing import Any
 
 from dsp_driving.config import Config
@@ -40,6 +38,11 @@ from dsp_driving.nodes.stats_topics import (  # noqa: F401  (re-exported: the no
     StatsBag,
     StatsPublisher,
 )
+from dsp_driving.trainer import (  # noqa: F401  (bag_dir, default_run_dir: old importers)
+    Runner,
+    bag_dir,
+    default_run_dir,
+)
 from dsp_driving.transport import Node, config_from_parameters, dataclass_from_parameters
 from dsp_driving.transport.base import interrupt_on_signals, ros_topic, signals_ignored
 
@@ -51,35 +54,26 @@ def parameters(node: Node, base: Config | None = None) -> tuple[Config, TrainerN
     return cfg, dataclass_from_parameters(node, TrainerNodeConfig)
 
 
-def default_run_dir(cfg: Config) -> Path:
-    """runs/<env>_s<seed>_<YYYYmmdd-HHMMSS>."""
-    return Path("runs") / (f"{cfg.train.env_id.replace('/', '_')}_s{cfg.train.seed}_"
-                           f"{time.strftime('%Y%m%d-%H%M%S')}")
+def runner_for(cfg: Config, own: TrainerNodeConfig, log=print) -> Runner:
+    """The node's run: resume ``own.out`` (with ``cfg.train.total_steps``), or a new one."""
+    if own.resume:
+        return Runner.resume(own.out or default_run_dir(cfg), cfg.train.total_steps, log=log)
+    return Runner.new(cfg, own.out or default_run_dir(cfg), log=log)
 
 
-def bag_dir(run_dir: str | Path) -> Path:
-    """RUN_DIR/bag, or after a resume the first free RUN_DIR/bag_2, bag_3, ... (a rosbag2
-    bag is never appended to)."""
-    run_dir = Path(run_dir)
-    path, k = run_dir / "bag", 2
-    while path.exists():
-        path, k = run_dir / f"bag_{k}", k + 1
-    return path
-
-
-def run(node: Node | None, cfg: Config, own: TrainerNodeConfig, log=print
-        ) -> dict[str, Any]:
-    """Train ``cfg`` (or resume ``own.out``); with a node, it publishes the stats."""
+def learn(runner: Runner, node: Node | None, own: TrainerNodeConfig, log=print
+          ) -> dict[str, Any]:
+    """Train ``runner``'s run; with a node, it publishes the stats; with ``own.record_bag``
+    they are recorded into RUN_DIR/bag; for dsp_driving/Carla-v0 the bridge settings are
+    resolved into RUN_DIR/carla.yaml first."""
     from dsp_driving.driving.carla_config import prepare_run_carla_config
-    from dsp_driving.trainer import train
 
-    out = Path(own.out) if own.out else default_run_dir(cfg)
-    prepare_run_carla_config(out, cfg.train.env_id, own.carla_config or None,
-                             own.carla_host or None, own.carla_port or None, log)
-    callbacks = []
+    out, env_id = runner.run_dir, runner.cfg.train.env_id
+    prepare_run_carla_config(out, env_id, own.carla_config or None, own.carla_host or None,
+                             own.carla_port or None, log)
     if node is not None:
-        publisher = StatsPublisher(node, hardware_id=cfg.train.env_id)
-        callbacks.append(publisher)
+        publisher = StatsPublisher(node, hardware_id=env_id)
+        runner.add_callback(publisher)
         if own.wait_for_subscribers_s > 0 and not publisher.wait_for_subscribers(
                 own.wait_for_subscribers_s):
             log(f"no subscriber on the dsp/* stats topics after "
@@ -88,11 +82,17 @@ def run(node: Node | None, cfg: Config, own: TrainerNodeConfig, log=print
             f"{POLICY_TOPIC} ({node.backend})")
     if own.record_bag:
         bag = bag_dir(out)
-        callbacks.append(StatsBag(bag, cfg.train.env_id,
-                                  node.resolve_topic if node is not None else ros_topic, log))
+        runner.add_callback(StatsBag(bag, env_id, node.resolve_topic if node is not None
+                                     else ros_topic, log))
         log(f"recording the dsp/* topics to {bag} (dsp-driving report {bag})")
     log(f"run folder: {out}")
-    return train(cfg, out, resume=own.resume, callbacks=callbacks, log=log)
+    return runner.learn()
+
+
+def run(node: Node | None, cfg: Config, own: TrainerNodeConfig, log=print
+        ) -> dict[str, Any]:
+    """Train ``cfg`` (or resume ``own.out``); with a node, it publishes the stats."""
+    return learn(runner_for(cfg, own, log), node, own, log)
 
 
 def main(args: list[str] | None = None) -> int:
