@@ -23,36 +23,13 @@ from dsp_driving.transport.base import interrupt_on_signals
 
 def _train(args: argparse.Namespace) -> int:
     from dsp_driving.nodes.trainer_node import TrainerNodeConfig, learn
-    from dsp_driving.trainer import Runner, default_run_dir
 
     if not args.publish and (args.domain is not None or args.wait_subscribers):
         print("error: --domain and --wait-subscribers need --publish", file=sys.stderr)
         return 2
-    if args.resume:
-        extra = [flag for flag, value in (("--env", args.env), ("--config", args.config),
-                 ("--seed", args.seed), ("--num-envs", args.num_envs), ("--out", args.out),
-                 ("--set", args.set)) if value is not None]
-        if args.no_prune:
-            extra.append("--no-prune")
-        if extra:
-            print(f"error: with --resume only --total-steps (and the --publish and --carla-* "
-                  f"options) may be given (got {extra[0]}): the run keeps the configuration "
-                  "saved in its folder", file=sys.stderr)
-            return 2
-        runner = Runner.resume(args.resume, args.total_steps)
-    else:
-        config_path = args.config or default_config_path()
-        # --set, then the options as typed values over it, validated together by from_dict
-        overrides = parse_overrides(list(args.set or []))
-        overrides.setdefault("train", {}).update(
-            {k: v for k, v in (("env_id", args.env), ("total_steps", args.total_steps),
-                               ("seed", args.seed), ("num_envs", args.num_envs))
-             if v is not None})
-        if args.no_prune:
-            overrides.setdefault("pruning", {})["enabled"] = False
-        cfg = from_dict(overrides, load_config(config_path))
-        print(f"config: {config_path or 'built-in defaults'}")
-        runner = Runner.new(cfg, args.out or default_run_dir(cfg))
+    runner = _resume_runner(args) if args.resume else _new_runner(args)
+    if runner is None:
+        return 2
     own = TrainerNodeConfig(out=str(runner.run_dir), resume=bool(args.resume),
                             carla_config=str(args.carla_config or ""),
                             carla_host=args.carla_host or "", carla_port=args.carla_port or 0,
@@ -73,6 +50,41 @@ def _train(args: argparse.Namespace) -> int:
     finally:
         node.destroy()
     return 0
+
+
+def _resume_runner(args: argparse.Namespace):  # -> trainer.Runner | None (torch: lazily)
+    """--resume RUN_DIR: the run's saved configuration; only --total-steps may change it."""
+    from dsp_driving.trainer import Runner
+
+    extra = [flag for flag, value in (("--env", args.env), ("--config", args.config),
+             ("--seed", args.seed), ("--num-envs", args.num_envs), ("--out", args.out),
+             ("--set", args.set)) if value is not None]
+    if args.no_prune:
+        extra.append("--no-prune")
+    if extra:
+        print(f"error: with --resume only --total-steps (and the --publish and --carla-* "
+              f"options) may be given (got {extra[0]}): the run keeps the configuration "
+              "saved in its folder", file=sys.stderr)
+        return None
+    return Runner.resume(args.resume, args.total_steps)
+
+
+def _new_runner(args: argparse.Namespace):  # -> trainer.Runner
+    """A new run: the config file, --set, then the options as typed values over them,
+    validated together by from_dict."""
+    from dsp_driving.trainer import Runner, default_run_dir
+
+    config_path = args.config or default_config_path()
+    overrides = parse_overrides(list(args.set or []))
+    overrides.setdefault("train", {}).update(
+        {k: v for k, v in (("env_id", args.env), ("total_steps", args.total_steps),
+                           ("seed", args.seed), ("num_envs", args.num_envs))
+         if v is not None})
+    if args.no_prune:
+        overrides.setdefault("pruning", {})["enabled"] = False
+    cfg = from_dict(overrides, load_config(config_path))
+    print(f"config: {config_path or 'built-in defaults'}")
+    return Runner.new(cfg, args.out or default_run_dir(cfg))
 
 
 def _eval(args: argparse.Namespace) -> int:

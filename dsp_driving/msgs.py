@@ -454,26 +454,37 @@ def _from_plain(value: Any, kind: _Kind, path: str, root: type) -> Any:
             raise _bad(path, root, f"a mapping for {ros_type_name(kind.struct)}", value)
         return _build(kind.struct, value, path + ".", root)
     if name in ("sequence", "array"):
-        if not isinstance(value, (list, tuple)):
-            raise _bad(path, root, f"a list ({name})", value)
-        if kind.length is not None and len(value) != kind.length:
-            raise _bad(path, root, f"a list of exactly {kind.length} items", value)
-        return [_from_plain(item, kind.element, f"{path}[{i}]", root)
-                for i, item in enumerate(value)]
-    if name == "bool":
-        if not isinstance(value, bool):
-            raise _bad(path, root, "true or false", value)
-        return value
-    if name == "str":
-        if not isinstance(value, str):
-            raise _bad(path, root, "a string", value)
+        return _list_from_plain(value, kind, path, root)
+    if name in ("bool", "str"):
+        if not isinstance(value, bool if name == "bool" else str):
+            raise _bad(path, root, "true or false" if name == "bool" else "a string", value)
         return value
     if name.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _bad(path, root, f"a number ({name})", value)
-        if name == "float32" and math.isfinite(value) and abs(value) > _FLOAT32_MAX:
-            raise _bad(path, root, "a number within float32 range", value)
-        return float(value)
+        return _float_from_plain(value, name, path, root)
+    return _int_from_plain(value, name, path, root)
+
+
+def _list_from_plain(value: Any, kind: _Kind, path: str, root: type) -> list[Any]:
+    """A sequence or fixed-size array member."""
+    if not isinstance(value, (list, tuple)):
+        raise _bad(path, root, f"a list ({kind.kind})", value)
+    if kind.length is not None and len(value) != kind.length:
+        raise _bad(path, root, f"a list of exactly {kind.length} items", value)
+    return [_from_plain(item, kind.element, f"{path}[{i}]", root)
+            for i, item in enumerate(value)]
+
+
+def _float_from_plain(value: Any, name: str, path: str, root: type) -> float:
+    """A float32/float64 member: a number (not a bool), float32 within its range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(path, root, f"a number ({name})", value)
+    if name == "float32" and math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+        raise _bad(path, root, "a number within float32 range", value)
+    return float(value)
+
+
+def _int_from_plain(value: Any, name: str, path: str, root: type) -> int:
+    """An integer member within its type's range; a ROS byte may come as rclpy's bytes."""
     if name == "byte" and isinstance(value, bytes) and len(value) == 1:
         return value[0]  # rclpy's form of a ROS byte
     low, high = _INT_RANGES[name]

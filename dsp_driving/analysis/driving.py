@@ -123,44 +123,62 @@ def analyse(bag: BagData) -> dict[str, Any] | None:
     roles = _roles(bag)
     if not (roles["command"] or roles["action"] or roles["status"]):
         return None
-    t0 = bag.start_ns
-    status_rows, events, limits, interface = [], [], None, None
-    last = {"safe_commands": 0, "stale_commands": 0, "rejected_inputs": 0}
-    for name in roles["status"]:
+    status = _status_figures(bag, roles["status"])
+    inputs = {name: [t for t, _ in bag.messages[name]] for name in roles["input"]}
+    commands = {name: _command_figures(bag, name, inputs, status["limits"])
+                for name in roles["command"]}
+    actions = _action_figures(bag, roles["action"][0]) if roles["action"] else None
+    return {"commands": commands, "actions": actions, "status": status["rows"],
+            "events": status["events"], "limits": status["limits"],
+            "command_interface": status["interface"],
+            "inputs": {name: len(bag.messages[name]) for name in roles["input"]},
+            "totals": status["last"] if status["rows"] else None}
+
+
+_COUNTS = ("safe_commands", "stale_commands", "rejected_inputs")
+
+
+def _status_figures(bag: BagData, topics: list[str]) -> dict[str, Any]:
+    """policy_node's statuses: one row each, the events (a warning level or a count that
+    grew), the command limits and interface they announce, the last counts."""
+    rows, events, limits, interface = [], [], None, None
+    last = dict.fromkeys(_COUNTS, 0)
+    for name in topics:
         for t, msg in bag.messages[name]:
             for s in msg.status:
                 if s.name != "policy_node":
                     continue
                 v = {kv.key: kv.value for kv in s.values}
-                level = s.level if isinstance(s.level, int) else int.from_bytes(s.level, "little")
-                counts = {k: _number(v.get(k), 0) for k in last}
-                counts = {k: int(x) if math.isfinite(x) else 0 for k, x in counts.items()}
-                row = {"t_s": (t - t0) * 1e-9, "level": level, "message": s.message, **counts,
-                       "decide_latency_ms": _number(v.get("decide_latency_ms"), math.nan)}
-                status_rows.append(row)
-                delta = {k: counts[k] - last[k] for k in last}
-                if level or any(d > 0 for d in delta.values()):
+                row = _status_row(s, v, (t - bag.start_ns) * 1e-9)
+                rows.append(row)
+                delta = {k: row[k] - last[k] for k in last}
+                if row["level"] or any(d > 0 for d in delta.values()):
                     events.append({**row, **{f"new_{k}": d for k, d in delta.items()}})
-                last = counts
+                last = {k: row[k] for k in _COUNTS}
                 limits = _limits(v) or limits
                 interface = v.get("command_interface", interface)
-    inputs = {name: [t for t, _ in bag.messages[name]] for name in roles["input"]}
-    commands = {}
-    for name in roles["command"]:
-        commands[name] = _command_figures(bag, name, inputs, limits)
-    actions = None
-    for name in roles["action"]:
-        data = np.array([list(m.data)[:2] for _, m in bag.messages[name]
-                         if len(m.data) >= 2], np.float64).reshape(-1, 2)
-        times = np.array([(t - t0) * 1e-9 for t, m in bag.messages[name] if len(m.data) >= 2])
-        actions = {"topic": name, "count": len(data), "t_s": times, "steer": data[:, 0],
-                   "accel": data[:, 1],
-                   "saturation": _saturation(data[:, 0], data[:, 1], 1.0, 1.0, 1.0)}
-        break  # one action stream per report
-    return {"commands": commands, "actions": actions, "status": status_rows, "events": events,
-            "limits": limits, "command_interface": interface,
-            "inputs": {name: len(bag.messages[name]) for name in roles["input"]},
-            "totals": last if status_rows else None}
+    return {"rows": rows, "events": events, "limits": limits, "interface": interface,
+            "last": last}
+
+
+def _status_row(status: Any, values: dict[str, str], t_s: float) -> dict[str, Any]:
+    """One status as a row: time, level, message, the counts, the decision latency."""
+    level = status.level if isinstance(status.level, int) \
+        else int.from_bytes(status.level, "little")
+    counts = {k: _number(values.get(k), 0) for k in _COUNTS}
+    counts = {k: int(x) if math.isfinite(x) else 0 for k, x in counts.items()}
+    return {"t_s": t_s, "level": level, "message": status.message, **counts,
+            "decide_latency_ms": _number(values.get("decide_latency_ms"), math.nan)}
+
+
+def _action_figures(bag: BagData, name: str) -> dict[str, Any]:
+    """The normalised action stream (one per report): steer, accel, saturation at +-1."""
+    kept = [(t, m) for t, m in bag.messages[name] if len(m.data) >= 2]
+    data = np.array([list(m.data)[:2] for _, m in kept], np.float64).reshape(-1, 2)
+    times = np.array([(t - bag.start_ns) * 1e-9 for t, _ in kept])
+    return {"topic": name, "count": len(data), "t_s": times, "steer": data[:, 0],
+            "accel": data[:, 1], "saturation": _saturation(data[:, 0], data[:, 1], 1.0, 1.0,
+                                                           1.0)}
 
 
 def _latency(log: np.ndarray, inputs: list[int]) -> tuple[np.ndarray, dict[str, float] | None]:
@@ -182,6 +200,8 @@ def _latency(log: np.ndarray, inputs: list[int]) -> tuple[np.ndarray, dict[str, 
 
 def _command_figures(bag: BagData, name: str, inputs: dict[str, list[int]],
                      limits: dict[str, float] | None) -> dict[str, Any]:
+    """One command topic: rate and jitter, value statistics, saturation against the
+    announced limits, and each input topic's wait for the next command."""
     kind = COMMAND_TYPES[bag.topics[name].msgtype]
     log_t, steer, accel, speed, stamps = [], [], [], [], []
     for t, msg in bag.messages[name]:
@@ -192,34 +212,20 @@ def _command_figures(bag: BagData, name: str, inputs: dict[str, list[int]],
         speed.append(math.nan if v is None else float(v))
         stamps.append(stamp)
     log = np.array(log_t, np.int64)
-    # the publisher's clock when every command is stamped (a single zero stamp, sim time
-    # 0, is left out); unstamped types and zero stamps otherwise: the bag's log time
-    nonzero = [s for s in stamps if s]
-    stamped = len(nonzero) >= 2 and None not in stamps and len(stamps) - len(nonzero) <= 1
-    clock = np.array(nonzero, np.int64) if stamped else log
-    periods = np.diff(clock) * 1e-9
-    duration = float(clock[-1] - clock[0]) * 1e-9 if len(clock) > 1 else 0.0
-    median = float(np.median(periods)) if len(periods) else math.nan
+    steer_a, accel_a, speed_a = np.array(steer), np.array(accel), np.array(speed)
     figures: dict[str, Any] = {
         "topic": name, "type": bag.topics[name].msgtype, "count": len(log),
-        "clock": "header stamps" if stamped else "bag log time",
-        "duration_s": duration,
-        "rate_hz": (len(clock) - 1) / duration if duration > 0 else math.nan,
-        "period_ms": {"mean": 1e3 * float(periods.mean()) if len(periods) else math.nan,
-                      "std": 1e3 * float(periods.std()) if len(periods) else math.nan,
-                      "p50": 1e3 * median, "p99": 1e3 * percentile(periods, 99),
-                      "max": 1e3 * float(periods.max()) if len(periods) else math.nan},
-        "late_periods": int(np.sum(periods > 1.5 * median)) if len(periods) else 0,
-        "steer": _stats(np.array(steer)), "accel": _stats(np.array(accel)),
-        "speed": _stats(np.array([v for v in speed if math.isfinite(v)])),
+        **_timing(log, stamps),
+        "steer": _stats(steer_a), "accel": _stats(accel_a),
+        "speed": _stats(speed_a[np.isfinite(speed_a)]),
         "steer_unit": kind.steer_unit, "accel_unit": kind.accel_unit,
         "accel_signed": kind.signed,
-        "t_s": (log - bag.start_ns) * 1e-9, "steer_values": np.array(steer),
-        "accel_values": np.array(accel), "speed_values": np.array(speed), "periods_s": periods,
+        "t_s": (log - bag.start_ns) * 1e-9, "steer_values": steer_a,
+        "accel_values": accel_a, "speed_values": speed_a,
         "saturation": None, "latency_ms": {}, "latencies_s": {}}
     if limits is not None and kind.steer_unit == "rad":
-        sat = _saturation(np.array(steer), np.array(accel), limits["max_steer_rad"],
-                          limits["max_accel_mps2"], limits["max_decel_mps2"])
+        sat = _saturation(steer_a, accel_a, limits["max_steer_rad"], limits["max_accel_mps2"],
+                          limits["max_decel_mps2"])
         if not kind.signed:  # |accel| cannot tell throttle from brake: the action topic can
             sat["accel_pct"] = sat["brake_pct"] = math.nan
         figures["saturation"] = sat
@@ -228,6 +234,29 @@ def _command_figures(bag: BagData, name: str, inputs: dict[str, list[int]],
         if summary is not None:
             figures["latencies_s"][topic], figures["latency_ms"][topic] = lat, summary
     return figures
+
+
+def _timing(log: np.ndarray, stamps: list[int | None]) -> dict[str, Any]:
+    """Rate and periods on the publisher's clock when every command is stamped (a single
+    zero stamp, sim time 0, is left out); unstamped types and zero stamps otherwise: the
+    bag's log time."""
+    nonzero = [s for s in stamps if s]
+    stamped = len(nonzero) >= 2 and None not in stamps and len(stamps) - len(nonzero) <= 1
+    clock = np.array(nonzero, np.int64) if stamped else log
+    periods = np.diff(clock) * 1e-9
+    duration = float(clock[-1] - clock[0]) * 1e-9 if len(clock) > 1 else 0.0
+    median = float(np.median(periods)) if len(periods) else math.nan
+    some = len(periods) > 0
+    return {
+        "clock": "header stamps" if stamped else "bag log time",
+        "duration_s": duration,
+        "rate_hz": (len(clock) - 1) / duration if duration > 0 else math.nan,
+        "period_ms": {"mean": 1e3 * float(periods.mean()) if some else math.nan,
+                      "std": 1e3 * float(periods.std()) if some else math.nan,
+                      "p50": 1e3 * median, "p99": 1e3 * percentile(periods, 99),
+                      "max": 1e3 * float(periods.max()) if some else math.nan},
+        "late_periods": int(np.sum(periods > 1.5 * median)) if some else 0,
+        "periods_s": periods}
 
 
 def write(figures: dict[str, Any], out: Path) -> tuple[list[str], list[str]]:

@@ -68,8 +68,23 @@ def analyse(bag: BagData) -> dict[str, Any] | None:
             by_role.setdefault(role, []).extend(msgs)
     if not by_role:
         return None
+    layers, networks = _compaction_rows(by_role.get(COMPACTION, []))
+    updates, evaluation = _training_rows(by_role.get(TRAINING, []))
+    summary = []
+    for _, msg in by_role.get(SUMMARY, []):
+        labels = msg.layout.dim[0].label.split(",") if len(msg.layout.dim) else []
+        if len(labels) == len(msg.data):
+            summary.append({k: float(x) for k, x in zip(labels, msg.data)})
+    policies = [(t, msg.data) for t, msg in by_role.get(POLICY, [])]
+    return {"layers": layers, "networks": networks, "summary": summary, "updates": updates,
+            "evaluation": evaluation, "policies": policies,
+            "final": _final(layers, networks, evaluation)}
+
+
+def _compaction_rows(messages: list[tuple[int, Any]]) -> tuple[list[dict], list[dict]]:
+    """dsp/compaction as rows: one per hidden layer and update, one per network and update."""
     layers, networks = [], []
-    for _, msg in by_role.get(COMPACTION, []):
+    for _, msg in messages:
         for name, v in _statuses(msg):
             net, _, layer = name.partition("/")
             if net not in NETS:
@@ -81,22 +96,19 @@ def analyse(bag: BagData) -> dict[str, Any] | None:
             else:
                 networks.append({"step": _int(v.get("step")), "net": net,
                                  **{k: _int(v.get(k)) for k in NETWORK_COLUMNS[2:]}})
-    summary = []
-    for _, msg in by_role.get(SUMMARY, []):
-        labels = msg.layout.dim[0].label.split(",") if len(msg.layout.dim) else []
-        if len(labels) == len(msg.data):
-            summary.append({k: float(x) for k, x in zip(labels, msg.data)})
+    return layers, networks
+
+
+def _training_rows(messages: list[tuple[int, Any]]) -> tuple[list[dict], dict | None]:
+    """dsp/training as one row per update, and the final evaluation status (None: none)."""
     updates, evaluation = [], None
-    for _, msg in by_role.get(TRAINING, []):
+    for _, msg in messages:
         for name, v in _statuses(msg):
             if name == "training":
                 updates.append({k: _int(x) for k, x in v.items()})
             elif name == "evaluation":
                 evaluation = v
-    policies = [(t, msg.data) for t, msg in by_role.get(POLICY, [])]
-    return {"layers": layers, "networks": networks, "summary": summary, "updates": updates,
-            "evaluation": evaluation, "policies": policies,
-            "final": _final(layers, networks, evaluation)}
+    return updates, evaluation
 
 
 def _final(layers: list[dict], networks: list[dict], evaluation: dict | None
