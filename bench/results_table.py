@@ -16,6 +16,8 @@ import statistics
 
 import yaml
 
+from dsp_driving.config import RENAMED_PRUNING_CHOICES
+
 
 def load(run: Path) -> dict:
     """Summary plus the variant name of one run folder."""
@@ -26,7 +28,10 @@ def load(run: Path) -> dict:
         variant = "dense PPO"
     else:
         critic = "" if pruning["prune_critic"] else ", critic unpruned"
-        variant = (f"DSP ({pruning['regulariser']}, lambda_a={pruning['lambda_actor']:g}, "
+        # runs saved before the rename say "adaptive": the same variant as the new name
+        regulariser = RENAMED_PRUNING_CHOICES["regulariser"].get(pruning["regulariser"],
+                                                                 pruning["regulariser"])
+        variant = (f"DSP ({regulariser}, lambda_a={pruning['lambda_actor']:g}, "
                    f"kappa={pruning['kappa_final']:g}{critic})")
     return {"run": run.name, "variant": variant, **summary}
 

@@ -11,21 +11,46 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+import warnings
 
 import yaml
 
-ACTIVATIONS = ("tanh", "relu")
-REGULARISERS = ("adaptive", "group_lasso")
-THRESHOLD_MODES = ("adaptive", "ratio")
-GROUP_SIZES = ("alive", "dense")
-VECTOR_MODES = ("sync", "async")
+Activation = Literal["tanh", "relu"]
+Regulariser = Literal["importance_weighted", "group_lasso"]
+ThresholdMode = Literal["dynamic", "ratio"]
+GroupSize = Literal["alive", "dense"]
+VectorMode = Literal["sync", "async"]
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+REGULARISERS: tuple[str, ...] = get_args(Regulariser)
+THRESHOLD_MODES: tuple[str, ...] = get_args(ThresholdMode)
+GROUP_SIZES: tuple[str, ...] = get_args(GroupSize)
+VECTOR_MODES: tuple[str, ...] = get_args(VectorMode)
+# Renamed pruning choices, old -> new; old names still load (config files, --set, the
+# config.yaml of older runs) with a FutureWarning (users see it; a DeprecationWarning they
+# would not).
+RENAMED_PRUNING_CHOICES: dict[str, dict[str, str]] = {
+    "mode": {"adaptive": "dynamic"},
+    "regulariser": {"adaptive": "importance_weighted"},
+}
 
 
 def require(cond: bool, field: str, value: Any, why: str) -> None:
     """Raise ValueError naming ``field`` and its bad ``value`` unless ``cond`` holds."""
     if not cond:
         raise ValueError(f"invalid config: {field}={value!r}: {why}")
+
+
+def _rename_deprecated(section: str, obj: Any, renamed: Mapping[str, Mapping[str, str]]
+                       ) -> None:
+    """Replace each old choice value of ``obj`` by its new name, with a FutureWarning."""
+    for name, old_to_new in renamed.items():
+        old = getattr(obj, name)
+        if isinstance(old, str) and old in old_to_new:
+            new = old_to_new[old]
+            warnings.warn(f"config {section}.{name}={old!r} is the deprecated name of {new!r}:"
+                          f" use {section}.{name}={new}", FutureWarning, stacklevel=4)
+            object.__setattr__(obj, name, new)
 
 
 def _positive(section: str, obj: Any, *names: str) -> None:
@@ -53,7 +78,7 @@ class NetConfig:
 
     actor_hidden: tuple[int, ...] = (256, 256)
     critic_hidden: tuple[int, ...] = (256, 256)
-    activation: str = "tanh"
+    activation: Activation = "tanh"
     init_log_std: float = 0.0
 
     def __post_init__(self) -> None:
@@ -102,19 +127,25 @@ class PPOConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PruningConfig:
-    """Dynamic structured pruning (shared/method.md)."""
+    """Dynamic structured pruning (docs/method.md).
+
+    ``regulariser``: importance_weighted (c_j = clip(1/r_j, c_min, c_max)) or group_lasso
+    (c_j = 1, the ablation). ``mode``: dynamic (threshold kappa(t) * mean alive importance)
+    or ratio (cubic target fraction). The old name "adaptive" of either still loads, with a
+    FutureWarning.
+    """
 
     enabled: bool = True
     prune_actor: bool = True
     prune_critic: bool = True
-    regulariser: str = "adaptive"
-    group_size: str = "alive"
+    regulariser: Regulariser = "importance_weighted"
+    group_size: GroupSize = "alive"
     lambda_actor: float = 3e-4
     lambda_critic: float = 3e-4
     eps: float = 1e-8
     c_min: float = 0.1
     c_max: float = 10.0
-    mode: str = "adaptive"
+    mode: ThresholdMode = "dynamic"
     kappa_final: float = 0.8
     t_start: float = 0.05
     t_end: float = 0.5
@@ -126,6 +157,7 @@ class PruningConfig:
     compact_in_training: bool = True
 
     def __post_init__(self) -> None:
+        _rename_deprecated("pruning", self, RENAMED_PRUNING_CHOICES)
         _finite_floats("pruning", self)
         require(self.regulariser in REGULARISERS, "pruning.regulariser", self.regulariser,
                 f"must be one of {REGULARISERS}")
@@ -156,7 +188,7 @@ class TrainConfig:
     total_steps: int = 200_000
     seed: int = 1
     num_envs: int = 4
-    vector_mode: str = "sync"
+    vector_mode: VectorMode = "sync"
     torch_threads: int = 1
     torch_deterministic: bool = True
     checkpoint_every: int = 10

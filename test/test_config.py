@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+import typing
+import warnings
 
 import pytest
 import yaml
@@ -141,7 +143,8 @@ def test_repo_train_yaml_loads_and_matches_the_defaults() -> None:
     cfg = load_config(path)
     assert cfg.net.actor_hidden == (256, 256)
     assert cfg.pruning.lambda_actor == 3e-4
-    assert cfg.pruning.mode == "adaptive"
+    assert cfg.pruning.mode == "dynamic"
+    assert cfg.pruning.regulariser == "importance_weighted"
     assert cfg.train.env_id == "CartPole-v1"
     assert cfg.train.eval_seed == 1_000_000
     assert cfg == Config()  # the YAML mirrors every default in config.py
@@ -157,3 +160,44 @@ def test_derived_sizes_round_trip_and_frozen() -> None:
     assert from_dict(data) == cfg
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.ppo.gamma = 0.5  # type: ignore[misc]
+
+
+def test_pruning_choices_are_literals_with_distinct_names() -> None:
+    hints = typing.get_type_hints(PruningConfig)
+    assert typing.get_args(hints["mode"]) == ("dynamic", "ratio")
+    assert typing.get_args(hints["regulariser"]) == ("importance_weighted", "group_lasso")
+    assert typing.get_args(hints["group_size"]) == ("alive", "dense")
+    assert (PruningConfig().mode, PruningConfig().regulariser) == ("dynamic",
+                                                                   "importance_weighted")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new names load without a warning
+        cfg = load_config(None, ["pruning.mode=ratio", "pruning.regulariser=group_lasso"])
+    assert (cfg.pruning.mode, cfg.pruning.regulariser) == ("ratio", "group_lasso")
+
+
+@pytest.mark.parametrize(("field", "new"), [("mode", "dynamic"),
+                                            ("regulariser", "importance_weighted")])
+def test_old_adaptive_names_load_with_a_deprecation_warning(field: str, new: str) -> None:
+    with pytest.warns(FutureWarning, match=f"pruning.{field}='adaptive'.*{new}"):
+        cfg = load_config(None, [f"pruning.{field}=adaptive"])
+    assert getattr(cfg.pruning, field) == new
+    with pytest.warns(FutureWarning):
+        direct = PruningConfig(**{field: "adaptive"})
+    assert direct == PruningConfig()
+
+
+def test_an_old_run_folders_config_yaml_still_loads(tmp_path: Path) -> None:
+    old = Config().to_dict()
+    old["pruning"].update(mode="adaptive", regulariser="adaptive")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old, sort_keys=False))
+    with pytest.warns(FutureWarning) as record:
+        cfg = load_config(path)
+    assert len(record) == 2
+    assert cfg == Config()
+    # saved again (a resume rewrites config.yaml), it carries the new names
+    assert (cfg.to_dict()["pruning"]["mode"], cfg.to_dict()["pruning"]["regulariser"]) == (
+        "dynamic", "importance_weighted")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert from_dict(cfg.to_dict()) == cfg

@@ -1,25 +1,24 @@
-"""The dynamic structured pruner: hooks that plug into a training loop (method.md)."""
+"""The dynamic structured pruner: hooks that plug into a training loop (docs/method.md)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-import math
 from typing import Any
 
 import torch
 
 from dsp_driving.config import PruningConfig
 from dsp_driving.pruning.compaction import compact_mlp, transplant_optimizer_state
-from dsp_driving.pruning.importance import (
+from dsp_driving.pruning.importance import neuron_importance
+from dsp_driving.pruning.masks import NeuronMasks
+from dsp_driving.pruning.regulariser import (
     accumulate_regulariser_grad,
-    adaptive_coefficients,
     group_sizes,
     group_weights,
-    neuron_importance,
-    weighted_group_norms,
+    importance_coefficients,
 )
-from dsp_driving.pruning.masks import NeuronMasks
-from dsp_driving.pruning.schedule import kappa, prune_ratio
+from dsp_driving.pruning.schedule import kappa
+from dsp_driving.pruning.threshold import select_to_prune
 from dsp_driving.rl.networks import MLP, params_of_sizes
 
 
@@ -80,19 +79,15 @@ class NetworkPruner:
         sizes = group_sizes(self.mlp, self.masks.masks, widths)
         self._weights = group_weights(self.mlp, self.masks.masks, coeffs, sizes)
 
-    def refresh_coefficients(self) -> None:
-        """Recompute c_j from the current importances (once per PPO update)."""
+    def update_regulariser(self) -> None:
+        """Recompute the coefficients c_j from the current importances (once per update)."""
         if self.cfg.regulariser == "group_lasso":
             self._set_coeffs([m.clone() for m in self.masks.masks])
             return
         with torch.no_grad():
             s = neuron_importance(self.mlp)
-        self._set_coeffs(adaptive_coefficients(s, self.masks.masks, self.cfg.c_min,
-                                               self.cfg.c_max))
-
-    def regulariser(self) -> torch.Tensor:
-        """R(theta) of this network (not yet multiplied by lambda), differentiable."""
-        return weighted_group_norms(self.mlp, self._weights, self.cfg.eps)
+        self._set_coeffs(importance_coefficients(s, self.masks.masks, self.cfg.c_min,
+                                                 self.cfg.c_max))
 
     def add_regulariser_grad(self) -> float:
         """Add lambda * dR/dtheta to the gradients (closed form); returns lambda * R."""
@@ -103,30 +98,12 @@ class NetworkPruner:
     @torch.no_grad()
     def prune(self, t: float, optimizer: torch.optim.Optimizer | None) -> int:
         """One pruning step at training progress t; returns neurons newly masked."""
-        cfg = self.cfg
-        k = kappa(t, cfg.kappa_final, cfg.t_start, cfg.t_end)
         newly = 0
         for i, s in enumerate(neuron_importance(self.mlp)):
-            mask = self.masks.masks[i]
-            alive_idx = torch.nonzero(mask > 0).flatten()
-            n_alive = alive_idx.numel()
-            s_alive = s[alive_idx]
-            budget = min(math.floor(cfg.max_prune_frac * n_alive), n_alive - cfg.min_alive)
-            order = torch.argsort(s_alive, stable=True)
-            if cfg.mode == "adaptive":
-                tau = k * float(s_alive.mean()) if n_alive else 0.0
-                self.thresholds[i] = tau
-                n_cut = int((s_alive < tau).sum())
-            else:
-                p = prune_ratio(t, cfg.ratio_initial, cfg.ratio_final, cfg.t_start, cfg.t_end)
-                # round first: (1 - 0.7) * 10 is 3.0000000000000004 in floating point
-                target_alive = max(cfg.min_alive,
-                                   math.ceil(round((1.0 - p) * self.dense_sizes[i], 9)))
-                n_cut = max(0, n_alive - target_alive)
-                self.thresholds[i] = float(s_alive[order[n_cut]]) if n_cut < n_alive else 0.0
-            n_cut = max(0, min(n_cut, budget))
-            if n_cut:
-                newly += self.masks.mask_neurons(i, alive_idx[order[:n_cut]])
+            cut, self.thresholds[i] = select_to_prune(s, self.masks.masks[i], t,
+                                                      self.dense_sizes[i], self.cfg)
+            if cut.numel():
+                newly += self.masks.mask_neurons(i, cut)
         if newly:
             self.masks.apply_to_weights()
             if optimizer is not None:
@@ -158,11 +135,10 @@ class NetworkPruner:
 class DynamicPruner:
     """Prunes an agent's actor and critic while PPO trains it.
 
-    Call order inside a PPO update: ``refresh_coefficients`` once, then per minibatch
-    ``before_step()`` after the PPO loss's backward (it adds the regulariser's gradient in
-    closed form and masks gradients), ``after_step()`` after optimizer.step();
-    ``maybe_prune`` once per update. ``loss()`` is the same regulariser as a differentiable
-    tensor, for callers that prefer autograd.
+    Call order inside a PPO update: ``update_regulariser()`` once; per minibatch
+    ``regularise()`` after the PPO loss's backward (adds lambda * dR/dtheta in closed form,
+    then masks the gradients) and ``mask_weights()`` after optimizer.step(); ``step()`` once
+    at the end of the update (the pruning step, every ``prune_every`` updates).
     """
 
     def __init__(self, actor: MLP, critic: MLP, cfg: PruningConfig,
@@ -180,23 +156,12 @@ class DynamicPruner:
         }
         self.active = [p for p in self.nets.values() if p.enabled]
 
-    def refresh_coefficients(self) -> None:
-        """Refresh the adaptive coefficients c_j of every pruned network."""
+    def update_regulariser(self) -> None:
+        """Recompute the coefficients c_j of every pruned network."""
         for p in self.active:
-            p.refresh_coefficients()
+            p.update_regulariser()
 
-    def loss(self) -> torch.Tensor | None:
-        """lambda_actor * R(actor) + lambda_critic * R(critic), or None when nothing is pruned."""
-        total = None
-        for p in self.active:
-            if p.lam == 0:
-                continue
-            reg = p.regulariser()
-            p.last_reg = reg.item()
-            total = p.lam * reg if total is None else total + p.lam * reg
-        return total
-
-    def before_step(self) -> float:
+    def regularise(self) -> float:
         """Add lambda * dR/dtheta to the gradients, then zero masked entries.
 
         Returns lambda_actor * R(actor) + lambda_critic * R(critic) for logging.
@@ -208,19 +173,20 @@ class DynamicPruner:
             p.masks.apply_to_grads()
         return total
 
-    def after_step(self) -> None:
+    def mask_weights(self) -> None:
         """Re-zero masked weights after the optimiser step."""
         for p in self.active:
             p.masks.apply_to_weights()
 
-    def maybe_prune(self, update: int, t: float, optimizer: torch.optim.Optimizer) -> int:
-        """Run a pruning step every ``prune_every`` updates; returns neurons newly masked."""
-        self.kappa = kappa(t, self.cfg.kappa_final, self.cfg.t_start, self.cfg.t_end)
+    def step(self, update: int, progress: float, optimizer: torch.optim.Optimizer | None
+             ) -> int:
+        """The pruning step, every ``prune_every`` updates; returns neurons newly masked."""
+        self.kappa = kappa(progress, self.cfg.kappa_final, self.cfg.t_start, self.cfg.t_end)
         if not self.active or update % self.cfg.prune_every != 0:
             return 0
         total = 0
         for p in self.active:
-            newly = p.prune(t, optimizer)
+            newly = p.prune(progress, optimizer)
             total += newly
             if newly and self.cfg.compact_in_training and self.on_compact is not None:
                 self.on_compact(p.name, p.compact(optimizer))

@@ -14,7 +14,7 @@ def _ramp(t: float, t_start: float, t_end: float) -> float:
 
 
 def kappa(t: float, kappa_final: float, t_start: float, t_end: float) -> float:
-    """Threshold multiplier kappa(t) (Zhu & Gupta 2017 cubic schedule, method.md)."""
+    """Threshold multiplier kappa(t) (Zhu & Gupta 2017 cubic schedule, docs/method.md)."""
     return kappa_final * _ramp(t, t_start, t_end)
 
 

@@ -165,7 +165,7 @@ class PPO:
         b_values = self.buf_values.reshape(-1)
         batch, mb = cfg.batch_size, cfg.minibatch_size
         params = [p for p in agent.parameters() if p.requires_grad]
-        self.pruner.refresh_coefficients()
+        self.pruner.update_regulariser()
         sums: dict[str, float] = collections.defaultdict(float)
         count = 0
         for _epoch in range(ppo.update_epochs):
@@ -183,12 +183,12 @@ class PPO:
                 loss = terms.pg_loss - ppo.ent_coef * terms.entropy + ppo.vf_coef * terms.v_loss
                 self.optimizer.zero_grad(set_to_none=False)
                 loss.backward()
-                # + lambda_actor * R(actor) + lambda_critic * R(critic): the pruner adds the
-                # regulariser's gradient in closed form, then masks the gradients
-                reg_loss = self.pruner.before_step()
+                # + lambda_actor * R(actor) + lambda_critic * R(critic) (docs/method.md, (6)):
+                # the pruner adds their gradient in closed form, then masks the gradients
+                reg_loss = self.pruner.regularise()
                 nn.utils.clip_grad_norm_(params, ppo.max_grad_norm)
                 self.optimizer.step()
-                self.pruner.after_step()
+                self.pruner.mask_weights()
                 sums["policy"] += terms.pg_loss.item()
                 sums["value"] += terms.v_loss.item()
                 sums["entropy"] += terms.entropy.item()
@@ -217,7 +217,7 @@ class PPO:
         self.collect()
         losses = self.learn()
         progress = min(1.0, self.global_step / cfg.train.total_steps)
-        newly_pruned = self.pruner.maybe_prune(self.update, progress, self.optimizer)
+        newly_pruned = self.pruner.step(self.update, progress, self.optimizer)
         elapsed = time.perf_counter() - start
         self.wall_s += elapsed
         pruning = self.pruner.stats()

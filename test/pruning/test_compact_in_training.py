@@ -1,54 +1,18 @@
-"""Closed-form regulariser gradient and physical compaction during training."""
+"""Physical compaction during training: Adam state carried over, the same learned function."""
 
 from __future__ import annotations
 
 import gymnasium as gym
-import pytest
+from pruning_samples import masked_net
 import torch
 
-from dsp_driving.pruning import adaptive_coefficients, compact_mlp, neuron_importance
+from dsp_driving.pruning import compact_mlp
 from dsp_driving.pruning.compaction import transplant_optimizer_state
-from dsp_driving.pruning.importance import (
-    accumulate_regulariser_grad,
-    group_weights,
-    weighted_group_norms,
-)
-from dsp_driving.pruning.masks import NeuronMasks
-from dsp_driving.rl.networks import MLP
 from dsp_driving.rl.ppo import PPO
 
 
-def _masked_net(dtype: torch.dtype = torch.float64) -> tuple[MLP, NeuronMasks]:
-    torch.manual_seed(0)
-    mlp = MLP(5, [7, 6], 3).to(dtype)
-    masks = NeuronMasks(mlp)
-    masks.mask_neurons(0, torch.tensor([2]))
-    masks.mask_neurons(1, torch.tensor([0, 4]))
-    masks.apply_to_weights()
-    return mlp, masks
-
-
-def test_closed_form_regulariser_grad_equals_autograd() -> None:
-    mlp, masks = _masked_net()
-    coeffs = adaptive_coefficients(neuron_importance(mlp), masks.masks, 0.1, 10.0)
-    weights = group_weights(mlp, masks.masks, coeffs)
-    reg = weighted_group_norms(mlp, weights, 1e-8)
-    reg.backward()
-    expected = [(layer.weight.grad.clone(),
-                 torch.zeros_like(layer.bias) if layer.bias.grad is None
-                 else layer.bias.grad.clone()) for layer in mlp.layers]
-    for layer in mlp.layers:
-        layer.weight.grad = torch.full_like(layer.weight, 0.5)  # accumulates onto existing
-        layer.bias.grad = None
-    value = accumulate_regulariser_grad(mlp, weights, 1e-8, scale=3.0)
-    assert value == pytest.approx(reg.item(), rel=1e-12)
-    for layer, (gw, gb) in zip(mlp.layers, expected):
-        assert torch.allclose(layer.weight.grad, 0.5 + 3.0 * gw, atol=1e-12)
-        assert torch.allclose(layer.bias.grad, 3.0 * gb, atol=1e-12)
-
-
 def test_transplanted_adam_state_gives_the_same_step_as_the_masked_network() -> None:
-    mlp, masks = _masked_net(torch.float32)
+    mlp, masks = masked_net(torch.float32)
     opt = torch.optim.Adam(mlp.parameters(), lr=1e-2)
     x = torch.randn(32, 5)
     for _ in range(3):  # build up Adam moments
@@ -107,23 +71,3 @@ def test_compaction_in_training_changes_shapes_not_the_learned_function(tiny_con
     with torch.no_grad():
         diff = (ppo_c.deployed_actor().mlp(x) - ppo_m.deployed_actor().mlp(x)).abs().max()
     assert diff.item() <= 1e-4
-
-
-def test_group_size_dense_uses_the_dense_group_size() -> None:
-    from dsp_driving.config import PruningConfig
-    from dsp_driving.pruning.pruner import NetworkPruner
-
-    mlp, masks = _masked_net(torch.float32)  # 5 -> [7, 6] -> 3, alive [6, 4]
-    alive = NetworkPruner("a", mlp, 1.0, PruningConfig(regulariser="group_lasso"), True)
-    dense = NetworkPruner("a", mlp, 1.0, PruningConfig(regulariser="group_lasso",
-                                                       group_size="dense"), True)
-    for p in (alive, dense):
-        p.masks.load_state_dict([m.clone() for m in masks.masks])
-        p.refresh_coefficients()
-    # layer 0 neuron 0: alive group 5 + 1 + 4 = 10; dense group 5 + 1 + 6 = 12
-    assert alive._weights[0][0].item() == pytest.approx(10 ** 0.5)
-    assert dense._weights[0][0].item() == pytest.approx(12 ** 0.5)
-    # layer 1 neuron 1: alive 6 + 1 + 3 = 10; dense 7 + 1 + 3 = 11; masked neuron 0 is 0
-    assert alive._weights[1][1].item() == pytest.approx(10 ** 0.5)
-    assert dense._weights[1][1].item() == pytest.approx(11 ** 0.5)
-    assert dense._weights[1][0].item() == 0.0

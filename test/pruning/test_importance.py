@@ -1,150 +1,40 @@
-"""Neuron importance, group sizes, adaptive coefficients and the regulariser by hand."""
+"""Neuron importance s_j and normalised importance r_j by hand."""
 
 from __future__ import annotations
 
-import math
-
+from pruning_samples import hand_net
 import pytest
 import torch
-from torch import nn
 
-from dsp_driving.config import PruningConfig
-from dsp_driving.pruning import (
-    DynamicPruner,
-    adaptive_coefficients,
-    group_sizes,
-    group_sparse_regulariser,
-    neuron_importance,
-)
-from dsp_driving.pruning.pruner import NetworkPruner
+from dsp_driving.pruning import neuron_importance, relative_importance
+from dsp_driving.pruning.importance import alive_mean
 from dsp_driving.rl.networks import MLP
 
 
-def _hand_net() -> MLP:
-    """MLP(2, [3], 1) with s = [7, 5, 0.5]."""
-    mlp = MLP(2, [3], 1)
-    with torch.no_grad():
-        mlp.layers[0].weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 1.0], [0.5, 0.0]]))
-        mlp.layers[0].bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
-        mlp.layers[1].weight.copy_(torch.tensor([[1.0, 2.0, 0.5]]))
-        mlp.layers[1].bias.copy_(torch.tensor([0.3]))
-    return mlp
-
-
 def test_neuron_importance_by_hand() -> None:
-    (s,) = neuron_importance(_hand_net())
+    (s,) = neuron_importance(hand_net())
     # s_0 = 1 + 4 + 1 (bias) + 1 = 7; s_1 = 0 + 1 + 0 + 4 = 5; s_2 = 0.25 + 0 + 0 + 0.25 = 0.5
     assert s.tolist() == [7.0, 5.0, 0.5]
     assert s.requires_grad
 
 
-def test_group_sizes_count_alive_inputs_bias_and_alive_outputs() -> None:
-    ones = [torch.ones(3)]
-    assert group_sizes(_hand_net(), ones)[0].tolist() == [4.0, 4.0, 4.0]  # 2 in + 1 + 1 out
-    deep = MLP(2, [3, 2], 1)
-    a, b = group_sizes(deep, [torch.tensor([1.0, 0.0, 1.0]), torch.ones(2)])
-    assert a.tolist() == [5.0, 5.0, 5.0]  # 2 inputs + 1 + 2 alive outputs
-    assert b.tolist() == [4.0, 4.0]  # 2 alive inputs (of 3) + 1 + 1 output
-    a, b = group_sizes(deep, [torch.ones(3), torch.tensor([0.0, 1.0])])
-    assert a.tolist() == [4.0, 4.0, 4.0]  # 2 + 1 + 1 alive output (of 2)
-    assert b.tolist() == [5.0, 5.0]  # 3 + 1 + 1
-
-
-def test_adaptive_coefficients_by_hand() -> None:
-    s = [torch.tensor([7.0, 5.0, 0.5])]
-    # mean = 12.5 / 3; c = clip(mean / s, c_min, c_max)
-    (c,) = adaptive_coefficients(s, [torch.ones(3)], c_min=0.7, c_max=5.0)
-    mean = 12.5 / 3
-    assert c.tolist() == pytest.approx([0.7, mean / 5.0, 5.0], abs=1e-6)
-    assert mean / 7.0 < 0.7 and mean / 0.5 > 5.0  # both clips are exercised
-    # Masked neuron 1: mean over alive {7, 0.5} = 3.75; its coefficient is 0.
-    (c,) = adaptive_coefficients(s, [torch.tensor([1.0, 0.0, 1.0])], c_min=0.1, c_max=10.0)
-    assert c.tolist() == pytest.approx([3.75 / 7.0, 0.0, 7.5], abs=1e-6)
-    assert not c.requires_grad
-
-
-def test_regulariser_value_adaptive_and_group_lasso_by_hand() -> None:
-    mlp = _hand_net()
-    eps = 1e-6
-    masks = [torch.ones(3)]
-    coeffs = [torch.tensor([0.7, 12.5 / 15.0, 5.0])]
-    reg = group_sparse_regulariser(mlp, masks, coeffs, eps)
-    # sqrt(|g|) = sqrt(4) = 2 for every neuron
-    expected = (0.7 * 2 * math.sqrt(7 + eps) + (12.5 / 15.0) * 2 * math.sqrt(5 + eps)
-                + 5.0 * 2 * math.sqrt(0.5 + eps))
-    assert reg.item() == pytest.approx(expected, rel=1e-6)
-    # Plain group lasso: coefficients are the masks.
-    lasso = group_sparse_regulariser(mlp, masks, [m.clone() for m in masks], eps)
-    expected = 2 * (math.sqrt(7 + eps) + math.sqrt(5 + eps) + math.sqrt(0.5 + eps))
-    assert lasso.item() == pytest.approx(expected, rel=1e-6)
-    # A masked neuron contributes nothing, even with a non-zero coefficient left over.
-    masked = group_sparse_regulariser(mlp, [torch.tensor([1.0, 0.0, 1.0])],
-                                      [torch.ones(3)], eps)
-    assert masked.item() == pytest.approx(2 * (math.sqrt(7 + eps) + math.sqrt(0.5 + eps)),
-                                          rel=1e-6)
-
-
-def test_network_pruner_coefficients_follow_the_regulariser_setting() -> None:
-    mlp = _hand_net()
-    adaptive = NetworkPruner("actor", mlp, 1.0, PruningConfig(c_min=0.7, c_max=5.0), True)
-    adaptive.refresh_coefficients()
-    assert adaptive.coeffs[0].tolist() == pytest.approx([0.7, 12.5 / 15.0, 5.0], abs=1e-6)
-    lasso = NetworkPruner("actor", mlp, 1.0,
-                          PruningConfig(regulariser="group_lasso", c_min=0.7, c_max=5.0), True)
-    lasso.masks.mask_neurons(0, torch.tensor([2]))
-    lasso.refresh_coefficients()
-    assert lasso.coeffs[0].tolist() == [1.0, 1.0, 0.0]
-
-
-def test_dynamic_pruner_loss_is_lambda_weighted_sum() -> None:
+def test_neuron_importance_from_given_squares_is_the_same() -> None:
     torch.manual_seed(0)
-    actor, critic = MLP(3, [5, 4], 2), MLP(3, [6], 1)
-    cfg = PruningConfig(lambda_actor=0.5, lambda_critic=0.25)
-    pruner = DynamicPruner(actor, critic, cfg)
-    pruner.refresh_coefficients()
-    ra = group_sparse_regulariser(actor, pruner.masks("actor"), pruner.nets["actor"].coeffs,
-                                  cfg.eps)
-    rc = group_sparse_regulariser(critic, pruner.masks("critic"),
-                                  pruner.nets["critic"].coeffs, cfg.eps)
-    assert pruner.loss().item() == pytest.approx(0.5 * ra.item() + 0.25 * rc.item(), rel=1e-6)
-    assert pruner.nets["actor"].last_reg == pytest.approx(ra.item(), rel=1e-6)
-    off = DynamicPruner(actor, critic, PruningConfig(prune_critic=False, lambda_actor=0.0))
-    assert off.loss() is None
+    mlp = MLP(3, [5, 4], 2)
+    squares = [layer.weight.square() for layer in mlp.layers]
+    for a, b in zip(neuron_importance(mlp), neuron_importance(mlp, squares), strict=True):
+        assert torch.equal(a, b)
+        assert a.shape == b.shape
 
 
-class _Regulariser(nn.Module):
-    """R(theta) of a wrapped MLP as a module, so functional_call can swap its weights."""
-
-    def __init__(self, mlp: MLP, masks: list[torch.Tensor], coeffs: list[torch.Tensor]) -> None:
-        super().__init__()
-        self.mlp, self.masks, self.coeffs = mlp, masks, coeffs
-
-    def forward(self) -> torch.Tensor:
-        return group_sparse_regulariser(self.mlp, self.masks, self.coeffs, 1e-6)
-
-
-@pytest.mark.parametrize("masked", [False, True])
-def test_regulariser_gradient_gradcheck_float64(masked: bool) -> None:
-    torch.manual_seed(0)
-    mlp = MLP(3, [4, 3], 2).double()
-    masks = [torch.ones(4, dtype=torch.float64), torch.ones(3, dtype=torch.float64)]
-    if masked:
-        masks[0][1] = 0.0
-        masks[1][2] = 0.0
-    coeffs = adaptive_coefficients([s.detach() for s in neuron_importance(mlp)], masks,
-                                   0.1, 10.0)
-    module = _Regulariser(mlp, masks, coeffs)
-    names = [n for n, _ in module.named_parameters()]
-    inputs = tuple(p.detach().clone().requires_grad_() for p in module.parameters())
-    assert len(inputs) == 6 and all(t.dtype == torch.float64 for t in inputs)
-
-    def reg(*params: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(module, dict(zip(names, params)), ())
-
-    assert torch.autograd.gradcheck(reg, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
-    if masked:  # the masked neuron's own group term contributes no gradient to its row
-        grads = torch.autograd.grad(reg(*inputs), inputs, allow_unused=True)
-        # A masked neuron's incoming row appears only in its own (masked) group term.
-        assert torch.equal(grads[0][1], torch.zeros(3, dtype=torch.float64))
-        assert grads[0][0].abs().sum().item() > 0.0
-        assert grads[5] is None  # the output bias is in no group
+def test_relative_importance_by_hand() -> None:
+    s = torch.tensor([7.0, 5.0, 0.5])
+    # all alive: mean = 12.5 / 3
+    assert relative_importance(s, torch.ones(3)).tolist() == pytest.approx(
+        [7.0 * 3 / 12.5, 5.0 * 3 / 12.5, 0.5 * 3 / 12.5], abs=1e-6)
+    # neuron 1 masked: mean over alive {7, 0.5} = 3.75; r_1 = 0
+    mask = torch.tensor([1.0, 0.0, 1.0])
+    assert alive_mean(s, mask).item() == 3.75
+    assert relative_importance(s, mask).tolist() == pytest.approx([7.0 / 3.75, 0.0,
+                                                                   0.5 / 3.75], abs=1e-6)
+    assert alive_mean(s, torch.zeros(3)).item() == 1.0  # no neuron alive

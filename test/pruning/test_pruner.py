@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from regulariser_oracle import pruner_loss
 import torch
 
 from dsp_driving.config import PruningConfig
@@ -52,22 +53,22 @@ def test_masks_monotone_weights_and_adam_state_stay_zero() -> None:
     any_masked = 0
     n_updates = 30
     for update in range(1, n_updates + 1):
-        pruner.refresh_coefficients()
+        pruner.update_regulariser()
         for _ in range(3):
             # Pulls every parameter towards 1: masked entries would leave zero at once.
             loss = sum(((p - 1.0) ** 2).sum() for p in params) + actor(x).square().mean()
-            loss = loss + pruner.loss()
+            loss = loss + pruner_loss(pruner)
             opt.zero_grad()
             loss.backward()
-            pruner.before_step()
+            pruner.regularise()
             opt.step()
-            pruner.after_step()
+            pruner.mask_weights()
             for name, mlp in (("actor", actor), ("critic", critic)):
                 _masked_entries_zero(mlp, pruner.masks(name))
                 if update > 1:
                     _adam_state_zero(opt, mlp, pruner.masks(name))
         alive_before = {n: pruner.nets[n].masks.alive() for n in ("actor", "critic")}
-        newly = pruner.maybe_prune(update, update / n_updates, opt)
+        newly = pruner.step(update, update / n_updates, opt)
         for name, mlp in (("actor", actor), ("critic", critic)):
             masks = pruner.masks(name)
             for old, new, before in zip(previous[name], masks, alive_before[name]):
@@ -91,7 +92,7 @@ def test_masks_monotone_weights_and_adam_state_stay_zero() -> None:
     assert stats["kappa"] == pytest.approx(1.0)
 
 
-def test_adaptive_threshold_by_hand_and_max_prune_frac() -> None:
+def test_dynamic_threshold_by_hand_and_max_prune_frac() -> None:
     mlp = MLP(2, [3], 1)
     with torch.no_grad():
         mlp.layers[0].weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 1.0], [0.5, 0.0]]))
@@ -137,7 +138,7 @@ def test_ratio_mode_reaches_the_target_alive_count() -> None:
     opt = torch.optim.Adam(list(actor.parameters()) + list(critic.parameters()))
     counts = []
     for update in range(1, 21):
-        pruner.maybe_prune(update, update / 20, opt)
+        pruner.step(update, update / 20, opt)
         counts.append(pruner.nets["actor"].masks.alive())
     assert all(b[0] <= a[0] and b[1] <= a[1] for a, b in zip(counts, counts[1:]))
     # ceil((1 - 0.75) * 16) = 4 and ceil(0.25 * 20) = 5
@@ -174,8 +175,8 @@ def test_prune_every_and_disabled_networks() -> None:
                         max_prune_frac=1.0, prune_every=3, prune_critic=False)
     pruner = DynamicPruner(actor, critic, cfg)
     opt = torch.optim.Adam(list(actor.parameters()) + list(critic.parameters()))
-    assert pruner.maybe_prune(1, 1.0, opt) == 0  # 1 % 3 != 0
-    assert pruner.maybe_prune(3, 1.0, opt) == 5
+    assert pruner.step(1, 1.0, opt) == 0  # 1 % 3 != 0
+    assert pruner.step(3, 1.0, opt) == 5
     assert pruner.nets["actor"].masks.alive() == [5]
     assert pruner.nets["critic"].masks.alive() == [10]
 
@@ -185,7 +186,7 @@ def test_pruner_state_dict_round_trip() -> None:
     cfg = PruningConfig(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=0.1,
                         max_prune_frac=1.0)
     src = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg)
-    src.maybe_prune(1, 1.0, None)
+    src.step(1, 1.0, None)
     dst = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg)
     dst.load_state_dict(src.state_dict())
     for name in ("actor", "critic"):
