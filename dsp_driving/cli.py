@@ -108,7 +108,8 @@ def _eval(args: argparse.Namespace) -> int:
     episodes = cfg.get("eval_episodes", defaults.eval_episodes) if args.episodes is None \
         else args.episodes
     seed = cfg.get("eval_seed", defaults.eval_seed) if args.seed is None else args.seed
-    result = evaluate(act, meta["env_id"], episodes, seed, progress=True)
+    result = evaluate(act, meta["env_id"], episodes, seed, progress=True,
+                      env_kwargs=cfg.get("env_kwargs"))
     result.pop("returns")
     print(json.dumps({"policy": str(policy_path), "env": meta["env_id"], **result}, indent=2))
     return 0
@@ -151,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--wait-subscribers", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to this long for subscribers before training")
     g = p.add_argument_group("dsp_driving/Carla-v0")
-    g.add_argument("--carla-config", type=Path, help="the bridge's YAML (default: "
-                   "$DSP_DRIVING_CARLA_CONFIG, else built-in defaults)")
+    g.add_argument("--carla-config", type=Path, help="the bridge's YAML (default: a resumed "
+                   "run's saved settings, else built-in defaults); saved in the run's "
+                   "train.env_kwargs")
     g.add_argument("--carla-host", help="override the config's host")
     g.add_argument("--carla-port", type=int, help="override the config's RPC port")
     p.set_defaults(func=_train)

@@ -198,9 +198,15 @@ class TrainConfig:
     progress: bool = True
     export_onnx: bool = True  # write policy.onnx at the end when the export extra is installed
     export_every: int = 0  # also export the compact actor every N updates (0: only at the end)
+    # keyword arguments of gym.make for every env of the run (training, evaluation, export),
+    # saved with it: dsp_driving/Carla-v0 gets {"config": {...}}, its bridge settings
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require(bool(self.env_id), "train.env_id", self.env_id, "must not be empty")
+        require(isinstance(self.env_kwargs, Mapping)
+                and all(isinstance(k, str) for k in self.env_kwargs),
+                "train.env_kwargs", self.env_kwargs, "must be a mapping of argument names")
         _positive("train", self, "total_steps", "num_envs", "torch_threads",
                   "checkpoint_every")
         require(self.eval_episodes >= 1, "train.eval_episodes", self.eval_episodes,
@@ -294,6 +300,12 @@ def coerce(field: str, value: Any, default: Any) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
+        if isinstance(default, dict):
+            if isinstance(value, str):
+                value = yaml.safe_load(value) or {}
+            if not isinstance(value, Mapping):
+                raise ValueError
+            return dict(value)
     except (TypeError, ValueError):
         raise ValueError(
             f"invalid config: {field}={value!r}: expected {type(default).__name__}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,8 @@ from dsp_driving.rl.envs import make_env
 
 def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, seed: int,
              progress: bool = False,
-             on_step: Callable[[dict[str, Any], bool], None] | None = None) -> dict[str, Any]:
+             on_step: Callable[[dict[str, Any], bool], None] | None = None,
+             env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run ``episodes`` episodes with reset seeds seed, seed + 1, ...; returns figures.
 
     ``policy`` maps one raw observation to one environment action; ``on_step(info, done)``,
@@ -20,7 +21,7 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
     """
     if episodes < 1:
         raise ValueError(f"episodes={episodes!r}: must be >= 1")
-    env = make_env(env_id)
+    env = make_env(env_id, env_kwargs)
     returns, lengths = [], []
     iterator = range(episodes)
     if progress:

@@ -44,6 +44,11 @@ PARITY_TOL = 1e-5
 PARITY_SAMPLES = 512
 
 
+def env_kwargs_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """The gym.make arguments a saved actor's run used (train.env_kwargs; {} before them)."""
+    return ((meta.get("config") or {}).get("train") or {}).get("env_kwargs") or {}
+
+
 class ExportError(RuntimeError):
     """The export could not produce a policy file that matches the torch actor."""
 
@@ -236,7 +241,7 @@ def export_run(source: str | Path, out: str | Path | None = None,
     try:
         from dsp_driving.rl.envs import describe_env
 
-        env_info = describe_env(meta["env_id"])
+        env_info = describe_env(meta["env_id"], env_kwargs_of(meta))
     except Exception as exc:  # names are optional: a missing simulator must not block export
         log(f"warning: could not open {meta['env_id']} to read its observation/action "
             f"names ({exc}); exporting without them")

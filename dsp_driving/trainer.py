@@ -151,12 +151,17 @@ class Runner:
         """One more stats sink (before ``learn``)."""
         self.callbacks.append(callback)
 
+    def set_env_kwargs(self, env_kwargs: dict[str, Any]) -> None:
+        """The run's train.env_kwargs (before ``learn``; saved with the run's config)."""
+        self.cfg = from_dict({"train": {"env_kwargs": env_kwargs}}, self.cfg)
+
     def learn(self) -> dict[str, Any]:
         """Train to the configured total steps; returns summary.json's content."""
         cfg, run_dir, log = self.cfg, self.run_dir, self.log
         if len(set(self.commits)) > 1:
             log(f"warning: this run was trained by several code versions: {self.commits}")
-        envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs, cfg.train.vector_mode)
+        envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs, cfg.train.vector_mode,
+                            cfg.train.env_kwargs)
         sinks: list[Callback] = []
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -281,7 +286,7 @@ class _Snapshots:
         from dsp_driving.rl.envs import describe_env
 
         if self._env_info is None:
-            self._env_info = describe_env(self.cfg.train.env_id)
+            self._env_info = describe_env(self.cfg.train.env_id, self.cfg.train.env_kwargs)
         actor = learner.deployed_actor()
         self.dir.mkdir(parents=True, exist_ok=True)
         out = self.dir / f"policy_u{learner.update:06d}.onnx"
@@ -307,7 +312,7 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print,
                                    learner.compact_critic_hidden(), learner.obs_dim, 1)
     save_actor(run_dir / ACTOR, actor, meta)
     result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,
-                      cfg.train.eval_seed)
+                      cfg.train.eval_seed, env_kwargs=cfg.train.env_kwargs)
     wall_s = learner.wall_s
     summary = {
         "env": cfg.train.env_id,

@@ -10,18 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 import dataclasses
 import math
-import os
 from pathlib import Path
 from typing import Any
 import warnings
-
-import yaml
 
 from dsp_driving.config import coerce, read_yaml_mapping, require, unwrap_ros_params
 from dsp_driving.driving.ports import MAX_PORT, MIN_PORT, PORTS_PER_SERVER
 
 BACKENDS = ("carla", "kinematic")
-CONFIG_ENV_VAR = "DSP_DRIVING_CARLA_CONFIG"  # a YAML path read when the env gets no config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,16 +143,13 @@ def _merge(data: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict
 
 def resolve_carla_config(config: str | Path | Mapping[str, Any] | CarlaConfig | None
                          ) -> CarlaConfig:
-    """A CarlaConfig from a config, a YAML path, a mapping, or None (the file named by
-    $DSP_DRIVING_CARLA_CONFIG if set, else the defaults)."""
+    """A CarlaConfig from a config, a YAML path, a mapping, or None (the defaults)."""
     if isinstance(config, CarlaConfig):
         return config
     if isinstance(config, Mapping):
         return carla_config_from_dict(config)
     if config is None:
-        config = os.environ.get(CONFIG_ENV_VAR) or None
-        if config is None:
-            return CarlaConfig()
+        return CarlaConfig()
     return load_carla_config(config)
 
 
@@ -168,37 +161,35 @@ def default_carla_config_path() -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-RUN_CONFIG_FILE = "carla.yaml"
+LEGACY_RUN_FILE = "carla.yaml"  # where runs made before train.env_kwargs kept their settings
 
 
-def prepare_run_carla_config(run_dir: str | Path, env_id: str, path: str | Path | None = None,
-                             host: str | None = None, port: int | None = None,
-                             log=print) -> Path | None:
-    """Resolve a training run's CARLA settings into RUN_DIR/carla.yaml and point the env at it.
+def run_env_kwargs(env_id: str, env_kwargs: Mapping[str, Any], path: str | Path | None = None,
+                   host: str | None = None, port: int | None = None,
+                   run_dir: str | Path | None = None, log=print) -> dict[str, Any]:
+    """A run's train.env_kwargs with its CARLA settings resolved under ``"config"``.
 
-    ``path`` (else $DSP_DRIVING_CARLA_CONFIG, else the defaults), then ``host`` and ``port``,
-    make the config; it is written into the run folder (provenance, and what a resume reuses
-    when nothing new is given) and $DSP_DRIVING_CARLA_CONFIG names it, so every env of the run
-    (also in AsyncVectorEnv workers) reads it. Only for server envs (dsp_driving/Carla-v0);
-    returns the file, or None.
+    Only for server envs (dsp_driving/Carla-v0); others get ``env_kwargs`` back unchanged.
+    With nothing new given, a resumed run keeps its own settings (its saved
+    ``env_kwargs["config"]``, or RUN_DIR/carla.yaml for runs made before env_kwargs);
+    otherwise ``path`` (else the run's saved settings, else the defaults), then ``host`` and
+    ``port``, make them. They are saved with the run's config, so every env of the run (also
+    in AsyncVectorEnv workers), its evaluation and its export read the same.
     """
     from dsp_driving.envs import SERVER_ENVS
-    from dsp_driving.io_utils import atomic_write_text
 
     given = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if env_id not in SERVER_ENVS:
         if path is not None or given:
             log(f"warning: carla settings ignored: {env_id} is not a CARLA env")
-        return None
-    run_file = Path(run_dir) / RUN_CONFIG_FILE
-    if path is None and not given and run_file.is_file():
-        config = load_carla_config(run_file)  # a resumed run keeps its own
+        return dict(env_kwargs)
+    saved = env_kwargs.get("config")
+    legacy = Path(run_dir) / LEGACY_RUN_FILE if run_dir is not None else None
+    if path is None and saved is None and legacy is not None and legacy.is_file():
+        saved = dict(unwrap_ros_params(read_yaml_mapping(legacy, "carla config file")))
+    if path is not None:
+        config = load_carla_config(path, given)
     else:
-        base = path if path is not None else os.environ.get(CONFIG_ENV_VAR) or None
-        config = load_carla_config(base, given)
-        run_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_file, yaml.safe_dump(
-            {"carla_env": {"ros__parameters": config.to_dict()}}, sort_keys=False))
-    os.environ[CONFIG_ENV_VAR] = str(run_file.resolve())
-    log(f"carla: {config.backend} backend, {config.host}:{config.port} ({run_file})")
-    return run_file
+        config = carla_config_from_dict({**(saved or {}), **given})
+    log(f"carla: {config.backend} backend, {config.host}:{config.port}")
+    return {**env_kwargs, "config": config.to_dict()}

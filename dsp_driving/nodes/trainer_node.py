@@ -65,12 +65,13 @@ def learn(runner: Runner, node: Node | None, own: TrainerNodeConfig, log=print
           ) -> dict[str, Any]:
     """Train ``runner``'s run; with a node, it publishes the stats; with ``own.record_bag``
     they are recorded into RUN_DIR/bag; for dsp_driving/Carla-v0 the bridge settings are
-    resolved into RUN_DIR/carla.yaml first."""
-    from dsp_driving.driving.carla_config import prepare_run_carla_config
+    resolved first into the run's train.env_kwargs (saved with its config)."""
+    from dsp_driving.driving.carla_config import run_env_kwargs
 
     out, env_id = runner.run_dir, runner.cfg.train.env_id
-    prepare_run_carla_config(out, env_id, own.carla_config or None, own.carla_host or None,
-                             own.carla_port or None, log)
+    runner.set_env_kwargs(run_env_kwargs(env_id, runner.cfg.train.env_kwargs,
+                                         own.carla_config or None, own.carla_host or None,
+                                         own.carla_port or None, out, log))
     if node is not None:
         publisher = StatsPublisher(node, hardware_id=env_id)
         runner.add_callback(publisher)

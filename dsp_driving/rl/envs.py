@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import functools
 from typing import Any
 
 import gymnasium as gym
 
 
-def make_vec_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
-    """A Sync/AsyncVectorEnv with same-step autoreset (final obs in info['final_obs'])."""
+def make_vec_env(env_id: str, num_envs: int, mode: str = "sync",
+                 env_kwargs: Mapping[str, Any] | None = None) -> gym.vector.VectorEnv:
+    """A Sync/AsyncVectorEnv with same-step autoreset (final obs in info['final_obs']);
+    ``env_kwargs`` go to every env's gym.make (the run's train.env_kwargs)."""
     _check_env_id(env_id)
     # A module-level factory, not gym.make itself: a spawned worker process starts with an
     # empty registry and must register the dsp_driving/* ids before making one.
-    fns = [functools.partial(_make_registered, env_id, **_slot_kwargs(env_id, i))
+    fns = [functools.partial(_make_registered, env_id, **(env_kwargs or {}),
+                             **_slot_kwargs(env_id, i))
            for i in range(num_envs)]
     kwargs = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
     if mode == "async":
@@ -21,10 +25,10 @@ def make_vec_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.vector.V
     return gym.vector.SyncVectorEnv(fns, **kwargs)
 
 
-def make_env(env_id: str) -> gym.Env:
+def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
     """One environment (evaluation)."""
     _check_env_id(env_id)
-    return gym.make(env_id)
+    return gym.make(env_id, **(env_kwargs or {}))
 
 
 def _make_registered(env_id: str, **kwargs: Any) -> gym.Env:
@@ -57,13 +61,14 @@ def _check_env_id(env_id: str) -> None:
                          f'extra installed? pip install -e ".[{extra}]"') from None
 
 
-def describe_env(env_id: str) -> dict[str, object]:
+def describe_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None
+                 ) -> dict[str, object]:
     """What the environment says about its own interface, for exported-policy metadata.
 
     Reads ``observation_names``, ``action_names`` and ``policy_metadata`` (normalisation
     constants, units) from the unwrapped env; each is None where the env defines none.
     """
-    env = make_env(env_id)
+    env = make_env(env_id, env_kwargs)
     try:
         inner = env.unwrapped
         names = {key: getattr(inner, key, None)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from dsp_driving.driving.carla_config import (
-    CONFIG_ENV_VAR,
     CarlaConfig,
     carla_config_from_dict,
     default_carla_config_path,
     load_carla_config,
-    prepare_run_carla_config,
     resolve_carla_config,
+    run_env_kwargs,
 )
 
 YAML = Path(__file__).resolve().parents[2] / "config" / "carla.yaml"
@@ -38,12 +36,8 @@ def test_overrides_and_plain_mappings() -> None:
         CarlaConfig(npc_count=7, no_rendering=False)
 
 
-def test_env_var_names_the_file_when_no_config_is_given(tmp_path: Path, monkeypatch) -> None:
-    path = tmp_path / "c.yaml"
-    path.write_text("carla_env:\n  ros__parameters:\n    port: 2300\n    tm_port: 8300\n")
-    monkeypatch.setenv(CONFIG_ENV_VAR, str(path))
-    assert resolve_carla_config(None) == CarlaConfig(port=2300, tm_port=8300)
-    monkeypatch.delenv(CONFIG_ENV_VAR)
+def test_no_config_means_the_defaults(monkeypatch) -> None:
+    monkeypatch.setenv("DSP_DRIVING_CARLA_CONFIG", "/nonexistent.yaml")  # no longer read
     assert resolve_carla_config(None) == CarlaConfig()
 
 
@@ -87,26 +81,29 @@ def test_control_period_must_be_whole_ticks() -> None:
         CarlaConfig(control_period_s=0.02)
 
 
-def test_a_run_writes_its_carla_config_and_points_the_envs_at_it(tmp_path: Path,
-                                                                  monkeypatch) -> None:
+def test_a_run_keeps_its_carla_settings_in_its_env_kwargs(tmp_path: Path) -> None:
     base = tmp_path / "base.yaml"
     base.write_text("carla_env:\n  ros__parameters:\n    town: Town06\n    port: 2000\n")
-    monkeypatch.setenv(CONFIG_ENV_VAR, str(base))
-    run = tmp_path / "run"
     logs: list[str] = []
-    written = prepare_run_carla_config(run, "dsp_driving/Carla-v0", None, "10.0.0.5", 3000,
-                                       logs.append)
-    assert written == run / "carla.yaml"
-    assert os.environ[CONFIG_ENV_VAR] == str(written.resolve())
-    cfg = resolve_carla_config(None)  # what every env of the run reads
+    kwargs = run_env_kwargs("dsp_driving/Carla-v0", {"other": 1}, base, "10.0.0.5", 3000,
+                            tmp_path / "run", logs.append)
+    cfg = resolve_carla_config(kwargs["config"])  # what every env of the run is made with
     assert (cfg.town, cfg.host, cfg.port) == ("Town06", "10.0.0.5", 3000)
-    # a resume with nothing new keeps the run's own file, whatever the variable says
-    monkeypatch.setenv(CONFIG_ENV_VAR, str(base))
-    assert prepare_run_carla_config(run, "dsp_driving/Carla-v0", log=logs.append) == written
-    assert resolve_carla_config(None).host == "10.0.0.5"
-    # not a CARLA env: nothing written, the settings ignored with a warning
-    assert prepare_run_carla_config(tmp_path / "hw", "dsp_driving/HighwayDrive-v0",
-                                    None, "10.0.0.5", log=logs.append) is None
-    assert not (tmp_path / "hw").exists() and "ignored" in logs[-1]
+    assert kwargs["other"] == 1 and "10.0.0.5:3000" in logs[-1]
+    # a resume with nothing new keeps the run's own settings
+    assert run_env_kwargs("dsp_driving/Carla-v0", kwargs, log=logs.append) == kwargs
+    # a new port over the saved settings, the rest kept
+    moved = run_env_kwargs("dsp_driving/Carla-v0", kwargs, port=2100, log=logs.append)
+    assert (moved["config"]["town"], moved["config"]["port"]) == ("Town06", 2100)
+    # runs made before env_kwargs kept theirs in RUN_DIR/carla.yaml
+    legacy = tmp_path / "old_run"
+    legacy.mkdir()
+    (legacy / "carla.yaml").write_text(base.read_text())
+    assert run_env_kwargs("dsp_driving/Carla-v0", {}, run_dir=legacy,
+                          log=logs.append)["config"]["town"] == "Town06"
+    # not a CARLA env: the kwargs unchanged, the settings ignored with a warning
+    assert run_env_kwargs("dsp_driving/HighwayDrive-v0", {}, None, "10.0.0.5",
+                          log=logs.append) == {}
+    assert "ignored" in logs[-1]
     with pytest.raises(ValueError, match="carla.port=70000"):
-        prepare_run_carla_config(tmp_path / "bad", "dsp_driving/Carla-v0", None, None, 70000)
+        run_env_kwargs("dsp_driving/Carla-v0", {}, None, None, 70000, log=logs.append)

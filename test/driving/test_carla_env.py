@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -300,3 +301,34 @@ def test_control_period_holds_the_action_for_whole_ticks() -> None:
     assert reward == pytest.approx(info["progress_m"] / (25.0 * 0.2), rel=1e-3)
     assert env.unwrapped.policy_metadata()["control_period_s"] == 0.2
     env.close()
+
+
+def test_a_training_run_carries_its_carla_settings_in_its_config(tmp_path: Path) -> None:
+    """`dsp-driving train` on Carla-v0 (kinematic stand-in): the bridge settings live in the
+    run's train.env_kwargs (config.yaml, checkpoint, the exported actor's metadata), and the
+    evaluation and a resume use them; no process-wide variable is involved."""
+    import yaml
+
+    from dsp_driving.cli import main
+    from dsp_driving.trainer import load_checkpoint
+
+    carla_yaml = tmp_path / "carla.yaml"
+    carla_yaml.write_text(yaml.safe_dump({"backend": "kinematic", "xodr_path": XODR,
+                                          "npc_count": 2, "episode_length_s": 4.0}))
+    run = tmp_path / "run"
+    sets = ["--set", "ppo.num_steps=32", "--set", "ppo.num_minibatches=2",
+            "--set", "ppo.update_epochs=1", "--set", "train.eval_episodes=1",
+            "--set", "train.tensorboard=false", "--set", "train.progress=false",
+            "--set", "train.export_onnx=false", "--set", "net.actor_hidden=[8,8]",
+            "--set", "net.critic_hidden=[8,8]"]
+    assert main(["train", "--env", "dsp_driving/Carla-v0", "--num-envs", "1",
+                 "--total-steps", "64", "--seed", "3", "--out", str(run), "--no-bag",
+                 "--carla-config", str(carla_yaml), "--carla-port", "2300", *sets]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())["train"]["env_kwargs"]
+    assert saved["config"]["backend"] == "kinematic" and saved["config"]["port"] == 2300
+    assert load_checkpoint(run)["config"]["train"]["env_kwargs"] == saved
+    assert not (run / "carla.yaml").exists()
+    assert "DSP_DRIVING_CARLA_CONFIG" not in os.environ
+    assert main(["train", "--resume", str(run), "--total-steps", "96", "--no-bag"]) == 0
+    resumed = load_checkpoint(run)["config"]["train"]
+    assert resumed["env_kwargs"] == saved and resumed["total_steps"] == 96
