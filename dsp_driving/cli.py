@@ -4,7 +4,10 @@ ROS."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+import contextlib
 import json
+import logging
 from pathlib import Path
 import sys
 
@@ -177,12 +180,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CliFormatter(logging.Formatter):
+    """INFO as the plain message; warnings and errors prefixed as the CLI always wrote them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            text = f"{record.levelname.lower()}: {text}"
+        return text
+
+
+@contextlib.contextmanager
+def _package_logging_to_stdout() -> Iterator[None]:
+    """The dsp_driving loggers (INFO and above) on stdout while a command runs."""
+    package = logging.getLogger("dsp_driving")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_CliFormatter())
+    previous = package.level, package.propagate
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.level, package.propagate = previous
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so bags, checkpoints and DDS entities are closed
     try:
-        with interrupt_on_signals():
+        with interrupt_on_signals(), _package_logging_to_stdout():
             return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -49,6 +49,9 @@ def env_kwargs_of(meta: dict[str, Any]) -> dict[str, Any]:
     return ((meta.get("config") or {}).get("train") or {}).get("env_kwargs") or {}
 
 
+log = logging.getLogger(__name__)
+
+
 class ExportError(RuntimeError):
     """The export could not produce a policy file that matches the torch actor."""
 
@@ -224,8 +227,7 @@ def export_actor(actor: DeployedActor, meta: dict[str, Any], out: str | Path,
     return onnx_path, json_path, error
 
 
-def export_run(source: str | Path, out: str | Path | None = None,
-               log=print) -> tuple[Path, Path]:
+def export_run(source: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
     """Export a run folder's (or an actor_compact.pt file's) actor to policy.onnx."""
     missing = missing_export_modules()
     if missing:
@@ -243,10 +245,10 @@ def export_run(source: str | Path, out: str | Path | None = None,
 
         env_info = describe_env(meta["env_id"], env_kwargs_of(meta))
     except Exception as exc:  # names are optional: a missing simulator must not block export
-        log(f"warning: could not open {meta['env_id']} to read its observation/action "
-            f"names ({exc}); exporting without them")
+        log.warning(f"could not open {meta['env_id']} to read its observation/action "
+                    f"names ({exc}); exporting without them")
     onnx_path, json_path, error = export_actor(actor, meta, out, env_info)
     size_kib = onnx_path.stat().st_size / 1024
-    log(f"wrote {onnx_path} ({size_kib:.1f} KiB, hidden {actor.mlp.hidden_sizes}, "
-        f"onnxruntime vs torch max diff {error:.2g}) and {json_path}")
+    log.info(f"wrote {onnx_path} ({size_kib:.1f} KiB, hidden {actor.mlp.hidden_sizes}, "
+             f"onnxruntime vs torch max diff {error:.2g}) and {json_path}")
     return onnx_path, json_path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import json
+import logging
 from pathlib import Path
 import time
 from typing import Any
@@ -39,6 +40,8 @@ SUMMARY = "summary.json"
 ACTOR = ACTOR_FILE
 CONFIG = "config.yaml"
 SNAPSHOTS = "policies"
+
+log = logging.getLogger(__name__)
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
@@ -114,10 +117,9 @@ class Runner:
     """
 
     def __init__(self, cfg: Config, run_dir: str | Path, checkpoint: dict[str, Any] | None,
-                 callbacks: Sequence[Callback] = (), progress: bool | None = None,
-                 log=print) -> None:
+                 callbacks: Sequence[Callback] = (), progress: bool | None = None) -> None:
         self.cfg, self.run_dir, self.checkpoint = cfg, Path(run_dir), checkpoint
-        self.callbacks, self.progress, self.log = list(callbacks), progress, log
+        self.callbacks, self.progress = list(callbacks), progress
         _check_seeds(cfg)
         # the code that trained this run: one entry per training segment (start, each resume)
         commits = list(checkpoint.get("git_commits", [])) if checkpoint is not None else []
@@ -157,9 +159,9 @@ class Runner:
 
     def learn(self) -> dict[str, Any]:
         """Train to the configured total steps; returns summary.json's content."""
-        cfg, run_dir, log = self.cfg, self.run_dir, self.log
+        cfg, run_dir = self.cfg, self.run_dir
         if len(set(self.commits)) > 1:
-            log(f"warning: this run was trained by several code versions: {self.commits}")
+            log.warning(f"this run was trained by several code versions: {self.commits}")
         envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs, cfg.train.vector_mode,
                             cfg.train.env_kwargs)
         sinks: list[Callback] = []
@@ -171,12 +173,12 @@ class Runner:
             learner = self.learner = PPO(cfg, envs)
             if self.checkpoint is not None:
                 learner.load_state_dict(self.checkpoint["state"])
-                log(f"resumed {run_dir} at update {learner.update}, step "
-                    f"{learner.global_step}")
+                log.info(f"resumed {run_dir} at update {learner.update}, step "
+                         f"{learner.global_step}")
             sinks.extend(self._own_sinks(learner))
             sinks.extend(self.callbacks)
             sink = CallbackList(sinks)
-            snapshots = _Snapshots(cfg, run_dir, log) if cfg.train.export_every else None
+            snapshots = _Snapshots(cfg, run_dir) if cfg.train.export_every else None
             while not learner.done:
                 sink.on_update(learner.step_update())
                 if learner.update % cfg.train.checkpoint_every == 0:
@@ -191,8 +193,7 @@ class Runner:
             for cb in sinks:
                 if isinstance(cb, ProgressBar):
                     cb.close()
-            summary = finish(cfg, learner, run_dir, log, self.commits,
-                             on_export=sink.on_export)
+            summary = finish(cfg, learner, run_dir, self.commits, on_export=sink.on_export)
             sink.on_end(summary)
             return summary
         finally:
@@ -219,14 +220,13 @@ class Runner:
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False,
-          callbacks: Sequence[Callback] = (), progress: bool | None = None,
-          log=print) -> dict[str, Any]:
+          callbacks: Sequence[Callback] = (), progress: bool | None = None) -> dict[str, Any]:
     """Train (or resume) a run in ``run_dir``; returns summary.json's content.
 
     On resume the configuration saved in the checkpoint is used; only
     ``cfg.train.total_steps`` is taken from ``cfg`` (so a finished run can be extended).
     """
-    kwargs = {"callbacks": callbacks, "progress": progress, "log": log}
+    kwargs = {"callbacks": callbacks, "progress": progress}
     runner = (Runner.resume(run_dir, cfg.train.total_steps, **kwargs) if resume
               else Runner.new(cfg, run_dir, **kwargs))
     return runner.learn()
@@ -267,13 +267,13 @@ def actor_meta(cfg: Config, learner: PPO, actor: DeployedActor,
 class _Snapshots:
     """Exports the current compact actor to RUN_DIR/policies/policy_uUPDATE.onnx."""
 
-    def __init__(self, cfg: Config, run_dir: Path, log=print) -> None:
+    def __init__(self, cfg: Config, run_dir: Path) -> None:
         from dsp_driving.export import missing_export_modules
 
-        self.cfg, self.dir, self.log = cfg, run_dir / SNAPSHOTS, log
+        self.cfg, self.dir = cfg, run_dir / SNAPSHOTS
         self.missing = missing_export_modules()
         if self.missing:
-            log(f"warning: train.export_every={cfg.train.export_every} but "
+            log.warning(f"train.export_every={cfg.train.export_every} but "
                 f"{', '.join(self.missing)} is not installed: no snapshots are exported "
                 "(pip install -e '.[export]')")
         self._env_info: dict[str, Any] | None = None
@@ -294,14 +294,13 @@ class _Snapshots:
             export_actor(actor, actor_meta(self.cfg, learner, actor, git_commits), out,
                          self._env_info)
         except Exception as exc:  # a failed snapshot must not stop training
-            self.log(f"warning: snapshot export at update {learner.update} failed "
+            log.warning(f"snapshot export at update {learner.update} failed "
                      f"({type(exc).__name__}: {exc})")
             return None
         return out
 
 
-def finish(cfg: Config, learner: PPO, run_dir: Path, log=print,
-           git_commits: Sequence[str | None] = (),
+def finish(cfg: Config, learner: PPO, run_dir: Path, git_commits: Sequence[str | None] = (),
            on_export: Callable[[Path], None] | None = None) -> dict[str, Any]:
     """Compact, save the actor, evaluate it and write summary.json (then export ONNX;
     ``on_export(path)`` is told about the file)."""
@@ -325,34 +324,34 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, log=print,
         "eval": {k: result[k] for k in ("episodes", "return_mean", "return_std")},
     }
     atomic_write_json(run_dir / SUMMARY, summary)
-    log(compaction_table(summary))
-    log(f"actor MACs per forward: {meta['dense_macs']} dense -> {meta['macs']} compact")
-    log(f"eval ({result['episodes']} episodes, seeds {result['seeds'][0]}.."
+    log.info(compaction_table(summary))
+    log.info(f"actor MACs per forward: {meta['dense_macs']} dense -> {meta['macs']} compact")
+    log.info(f"eval ({result['episodes']} episodes, seeds {result['seeds'][0]}.."
         f"{result['seeds'][1]}): return {result['return_mean']:.2f} "
         f"+/- {result['return_std']:.2f}")
-    log(f"wrote {run_dir / SUMMARY} and {run_dir / ACTOR}")
+    log.info(f"wrote {run_dir / SUMMARY} and {run_dir / ACTOR}")
     if cfg.train.export_onnx:
-        path = _export(run_dir, log)
+        path = _export(run_dir)
         if path is not None and on_export is not None:
             on_export(path)
     return summary
 
 
-def _export(run_dir: Path, log=print) -> Path | None:
+def _export(run_dir: Path) -> Path | None:
     """policy.onnx when the export extra is installed (the run's own files are already saved);
     returns its path, or None when nothing was exported."""
     from dsp_driving.export import missing_export_modules
 
     missing = missing_export_modules()
     if missing:
-        log(f"skipped ONNX export ({', '.join(missing)} not installed): pip install -e "
+        log.info(f"skipped ONNX export ({', '.join(missing)} not installed): pip install -e "
             f"'.[export]', then `dsp-driving export {run_dir}`")
         return None
     from dsp_driving.export import export_run
 
     try:
-        return export_run(run_dir, log=log)[0]
+        return export_run(run_dir)[0]
     except Exception as exc:  # the run is saved; a failed export must not turn it into a crash
-        log(f"error: ONNX export failed ({type(exc).__name__}: {exc}); the run itself is "
+        log.error(f"ONNX export failed ({type(exc).__name__}: {exc}); the run itself is "
             f"complete. Retry with `dsp-driving export {run_dir}`")
         return None

@@ -109,5 +109,5 @@ def highway_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = from_dict(_merge(TINY, {"train": {
         "env_id": "dsp_driving/HighwayDrive-v0", "total_steps": 512, "num_envs": 2,
         "eval_episodes": 1, "export_onnx": True}}))
-    train(cfg, run_dir, log=lambda *_: None)
+    train(cfg, run_dir)
     return run_dir

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import gymnasium as gym
@@ -187,7 +188,7 @@ def test_export_refuses_a_graph_that_disagrees_and_writes_nothing(
         cartpole_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(export_module, "parity_error", lambda *args: 3.0)
     with pytest.raises(ExportError, match="argmax mismatches = 3"):
-        export_run(cartpole_run, tmp_path / "policy.onnx", log=lambda *_: None)
+        export_run(cartpole_run, tmp_path / "policy.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -206,13 +207,15 @@ def test_export_command(cartpole_run: Path, tmp_path: Path,
 
 
 def test_train_skips_export_without_the_extra(tiny_config, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     from dsp_driving.trainer import train
 
     monkeypatch.setattr(export_module, "missing_export_modules", lambda: ["onnxscript"])
-    lines: list[str] = []
     cfg = tiny_config(train={"total_steps": 512, "export_onnx": True})
-    train(cfg, tmp_path / "run", log=lines.append)
+    with caplog.at_level(logging.INFO, logger="dsp_driving"):
+        train(cfg, tmp_path / "run")
+    lines = caplog.messages
     assert not (tmp_path / "run" / "policy.onnx").exists()
     assert (tmp_path / "run" / "actor_compact.pt").is_file()
     assert any("skipped ONNX export (onnxscript not installed)" in line for line in lines)
@@ -275,18 +278,20 @@ def test_continuous_parity_failure_or_nan_stops_the_export(
         error: float) -> None:
     monkeypatch.setattr(export_module, "parity_error", lambda *args: error)
     with pytest.raises(ExportError, match=r"max \|onnx - torch\|"):
-        export_run(pendulum_run, tmp_path / "policy.onnx", log=lambda *_: None)
+        export_run(pendulum_run, tmp_path / "policy.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_export_does_not_fail_the_finished_run(
-        tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     from dsp_driving.trainer import train
 
     monkeypatch.setattr(export_module, "parity_error", lambda *args: 5.0)
-    lines: list[str] = []
-    summary = train(tiny_config(train={"total_steps": 512, "export_onnx": True}),
-                    tmp_path / "run", log=lines.append)
+    with caplog.at_level(logging.INFO, logger="dsp_driving"):
+        summary = train(tiny_config(train={"total_steps": 512, "export_onnx": True}),
+                        tmp_path / "run")
+    lines = caplog.messages
     assert summary["total_steps"] == 512
     assert (tmp_path / "run" / "summary.json").is_file()
     assert not (tmp_path / "run" / "policy.onnx").exists()
@@ -304,9 +309,9 @@ def test_export_out_must_be_an_onnx_file(cartpole_run: Path, tmp_path: Path,
 def test_reexport_replaces_model_and_sidecar_together(cartpole_run: Path,
                                                       tmp_path: Path) -> None:
     out = tmp_path / "policy.onnx"
-    export_run(cartpole_run, out, log=lambda *_: None)
+    export_run(cartpole_run, out)
     first = json.loads(out.with_suffix(".json").read_text())
-    export_run(cartpole_run, out, log=lambda *_: None)
+    export_run(cartpole_run, out)
     second = json.loads(out.with_suffix(".json").read_text())
     assert second[METADATA_KEY]["exported_unix"] > first[METADATA_KEY]["exported_unix"]
     assert OnnxPolicy(out).sha256 == second["sha256"] != first["sha256"]

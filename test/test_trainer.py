@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -24,19 +25,20 @@ def _without_timing(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
-def test_resume_continues_update_and_step(tmp_path: Path, tiny_config, stats_reader) -> None:
+def test_resume_continues_update_and_step(tmp_path: Path, tiny_config, stats_reader,
+                                          caplog: pytest.LogCaptureFixture) -> None:
     run = tmp_path / "run"
-    first = train(tiny_config(train={"total_steps": 1024}), run, log=_quiet)
+    first = train(tiny_config(train={"total_steps": 1024}), run)
     assert first["total_steps"] == 1024
     before = (run / "stats.jsonl").read_text().splitlines()
     ckpt = load_checkpoint(run)
     assert ckpt["state"]["progress"]["update"] == 2
     assert ckpt["state"]["progress"]["global_step"] == 1024
 
-    logs: list[str] = []
-    summary = train(tiny_config(train={"total_steps": 2048}), run, resume=True,
-                    log=logs.append)
-    assert logs[0] == f"resumed {run} at update 2, step 1024"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dsp_driving"):
+        summary = train(tiny_config(train={"total_steps": 2048}), run, resume=True)
+    assert caplog.messages[0] == f"resumed {run} at update 2, step 1024"
     records = stats_reader(run)
     assert [r["update"] for r in records] == [1, 2, 3, 4]
     assert [r["step"] for r in records] == [512, 1024, 1536, 2048]
@@ -52,12 +54,12 @@ def test_resume_continues_update_and_step(tmp_path: Path, tiny_config, stats_rea
 def test_resume_drops_stats_written_after_the_checkpoint(tmp_path: Path, tiny_config,
                                                          stats_reader) -> None:
     run = tmp_path / "run"
-    train(tiny_config(train={"total_steps": 1024}), run, log=_quiet)
+    train(tiny_config(train={"total_steps": 1024}), run)
     # A kill between the stats line and the checkpoint of update 3, then a torn line.
     with (run / "stats.jsonl").open("a") as f:
         f.write(json.dumps({"update": 3, "step": 1536}) + "\n")
         f.write('{"update": 4, "st')
-    train(tiny_config(train={"total_steps": 2048}), run, resume=True, log=_quiet)
+    train(tiny_config(train={"total_steps": 2048}), run, resume=True)
     records = stats_reader(run)
     assert [r["update"] for r in records] == [1, 2, 3, 4]
     assert "losses" in records[2]  # the real update 3, not the stale line
@@ -71,29 +73,28 @@ def _umask() -> int:
 
 def test_run_folder_guards(tmp_path: Path, tiny_config) -> None:
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
-        train(tiny_config(), tmp_path / "nothing", resume=True, log=_quiet)
+        train(tiny_config(), tmp_path / "nothing", resume=True)
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(FileExistsError, match="already holds a run"):
-        train(tiny_config(), run, log=_quiet)
+        train(tiny_config(), run)
     # an attempt that died before its first checkpoint does not block a fresh run
     died = tmp_path / "died"
     died.mkdir()
     (died / "stats.jsonl").write_text('{"update": 1}\n{"update": 2}\n')
-    train(tiny_config(train={"total_steps": 1024}), died, log=_quiet)
+    train(tiny_config(train={"total_steps": 1024}), died)
     updates = [json.loads(x)["update"] for x in (died / "stats.jsonl").read_text().splitlines()]
     assert updates == [1, 2]  # replaced by the new run's two updates, not appended
     assert (died / "summary.json").stat().st_mode & 0o777 == 0o666 & ~_umask()
     with pytest.raises(ValueError, match="train.eval_seed=3: evaluation seeds .* overlap"):
-        train(tiny_config(train={"seed": 1, "eval_seed": 3}), tmp_path / "overlap",
-              log=_quiet)
+        train(tiny_config(train={"seed": 1, "eval_seed": 3}), tmp_path / "overlap")
     assert not (tmp_path / "overlap").exists()  # a rejected config leaves nothing behind
 
 
 def _run(tmp_path: Path, name: str, cfg) -> tuple[list[dict], dict[str, torch.Tensor]]:
     run = tmp_path / name
-    train(cfg, run, log=_quiet)
+    train(cfg, run)
     records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     actor, _ = load_actor(run / "actor_compact.pt")
     return _without_timing(records), actor.state_dict()
@@ -125,7 +126,7 @@ def test_snapshot_exports_leave_training_unchanged(tmp_path: Path, tiny_config) 
 
     cfg = tiny_config(train={"seed": 7, "export_every": 1, "export_onnx": True})
     run = tmp_path / "snap"
-    train(cfg, run, callbacks=[Recorder()], log=_quiet)
+    train(cfg, run, callbacks=[Recorder()])
     records = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert _without_timing(records) == plain  # exporting draws no random numbers
     # updates 1-3 are snapshots (the last update's export is policy.onnx itself)
@@ -144,17 +145,16 @@ def test_runner_resume_reads_the_checkpoint_once_and_keeps_its_config(
     from dsp_driving import trainer
 
     run = tmp_path / "run"
-    trainer.Runner.new(tiny_config(train={"total_steps": 1024, "seed": 5}), run,
-                       log=_quiet).learn()
+    trainer.Runner.new(tiny_config(train={"total_steps": 1024, "seed": 5}), run).learn()
     reads: list[Path] = []
     real = trainer.load_checkpoint
     monkeypatch.setattr(trainer, "load_checkpoint", lambda d: reads.append(d) or real(d))
-    runner = trainer.Runner.resume(run, log=_quiet)  # total_steps None: the saved one
+    runner = trainer.Runner.resume(run)  # total_steps None: the saved one
     assert runner.cfg.train.total_steps == 1024 and runner.cfg.train.seed == 5
-    extended = trainer.Runner.resume(run, 2048, log=_quiet)
+    extended = trainer.Runner.resume(run, 2048)
     assert extended.cfg.train.total_steps == 2048 and extended.cfg.train.seed == 5
     summary = extended.learn()
     assert reads == [run, run]  # once per Runner, nothing re-read while learning
     assert summary["total_steps"] == 2048
     with pytest.raises(FileExistsError, match="already holds a run"):
-        trainer.Runner.new(tiny_config(), run, log=_quiet)
+        trainer.Runner.new(tiny_config(), run)

@@ -18,7 +18,7 @@ def _quiet(*_args: object) -> None:
 
 def test_async_vector_env_run(tmp_path: Path, tiny_config) -> None:
     cfg = tiny_config(train={"vector_mode": "async", "num_envs": 2, "total_steps": 1024})
-    summary = train(cfg, tmp_path / "async", log=_quiet)
+    summary = train(cfg, tmp_path / "async")
     assert summary["total_steps"] == 1024
     lines = (tmp_path / "async" / "stats.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [256, 512, 768, 1024]
@@ -26,7 +26,7 @@ def test_async_vector_env_run(tmp_path: Path, tiny_config) -> None:
 
 def test_reward_normalisation_run_has_finite_losses(tmp_path: Path, tiny_config) -> None:
     cfg = tiny_config(ppo={"norm_reward": True}, train={"total_steps": 1024})
-    train(cfg, tmp_path / "rn", log=_quiet)
+    train(cfg, tmp_path / "rn")
     records = [json.loads(x) for x in (tmp_path / "rn" / "stats.jsonl").read_text().splitlines()]
     values = [r["losses"]["value"] for r in records]
     assert len(values) == 2 and all(np.isfinite(values))
@@ -49,7 +49,7 @@ def test_tensorboard_scalars_are_written(tmp_path: Path, tiny_config) -> None:
     event_accumulator = pytest.importorskip(
         "tensorboard.backend.event_processing.event_accumulator")
     cfg = tiny_config(train={"tensorboard": True, "total_steps": 1024})
-    train(cfg, tmp_path / "tb", log=_quiet)
+    train(cfg, tmp_path / "tb")
     acc = event_accumulator.EventAccumulator(str(tmp_path / "tb" / "tb"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])

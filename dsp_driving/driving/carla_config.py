@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import dataclasses
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from dsp_driving.config import coerce, read_yaml_mapping, require, unwrap_ros_pa
 from dsp_driving.driving.ports import MAX_PORT, MIN_PORT, PORTS_PER_SERVER
 
 BACKENDS = ("carla", "kinematic")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +168,7 @@ LEGACY_RUN_FILE = "carla.yaml"  # where runs made before train.env_kwargs kept t
 
 def run_env_kwargs(env_id: str, env_kwargs: Mapping[str, Any], path: str | Path | None = None,
                    host: str | None = None, port: int | None = None,
-                   run_dir: str | Path | None = None, log=print) -> dict[str, Any]:
+                   run_dir: str | Path | None = None) -> dict[str, Any]:
     """A run's train.env_kwargs with its CARLA settings resolved under ``"config"``.
 
     Only for server envs (dsp_driving/Carla-v0); others get ``env_kwargs`` back unchanged.
@@ -181,7 +183,7 @@ def run_env_kwargs(env_id: str, env_kwargs: Mapping[str, Any], path: str | Path 
     given = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if env_id not in SERVER_ENVS:
         if path is not None or given:
-            log(f"warning: carla settings ignored: {env_id} is not a CARLA env")
+            log.warning(f"carla settings ignored: {env_id} is not a CARLA env")
         return dict(env_kwargs)
     saved = env_kwargs.get("config")
     legacy = Path(run_dir) / LEGACY_RUN_FILE if run_dir is not None else None
@@ -191,5 +193,5 @@ def run_env_kwargs(env_id: str, env_kwargs: Mapping[str, Any], path: str | Path 
         config = load_carla_config(path, given)
     else:
         config = carla_config_from_dict({**(saved or {}), **given})
-    log(f"carla: {config.backend} backend, {config.host}:{config.port}")
+    log.info(f"carla: {config.backend} backend, {config.host}:{config.port}")
     return {**env_kwargs, "config": config.to_dict()}

@@ -7,6 +7,7 @@ Values in the diagnostics are ``repr`` of the numbers in stats.jsonl (exact; nul
 from __future__ import annotations
 
 from collections.abc import Callable
+import logging
 import math
 from pathlib import Path
 import time
@@ -26,6 +27,7 @@ from dsp_driving.transport.base import ros_topic
 
 POLICY_QOS = LATCHED_QOS  # policy_node subscribes to dsp/policy with the same
 NAME = "trainer_node"
+log = logging.getLogger(__name__)
 BAG_SEGMENT_S = 60.0  # RUN_DIR/bag gets a file a minute: a crash loses at most the last one
 # summary.json's per-network figures that the final `evaluation` status repeats
 SUMMARY_COMPACTION = ("hidden_dense", "hidden_compact", "dense_neurons", "compact_neurons",
@@ -192,11 +194,9 @@ class StatsBag(BaseCallback):
     """
 
     def __init__(self, path: str | Path, hardware_id: str = "",
-                 resolve: Callable[[str], str] = ros_topic,
-                 log: Callable[[str], Any] = print) -> None:
+                 resolve: Callable[[str], str] = ros_topic) -> None:
         """``resolve``: a topic's full name (a node's resolve_topic, for its namespace)."""
         self.path, self.hardware_id, self._resolve = Path(path), hardware_id, resolve
-        self._log = log
         self._clock = _BagClock()
         self._bag: Any = None
         self.failed = False
@@ -208,8 +208,8 @@ class StatsBag(BaseCallback):
 
     def _stop(self, exc: Exception) -> None:
         self.failed = True
-        self._log(f"warning: recording {self.path} stopped ({type(exc).__name__}: {exc}); "
-                  "training goes on, stats.jsonl has every update")
+        log.warning(f"recording {self.path} stopped ({type(exc).__name__}: {exc}); "
+                    "training goes on, stats.jsonl has every update")
 
     def _write(self, topic: str, build: Callable[[Any], Any]) -> None:
         from dsp_driving.bag import BagWriter

@@ -22,6 +22,7 @@ Parameters: every training-config field with its dotted name (``ppo.learning_rat
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from dsp_driving.config import Config
@@ -44,7 +45,14 @@ from dsp_driving.trainer import (  # noqa: F401  (bag_dir, default_run_dir: old 
     default_run_dir,
 )
 from dsp_driving.transport import Node, config_from_parameters, dataclass_from_parameters
-from dsp_driving.transport.base import interrupt_on_signals, ros_topic, signals_ignored
+from dsp_driving.transport.base import (
+    interrupt_on_signals,
+    package_logging_to,
+    ros_topic,
+    signals_ignored,
+)
+
+log = logging.getLogger(__name__)
 
 
 def parameters(node: Node, base: Config | None = None) -> tuple[Config, TrainerNodeConfig]:
@@ -54,15 +62,14 @@ def parameters(node: Node, base: Config | None = None) -> tuple[Config, TrainerN
     return cfg, dataclass_from_parameters(node, TrainerNodeConfig)
 
 
-def runner_for(cfg: Config, own: TrainerNodeConfig, log=print) -> Runner:
+def runner_for(cfg: Config, own: TrainerNodeConfig) -> Runner:
     """The node's run: resume ``own.out`` (with ``cfg.train.total_steps``), or a new one."""
     if own.resume:
-        return Runner.resume(own.out or default_run_dir(cfg), cfg.train.total_steps, log=log)
-    return Runner.new(cfg, own.out or default_run_dir(cfg), log=log)
+        return Runner.resume(own.out or default_run_dir(cfg), cfg.train.total_steps)
+    return Runner.new(cfg, own.out or default_run_dir(cfg))
 
 
-def learn(runner: Runner, node: Node | None, own: TrainerNodeConfig, log=print
-          ) -> dict[str, Any]:
+def learn(runner: Runner, node: Node | None, own: TrainerNodeConfig) -> dict[str, Any]:
     """Train ``runner``'s run; with a node, it publishes the stats; with ``own.record_bag``
     they are recorded into RUN_DIR/bag; for dsp_driving/Carla-v0 the bridge settings are
     resolved first into the run's train.env_kwargs (saved with its config)."""
@@ -71,29 +78,28 @@ def learn(runner: Runner, node: Node | None, own: TrainerNodeConfig, log=print
     out, env_id = runner.run_dir, runner.cfg.train.env_id
     runner.set_env_kwargs(run_env_kwargs(env_id, runner.cfg.train.env_kwargs,
                                          own.carla_config or None, own.carla_host or None,
-                                         own.carla_port or None, out, log))
+                                         own.carla_port or None, out))
     if node is not None:
         publisher = StatsPublisher(node, hardware_id=env_id)
         runner.add_callback(publisher)
         if own.wait_for_subscribers_s > 0 and not publisher.wait_for_subscribers(
                 own.wait_for_subscribers_s):
-            log(f"no subscriber on the dsp/* stats topics after "
-                f"{own.wait_for_subscribers_s:g} s: training anyway")
-        log(f"publishing {COMPACTION_TOPIC}, {SUMMARY_TOPIC}, {TRAINING_TOPIC} and "
-            f"{POLICY_TOPIC} ({node.backend})")
+            log.warning(f"no subscriber on the dsp/* stats topics after "
+                        f"{own.wait_for_subscribers_s:g} s: training anyway")
+        log.info(f"publishing {COMPACTION_TOPIC}, {SUMMARY_TOPIC}, {TRAINING_TOPIC} and "
+                 f"{POLICY_TOPIC} ({node.backend})")
     if own.record_bag:
         bag = bag_dir(out)
         runner.add_callback(StatsBag(bag, env_id, node.resolve_topic if node is not None
-                                     else ros_topic, log))
-        log(f"recording the dsp/* topics to {bag} (dsp-driving report {bag})")
-    log(f"run folder: {out}")
+                                     else ros_topic))
+        log.info(f"recording the dsp/* topics to {bag} (dsp-driving report {bag})")
+    log.info(f"run folder: {out}")
     return runner.learn()
 
 
-def run(node: Node | None, cfg: Config, own: TrainerNodeConfig, log=print
-        ) -> dict[str, Any]:
+def run(node: Node | None, cfg: Config, own: TrainerNodeConfig) -> dict[str, Any]:
     """Train ``cfg`` (or resume ``own.out``); with a node, it publishes the stats."""
-    return learn(runner_for(cfg, own, log), node, own, log)
+    return learn(runner_for(cfg, own), node, own)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -117,7 +123,8 @@ def main(args: list[str] | None = None) -> int:
                 node.logger.error(f"trainer_node cannot start: {exc}")
                 return 2
             stop_serving = node.serve_in_background()
-            run(node, cfg, own, log=node.logger.info)
+            with package_logging_to(node.logger):
+                run(node, cfg, own)
         except KeyboardInterrupt:
             node.logger.info("stopped")
         finally:

@@ -12,6 +12,7 @@ import abc
 from collections.abc import Callable, Iterable, Iterator, Mapping
 import contextlib
 import dataclasses
+import logging
 import re
 import signal
 import sys
@@ -108,6 +109,43 @@ class Logger:
     def error(self, text: str, throttle_s: float | None = None, key: str | None = None) -> bool:
         """Log at ERROR (see debug for throttling); returns whether it was emitted."""
         return self._log("ERROR", text, throttle_s, key)
+
+
+class LoggingBridge(logging.Handler):
+    """Python logging records (the package's modules use ``logging.getLogger(__name__)``)
+    into a node's Logger at their own level: rosout under rclpy."""
+
+    def __init__(self, logger: Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self._logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(text)
+        elif record.levelno >= logging.INFO:
+            self._logger.info(text)
+        else:
+            self._logger.debug(text)
+
+
+@contextlib.contextmanager
+def package_logging_to(logger: Logger) -> Iterator[None]:
+    """Inside the block the ``dsp_driving`` loggers' INFO and above go to ``logger`` (a
+    node's) instead of further up."""
+    package = logging.getLogger("dsp_driving")
+    bridge = LoggingBridge(logger)
+    previous = package.level, package.propagate
+    package.addHandler(bridge)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+    try:
+        yield
+    finally:
+        package.removeHandler(bridge)
+        package.level, package.propagate = previous
 
 
 def guarded(logger: Logger, what: str, callback: Callable[..., None]) -> Callable[..., None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 import shutil
 import signal
@@ -414,15 +415,17 @@ def test_a_failed_metadata_write_does_not_duplicate_a_file(tmp_path: Path,
     assert data.problems == []
 
 
-def test_a_bag_that_cannot_be_written_never_stops_training(tmp_path: Path, cartpole_run: Path,
-                                                           stats_reader) -> None:
+def test_a_bag_that_cannot_be_written_never_stops_training(
+        tmp_path: Path, cartpole_run: Path, stats_reader,
+        caplog: pytest.LogCaptureFixture) -> None:
     from dsp_driving.nodes.stats_topics import StatsBag
 
     (tmp_path / "bag").write_text("a file where the bag should go")
-    logged: list[str] = []
-    recorder = StatsBag(tmp_path / "bag", log=logged.append)
-    for stats in stats_reader(cartpole_run)[:3]:
-        recorder.on_update(stats)
-    recorder.close()
+    recorder = StatsBag(tmp_path / "bag")
+    with caplog.at_level(logging.WARNING, logger="dsp_driving"):
+        for stats in stats_reader(cartpole_run)[:3]:
+            recorder.on_update(stats)
+        recorder.close()
+    logged = caplog.messages
     assert recorder.failed and len(logged) == 1
     assert "recording" in logged[0] and "training goes on" in logged[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -81,29 +82,28 @@ def test_control_period_must_be_whole_ticks() -> None:
         CarlaConfig(control_period_s=0.02)
 
 
-def test_a_run_keeps_its_carla_settings_in_its_env_kwargs(tmp_path: Path) -> None:
+def test_a_run_keeps_its_carla_settings_in_its_env_kwargs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dsp_driving")
     base = tmp_path / "base.yaml"
     base.write_text("carla_env:\n  ros__parameters:\n    town: Town06\n    port: 2000\n")
-    logs: list[str] = []
     kwargs = run_env_kwargs("dsp_driving/Carla-v0", {"other": 1}, base, "10.0.0.5", 3000,
-                            tmp_path / "run", logs.append)
+                            tmp_path / "run")
     cfg = resolve_carla_config(kwargs["config"])  # what every env of the run is made with
     assert (cfg.town, cfg.host, cfg.port) == ("Town06", "10.0.0.5", 3000)
-    assert kwargs["other"] == 1 and "10.0.0.5:3000" in logs[-1]
+    assert kwargs["other"] == 1 and "10.0.0.5:3000" in caplog.messages[-1]
     # a resume with nothing new keeps the run's own settings
-    assert run_env_kwargs("dsp_driving/Carla-v0", kwargs, log=logs.append) == kwargs
+    assert run_env_kwargs("dsp_driving/Carla-v0", kwargs) == kwargs
     # a new port over the saved settings, the rest kept
-    moved = run_env_kwargs("dsp_driving/Carla-v0", kwargs, port=2100, log=logs.append)
+    moved = run_env_kwargs("dsp_driving/Carla-v0", kwargs, port=2100)
     assert (moved["config"]["town"], moved["config"]["port"]) == ("Town06", 2100)
     # runs made before env_kwargs kept theirs in RUN_DIR/carla.yaml
     legacy = tmp_path / "old_run"
     legacy.mkdir()
     (legacy / "carla.yaml").write_text(base.read_text())
-    assert run_env_kwargs("dsp_driving/Carla-v0", {}, run_dir=legacy,
-                          log=logs.append)["config"]["town"] == "Town06"
+    assert run_env_kwargs("dsp_driving/Carla-v0", {}, run_dir=legacy)["config"]["town"] == "Town06"
     # not a CARLA env: the kwargs unchanged, the settings ignored with a warning
-    assert run_env_kwargs("dsp_driving/HighwayDrive-v0", {}, None, "10.0.0.5",
-                          log=logs.append) == {}
-    assert "ignored" in logs[-1]
+    assert run_env_kwargs("dsp_driving/HighwayDrive-v0", {}, None, "10.0.0.5") == {}
+    assert "ignored" in caplog.messages[-1]
     with pytest.raises(ValueError, match="carla.port=70000"):
-        run_env_kwargs("dsp_driving/Carla-v0", {}, None, None, 70000, log=logs.append)
+        run_env_kwargs("dsp_driving/Carla-v0", {}, None, None, 70000)
