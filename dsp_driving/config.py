@@ -16,6 +16,8 @@ import warnings
 
 import yaml
 
+from dsp_driving.validation import require  # noqa: F401  (re-exported: old importers)
+
 Activation = Literal["tanh", "relu"]
 Regulariser = Literal["importance_weighted", "group_lasso"]
 ThresholdMode = Literal["dynamic", "ratio"]
@@ -33,12 +35,6 @@ RENAMED_PRUNING_CHOICES: dict[str, dict[str, str]] = {
     "mode": {"adaptive": "dynamic"},
     "regulariser": {"adaptive": "importance_weighted"},
 }
-
-
-def require(cond: bool, field: str, value: Any, why: str) -> None:
-    """Raise ValueError naming ``field`` and its bad ``value`` unless ``cond`` holds."""
-    if not cond:
-        raise ValueError(f"invalid config: {field}={value!r}: {why}")
 
 
 def _rename_deprecated(section: str, obj: Any, renamed: Mapping[str, Mapping[str, str]]

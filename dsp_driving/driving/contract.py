@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from dsp_driving.validation import is_finite_number, require
+
 # ---- scene -------------------------------------------------------------------------------
 
 
@@ -233,8 +235,8 @@ class ActionLimits:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"ActionLimits.{f.name}={value!r}: must be a finite number > 0")
+            require(is_finite_number(value) and value > 0, f"ActionLimits.{f.name}", value,
+                    "must be a finite number > 0")
 
 
 def clip_action(action: Any) -> tuple[float, float]:

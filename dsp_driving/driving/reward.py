@@ -9,8 +9,9 @@ time limit only truncates (the env decides that, not this module).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import NamedTuple
+
+from dsp_driving.validation import is_finite_number, require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,11 +27,10 @@ class RewardConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"RewardConfig.{f.name}={value!r}: must be a finite number >= 0")
-        if self.overspeed_tolerance <= 0:
-            raise ValueError(f"RewardConfig.overspeed_tolerance={self.overspeed_tolerance!r}: "
-                             "must be > 0")
+            require(is_finite_number(value) and value >= 0, f"RewardConfig.{f.name}", value,
+                    "must be a finite number >= 0")
+        require(self.overspeed_tolerance > 0, "RewardConfig.overspeed_tolerance",
+                self.overspeed_tolerance, "must be > 0")
 
 
 class RewardTerms(NamedTuple):
