@@ -56,7 +56,7 @@ setup(
             "dsp-driving = dsp_driving.cli:main",
             "policy_node = dsp_driving.nodes.policy_node:main",
             "trainer_node = dsp_driving.nodes.trainer_node:main",
-            "bag_report = dsp_driving.analysis.report:main",
+            "bag_report = dsp_driving.cli.report:main",
         ],
     },
 )

@@ -18,7 +18,7 @@ CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.
         "dsp_driving.bag", "dsp_driving.analysis.report")
 # What runs on the car: never torch.
 CAR = ("dsp_driving.controller", "dsp_driving.inference", "dsp_driving.driving.contract",
-       "dsp_driving.nodes.policy_node", "dsp_driving.nodes.drive_cli", "dsp_driving.bag",
+       "dsp_driving.nodes.policy_node", "dsp_driving.cli.drive", "dsp_driving.bag",
        "dsp_driving.analysis.report")
 
 SCRIPT = """

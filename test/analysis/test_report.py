@@ -20,8 +20,8 @@ pytest.importorskip("rosbags")
 pytest.importorskip("matplotlib")
 
 from dsp_driving.analysis.bagread import BagError, read_bag  # noqa: E402
-from dsp_driving.analysis.report import main as bag_report_main  # noqa: E402
 from dsp_driving.analysis.report import make_report  # noqa: E402
+from dsp_driving.cli.report import main as bag_report_main  # noqa: E402
 from dsp_driving.nodes.trainer_node import SUMMARY_COMPACTION  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000

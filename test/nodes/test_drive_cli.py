@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dsp_driving.cli.drive import parameters
 from dsp_driving.controller import PolicyNodeConfig
-from dsp_driving.nodes.drive_cli import parameters
 
 YAML = Path(__file__).resolve().parents[2] / "config" / "policy.yaml"
 

@@ -10,7 +10,7 @@ import yaml
 
 pytest.importorskip("cyclonedds", reason="the dds backend needs cyclonedds (the dds extra)")
 
-from dsp_driving.topic_cli import format_rate  # noqa: E402
+from dsp_driving.cli.topic import format_rate  # noqa: E402
 
 CLI = [sys.executable, "-m", "dsp_driving"]
 

@@ -1,0 +1,109 @@
+"""``dsp-driving train``: a new run or a resumed one (trainer.Runner), optionally publishing
+its stats over DDS (trainer_node without ROS 2)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+from typing import Any
+
+from dsp_driving.config import default_config_path, from_dict, load_config, parse_overrides
+
+
+def add_parser(sub: Any) -> None:
+    """Register `train` on the dsp-driving parser."""
+    p = sub.add_parser("train", help="train a PPO policy while pruning it")
+    p.add_argument("--env", help="gymnasium env id, e.g. CartPole-v1 (default: the config's "
+                   "train.env_id)")
+    p.add_argument("--config", type=Path, help="YAML config (default: config/train.yaml)")
+    p.add_argument("--total-steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-envs", type=int)
+    p.add_argument("--out", type=Path, help="run folder (default: runs/ENV_sSEED_TIME)")
+    p.add_argument("--no-prune", action="store_true", help="dense PPO baseline")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. pruning.lambda_actor=2e-4")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run")
+    p.add_argument("--no-bag", action="store_true", help="do not record the dsp/* topics "
+                   "into RUN_DIR/bag (a rosbag2 bag for `dsp-driving report`)")
+    g = p.add_argument_group("ROS 2 topics (trainer_node over DDS, no ROS 2 needed)")
+    g.add_argument("--publish", action="store_true", help="publish dsp/compaction, "
+                   "dsp/compaction/summary, dsp/training and dsp/policy")
+    g.add_argument("--domain", type=int, help="DDS domain id (default: $ROS_DOMAIN_ID or 0)")
+    g.add_argument("--wait-subscribers", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for subscribers before training")
+    g = p.add_argument_group("dsp_driving/Carla-v0")
+    g.add_argument("--carla-config", type=Path, help="the bridge's YAML (default: a resumed "
+                   "run's saved settings, else built-in defaults); saved in the run's "
+                   "train.env_kwargs")
+    g.add_argument("--carla-host", help="override the config's host")
+    g.add_argument("--carla-port", type=int, help="override the config's RPC port")
+    p.set_defaults(func=run)
+
+
+
+def run(args: argparse.Namespace) -> int:
+    from dsp_driving.nodes.trainer_node import TrainerNodeConfig, learn
+
+    if not args.publish and (args.domain is not None or args.wait_subscribers):
+        print("error: --domain and --wait-subscribers need --publish", file=sys.stderr)
+        return 2
+    runner = _resume_runner(args) if args.resume else _new_runner(args)
+    if runner is None:
+        return 2
+    own = TrainerNodeConfig(out=str(runner.run_dir), resume=bool(args.resume),
+                            carla_config=str(args.carla_config or ""),
+                            carla_host=args.carla_host or "", carla_port=args.carla_port or 0,
+                            wait_for_subscribers_s=args.wait_subscribers,
+                            record_bag=not args.no_bag)
+    if not args.publish:
+        learn(runner, None, own)
+        return 0
+    from dsp_driving.transport import create_node
+
+    try:
+        node = create_node("trainer_node", backend="dds", domain_id=args.domain)
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(f"`dsp-driving train --publish` needs {exc.name}: pip "
+                                  "install -e '.[dds]'") from None
+    try:
+        learn(runner, node, own)
+    finally:
+        node.destroy()
+    return 0
+
+
+def _resume_runner(args: argparse.Namespace):  # -> trainer.Runner | None (torch: lazily)
+    """--resume RUN_DIR: the run's saved configuration; only --total-steps may change it."""
+    from dsp_driving.trainer import Runner
+
+    extra = [flag for flag, value in (("--env", args.env), ("--config", args.config),
+             ("--seed", args.seed), ("--num-envs", args.num_envs), ("--out", args.out),
+             ("--set", args.set)) if value is not None]
+    if args.no_prune:
+        extra.append("--no-prune")
+    if extra:
+        print(f"error: with --resume only --total-steps (and the --publish and --carla-* "
+              f"options) may be given (got {extra[0]}): the run keeps the configuration "
+              "saved in its folder", file=sys.stderr)
+        return None
+    return Runner.resume(args.resume, args.total_steps)
+
+
+def _new_runner(args: argparse.Namespace):  # -> trainer.Runner
+    """A new run: the config file, --set, then the options as typed values over them,
+    validated together by from_dict."""
+    from dsp_driving.trainer import Runner, default_run_dir
+
+    config_path = args.config or default_config_path()
+    overrides = parse_overrides(list(args.set or []))
+    overrides.setdefault("train", {}).update(
+        {k: v for k, v in (("env_id", args.env), ("total_steps", args.total_steps),
+                           ("seed", args.seed), ("num_envs", args.num_envs))
+         if v is not None})
+    if args.no_prune:
+        overrides.setdefault("pruning", {})["enabled"] = False
+    cfg = from_dict(overrides, load_config(config_path))
+    print(f"config: {config_path or 'built-in defaults'}")
+    return Runner.new(cfg, args.out or default_run_dir(cfg))
