@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import json
-import math
 from pathlib import Path
 from typing import Any, Protocol
 import warnings
 
-import numpy as np
+from dsp_driving.io_utils import json_safe  # noqa: F401  (re-exported: old importers)
 
 
 class Callback(Protocol):
@@ -42,20 +41,6 @@ class BaseCallback:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` for strict JSON: non-finite floats -> None, numpy scalars -> Python numbers,
-    tuples -> lists (dicts and lists recursively)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 class JsonlSink(BaseCallback):

@@ -12,7 +12,8 @@ CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.
         "dsp_driving.evaluation", "dsp_driving.callbacks", "dsp_driving.export",
         "dsp_driving.inference", "dsp_driving.provenance", "dsp_driving.transport",
         "dsp_driving.transport.base", "dsp_driving.driving.contract",
-        "dsp_driving.driving.reward", "dsp_driving.driving.highway", "dsp_driving.envs",
+        "dsp_driving.driving.reward", "dsp_driving.driving.highway",
+        "dsp_driving.driving.registry",
         "dsp_driving.controller", "dsp_driving.nodes.trainer_node",
         "dsp_driving.nodes.policy_node", "dsp_driving.nodes.launch_support",
         "dsp_driving.bag", "dsp_driving.analysis.report")

@@ -16,8 +16,7 @@ import numpy as np
 
 from dsp_driving.analysis import driving, training
 from dsp_driving.analysis.bagread import BagData, read_bag
-from dsp_driving.callbacks import json_safe
-from dsp_driving.io_utils import atomic_write_json, atomic_write_text
+from dsp_driving.io_utils import atomic_write_json, atomic_write_text, json_safe
 
 
 def default_out(bag: str | Path) -> Path:

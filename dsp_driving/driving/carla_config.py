@@ -178,7 +178,7 @@ def run_env_kwargs(env_id: str, env_kwargs: Mapping[str, Any], path: str | Path 
     ``port``, make them. They are saved with the run's config, so every env of the run (also
     in AsyncVectorEnv workers), its evaluation and its export read the same.
     """
-    from dsp_driving.envs import SERVER_ENVS
+    from dsp_driving.driving.registry import SERVER_ENVS
 
     given = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if env_id not in SERVER_ENVS:

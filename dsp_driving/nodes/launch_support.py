@@ -14,14 +14,14 @@ from typing import Any
 
 from dsp_driving.config import coerce, read_yaml_mapping, unwrap_ros_params
 from dsp_driving.nodes.parameters import COMMAND_INTERFACES
-from dsp_driving.transport.base import flatten
+from dsp_driving.transport.base import flatten_params
 
 SIM_ENVS = {"highway": "dsp_driving/HighwayDrive-v0", "carla": "dsp_driving/Carla-v0"}
 
 
 def read_parameters(path: str | Path, what: str) -> dict[str, Any]:
     """A params file (ROS 2 form or plain) as flat dotted parameters."""
-    return flatten(unwrap_ros_params(read_yaml_mapping(path, what)))
+    return flatten_params(unwrap_ros_params(read_yaml_mapping(path, what)))
 
 
 def typed(params: dict[str, Any], defaults: dict[str, Any], node: str) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def train_parameters(share: str | Path, sim: str = "highway", env: str = "", con
     from dsp_driving.config import Config
     from dsp_driving.nodes.parameters import TrainerNodeConfig
 
-    defaults = {**flatten(Config().to_dict()), **dataclasses.asdict(TrainerNodeConfig())}
+    defaults = {**flatten_params(Config().to_dict()), **dataclasses.asdict(TrainerNodeConfig())}
     return typed(params, defaults, "trainer_node")
 
 

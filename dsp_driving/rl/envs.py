@@ -40,7 +40,7 @@ def _make_registered(env_id: str, **kwargs: Any) -> gym.Env:
 def _slot_kwargs(env_id: str, index: int) -> dict[str, int]:
     """Per-env constructor arguments: simulator-server envs get their own server per slot."""
     if env_id.startswith("dsp_driving/"):
-        from dsp_driving.envs import SERVER_ENVS
+        from dsp_driving.driving.registry import SERVER_ENVS
 
         if env_id in SERVER_ENVS:
             return {"server_index": index}
@@ -50,7 +50,7 @@ def _slot_kwargs(env_id: str, index: int) -> dict[str, int]:
 def _check_env_id(env_id: str) -> None:
     if env_id.startswith("dsp_driving/"):
         try:
-            import dsp_driving.envs  # noqa: F401  (registers the driving tasks)
+            import dsp_driving.driving.registry  # noqa: F401  (registers the driving tasks)
         except ModuleNotFoundError:
             pass
     try:

@@ -24,15 +24,16 @@ from dsp_driving.transport.base import (
     Timer,
     config_from_parameters,
     dataclass_from_parameters,
-    flatten,
-    unflatten,
+    flatten_params,
+    unflatten_params,
 )
 
 BACKENDS = ("rclpy", "dds")
 
 __all__ = ["BACKENDS", "DEFAULT_QOS", "LATCHED_QOS", "SENSOR_QOS", "Logger", "Node",
            "Publisher", "QosProfile", "Timer", "config_from_parameters", "create_node",
-           "dataclass_from_parameters", "flatten", "select_backend", "unflatten"]
+           "dataclass_from_parameters", "flatten_params", "select_backend",
+           "unflatten_params"]
 
 
 def select_backend(requested: str | None = None) -> str:

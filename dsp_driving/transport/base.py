@@ -336,19 +336,19 @@ class Node(abc.ABC):
         self.destroy()
 
 
-def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_params(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}: ROS 2's naming of nested parameters."""
     out: dict[str, Any] = {}
     for key, value in nested.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            out.update(flatten(value, name + "."))
+            out.update(flatten_params(value, name + "."))
         else:
             out[name] = value
     return out
 
 
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+def unflatten_params(flat: Mapping[str, Any]) -> dict[str, Any]:
     """{'a.b': 1} -> {'a': {'b': 1}}."""
     out: dict[str, Any] = {}
     for name, value in flat.items():
@@ -383,5 +383,5 @@ def config_from_parameters(node: Node, base: Any = None, strict: bool = True) ->
     from dsp_driving.config import Config, from_dict
 
     base = base if base is not None else Config()
-    values = node.get_parameters(flatten(base.to_dict()), strict=strict)
-    return from_dict(unflatten(values), base)
+    values = node.get_parameters(flatten_params(base.to_dict()), strict=strict)
+    return from_dict(unflatten_params(values), base)

@@ -61,7 +61,7 @@ def run(env: CarlaDriveEnv, action, limit: int = 1000) -> tuple[int, float, dict
 
 
 def test_registered_and_lazy() -> None:
-    import dsp_driving.envs  # noqa: F401
+    import dsp_driving.driving.registry  # noqa: F401
 
     env = gym.make("dsp_driving/Carla-v0", config=config())
     inner = env.unwrapped

@@ -7,7 +7,8 @@ from pathlib import Path
 import subprocess
 import sys
 
-MODULES = ("dsp_driving.envs", "dsp_driving.driving.carla_env", "dsp_driving.driving.backend",
+MODULES = ("dsp_driving.driving.registry", "dsp_driving.driving.carla_env",
+           "dsp_driving.driving.backend",
            "dsp_driving.driving.kinematic", "dsp_driving.driving.route",
            "dsp_driving.driving.ports", "dsp_driving.driving.carla_config",
            "dsp_driving.driving.server_process", "dsp_driving.driving.carla_map",

@@ -59,9 +59,10 @@ def test_launch_files_declare_the_arguments_and_match_launch_support() -> None:
 
 def config_of(params: dict) -> Config:
     from dsp_driving.config import SECTIONS, from_dict
-    from dsp_driving.transport.base import unflatten
+    from dsp_driving.transport.base import unflatten_params
 
-    return from_dict(unflatten({k: v for k, v in params.items() if k.split(".")[0] in SECTIONS}))
+    return from_dict(unflatten_params({k: v for k, v in params.items()
+                                       if k.split(".")[0] in SECTIONS}))
 
 
 def test_train_parameters_per_sim() -> None:
