@@ -90,6 +90,7 @@ class PolicyController:
         self.rejected = 0  # observations refused (wrong size, non-finite)
         self.safe_commands = 0  # commands that were the safe command
         self.stale_commands = 0  # of which: the input was older than stale_timeout_s
+        self.reloads = self.reloads_refused = 0  # hot reloads done and refused
 
     # ---- inputs -----------------------------------------------------------------------------
 
@@ -169,11 +170,14 @@ class PolicyController:
         return self._command(np.array([self._last_action[0], brake]), safe=True, reason=reason)
 
     def _command(self, action: np.ndarray, safe: bool, reason: str) -> Decision:
-        steer, accel = contract.clip_action(action)
-        command = np.array([steer, accel], np.float32)
+        # action is in [-1, 1] already: the policy's output clipped, or the safe command's
+        # held steering and braking (safe_decel_mps2 <= max_decel_mps2). The command is its
+        # float32 value, as published; its physical value is converted once, here, and the
+        # command messages are built from it (to_physical's clip_action: once per command).
+        command = np.array(action, np.float32).reshape(contract.ACT_DIM)
+        physical = contract.to_physical(command, self.limits)
         if self.driving:
             self._last_action = command
-        physical = contract.to_physical((steer, accel), self.limits)
         return Decision(command, physical, safe, reason)
 
     # ---- hot reload -------------------------------------------------------------------------
@@ -184,6 +188,8 @@ class PolicyController:
         try:
             new = load_policy(path)
         except Exception as exc:  # noqa: BLE001  (whatever is wrong, the old policy drives on)
+            self.reloads_refused += 1
             return str(exc)
         self.policy = new
+        self.reloads += 1
         return ""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from dsp_driving.controller import PolicyController, PolicyNodeConfig, load_poli
 from dsp_driving.driving import contract
 from dsp_driving.export import export_actor
 from dsp_driving.inference import OnnxPolicy, PolicyLoadError
+from dsp_driving.nodes.messages import COMMAND_TOPICS, command_message
 from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 
@@ -107,6 +110,7 @@ def test_hot_reload_validates_and_keeps_the_old_policy_on_a_bad_file(
     ctl.set_observation(obs_at(), 0.0)
     np.testing.assert_allclose(ctl.decide(0.0).action,
                                np.clip(OnnxPolicy(newer).act(obs_at()), -1, 1), atol=1e-6)
+    assert (ctl.reloads, ctl.reloads_refused) == (1, 2)  # policy_node's status counts these
 
 
 def test_ros_mode_builds_the_observation_with_the_training_code(policy_file: Path) -> None:
@@ -160,3 +164,37 @@ def test_a_clock_that_went_back_makes_the_input_stale(policy_file: Path) -> None
     assert back.safe and "clock went back" in back.reason and ctl.stale_commands == 1
     ctl.set_observation(obs_at(10.0), 5.05)  # a new input on the new clock drives again
     assert not ctl.decide(5.1).safe
+
+
+class RecordNode:
+    """What command_message needs of a node, with plain records for messages."""
+
+    def msg_type(self, ros_type: str) -> Any:
+        return SimpleNamespace
+
+    def now_msg(self) -> Any:
+        return SimpleNamespace(sec=1, nanosec=2)
+
+
+@pytest.mark.parametrize("interface", sorted(COMMAND_TOPICS))
+def test_each_command_is_converted_once(policy_file: Path, interface: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision carries the physical value of exactly the action published (float32),
+    and the command message is built from it: contract.clip_action runs once per command."""
+    calls = []
+    clip = contract.clip_action
+    monkeypatch.setattr(contract, "clip_action", lambda a: calls.append(1) or clip(a))
+    cfg = PolicyNodeConfig(command_interface=interface, max_steer_rad=0.3)
+    ctl = PolicyController(load_policy(policy_file), cfg)
+    ctl.set_observation(obs_at(), stamp_s=0.0)
+    decisions = []
+    for now in (0.0, 1.0):  # the policy's command, then the safe command (stale input)
+        calls.clear()
+        d = ctl.decide(now)
+        command_message(RecordNode(), cfg, d, 10.0)
+        assert len(calls) == 1
+        assert d.action.dtype == np.float32
+        assert d.physical == contract.to_physical(d.action, cfg.limits)  # bit for bit
+        decisions.append(d)
+    driving, safe = decisions
+    assert not driving.safe and safe.safe and safe.action[0] == driving.action[0]

@@ -2,7 +2,7 @@
 
     dsp-driving drive --model policy.onnx [--params-file config/policy.yaml] [--set key=value]
 
-The keys are policy_node's parameters (dsp_driving.controller.PolicyNodeConfig); a params
+The keys are policy_node's parameters (dsp_driving.nodes.parameters.PolicyNodeConfig); a params
 file is in ROS 2 form (``policy_node: ros__parameters: ...``) or a plain mapping.
 """
 

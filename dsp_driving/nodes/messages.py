@@ -1,18 +1,26 @@
 """Between ROS messages and the policy controller, for either transport backend.
 
 Inputs are read by attribute (the same names in rclpy's classes and in dsp_driving.msgs);
-outputs are built through ``node.msg_type``, so the same code serves rclpy and dds.
+outputs are built, and topics opened, through ``node.msg_type``, so the same code serves
+rclpy and dds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dsp_driving.controller import Decision, PolicyNodeConfig
 from dsp_driving.driving import contract
+from dsp_driving.transport import DEFAULT_QOS
+
+if TYPE_CHECKING:
+    from dsp_driving.bag import Recorder
+    from dsp_driving.controller import Decision, PolicyController
+    from dsp_driving.nodes.parameters import PolicyNodeConfig
+    from dsp_driving.transport import Node, Publisher, QosProfile
 
 # command_interface -> (ROS type, topic; {role} is the CARLA role name)
 COMMAND_TOPICS = {
@@ -21,6 +29,24 @@ COMMAND_TOPICS = {
     "carla_ackermann": ("ackermann_msgs/msg/AckermannDrive", "/carla/{role}/ackermann_cmd"),
     "autoware": ("autoware_control_msgs/msg/Control", "control_cmd"),
 }
+
+
+def publisher(node: Node, recorder: Recorder | None, ros_type: str, topic: str) -> Publisher:
+    """A publisher of ``ros_type`` ('pkg/msg/Name') on ``topic``; recorded into the bag too
+    when ``recorder`` is given."""
+    if recorder is not None:
+        return recorder.publisher(ros_type, topic, DEFAULT_QOS)
+    return node.create_publisher(node.msg_type(ros_type), topic, DEFAULT_QOS)
+
+
+def subscribe(node: Node, recorder: Recorder | None, ros_type: str, topic: str,
+              callback: Callable[[Any], None], qos: QosProfile) -> None:
+    """Subscribe ``callback`` to ``ros_type`` on ``topic``; each message recorded into the
+    bag first when ``recorder`` is given."""
+    if recorder is not None:
+        recorder.subscription(ros_type, topic, callback, qos)
+    else:
+        node.create_subscription(node.msg_type(ros_type), topic, callback, qos)
 
 
 def yaw_of(q: Any) -> float:
@@ -44,6 +70,12 @@ def ego_from_odometry(odom: Any, accel_mps2: float = 0.0, length_m: float = 4.5
     return ego
 
 
+def vehicle_from_odometry(odom: Any, length_m: float) -> contract.Vehicle:
+    """nav_msgs/Odometry of another vehicle -> contract.Vehicle (ValueError: non-finite)."""
+    ego = ego_from_odometry(odom)
+    return contract.Vehicle(ego.x, ego.y, ego.yaw, ego.speed, length_m)
+
+
 def path_points(path: Any) -> np.ndarray:
     """nav_msgs/Path -> [n, 2] points with repeated consecutive points dropped."""
     pts = np.array([(p.pose.position.x, p.pose.position.y) for p in path.poses], np.float64)
@@ -60,29 +92,37 @@ def stamp_s(header: Any) -> float:
 
 def command_message(node: Any, cfg: PolicyNodeConfig, decision: Decision,
                     speed_mps: float) -> Any:
-    """The command message of ``cfg.command_interface`` for ``decision``."""
+    """The command message of ``cfg.command_interface`` for ``decision``, from its physical
+    values (the action is converted once, by the controller); the same fields as
+    contract.to_ackermann / to_carla / to_autoware of ``decision.action``."""
     make = node.msg_type
-    action, limits, interface = decision.action, cfg.limits, cfg.command_interface
+    physical, limits, interface = decision.physical, cfg.limits, cfg.command_interface
     stamp = node.now_msg()
 
     def header() -> Any:
         return make("std_msgs/msg/Header")(stamp=stamp, frame_id=cfg.frame_id)
 
+    if interface == "carla":  # CARLA steers + right, scaled to the vehicle's max steer angle
+        accel = float(decision.action[1])
+        return make("carla_msgs/msg/CarlaEgoVehicleControl")(
+            header=header(), throttle=max(accel, 0.0), brake=max(-accel, 0.0),
+            steer=float(np.clip(-physical.steer_rad / limits.carla_max_steer_rad, -1.0, 1.0)))
+    # AckermannDrive and autoware command a speed: v + accel * speed_horizon_s, in [0, max]
+    target = min(max(float(speed_mps + physical.accel_mps2 * cfg.speed_horizon_s), 0.0),
+                 limits.max_speed_mps)  # NaN stays NaN, as in contract.to_ackermann
     if interface in ("ackermann", "carla_ackermann"):
-        fields = contract.to_ackermann(action, speed_mps, cfg.speed_horizon_s, limits)
-        drive = make("ackermann_msgs/msg/AckermannDrive")(**fields)
+        drive = make("ackermann_msgs/msg/AckermannDrive")(
+            steering_angle=physical.steer_rad, steering_angle_velocity=0.0, speed=target,
+            acceleration=max(abs(physical.accel_mps2), 1e-3), jerk=0.0)  # 0 is "at any rate"
         if interface == "carla_ackermann":
             return drive
         return make("ackermann_msgs/msg/AckermannDriveStamped")(header=header(), drive=drive)
-    if interface == "carla":
-        c = contract.to_carla(action, limits)
-        return make("carla_msgs/msg/CarlaEgoVehicleControl")(
-            header=header(), throttle=c.throttle, steer=c.steer, brake=c.brake)
-    fields = contract.to_autoware(action, speed_mps, cfg.speed_horizon_s, limits)
-    lateral = make("autoware_control_msgs/msg/Lateral")(stamp=stamp, control_time=stamp,
-                                                        **fields["lateral"])
+    lateral = make("autoware_control_msgs/msg/Lateral")(
+        stamp=stamp, control_time=stamp, steering_tire_angle=physical.steer_rad,
+        steering_tire_rotation_rate=0.0, is_defined_steering_tire_rotation_rate=False)
     longitudinal = make("autoware_control_msgs/msg/Longitudinal")(
-        stamp=stamp, control_time=stamp, **fields["longitudinal"])
+        stamp=stamp, control_time=stamp, velocity=target, acceleration=physical.accel_mps2,
+        jerk=0.0, is_defined_acceleration=True, is_defined_jerk=False)
     return make("autoware_control_msgs/msg/Control")(stamp=stamp, control_time=stamp,
                                                      lateral=lateral, longitudinal=longitudinal)
 
@@ -119,3 +159,20 @@ def status_message(node: Any, level: int, message: str, values: dict[str, Any]) 
     """diagnostic_msgs/DiagnosticArray with one status named policy_node."""
     return diagnostic_array(node, [diagnostic_status(
         node, "policy_node", message, {k: str(v) for k, v in values.items()}, level=level)])
+
+
+def policy_status(node: Any, controller: PolicyController, decision: Decision,
+                  latency_s: float) -> Any:
+    """policy_node's status after ``decision``: WARN while braking on the safe command; the
+    policy, the counters, the rate and the command limits as its values."""
+    ctl, cfg = controller, controller.cfg
+    return status_message(
+        node, 1 if decision.safe else 0, decision.reason or "driving",
+        {"model": ctl.policy.path, "model_sha256": ctl.policy.sha256,
+         "decide_latency_ms": f"{latency_s * 1e3:.3f}",
+         "safe_commands": ctl.safe_commands, "stale_commands": ctl.stale_commands,
+         "rejected_inputs": ctl.rejected, "policy_reloads": ctl.reloads,
+         "policy_reloads_refused": ctl.reloads_refused,
+         "rate_hz": cfg.rate_hz, "trigger": cfg.trigger,
+         "command_interface": cfg.command_interface, "max_steer_rad": cfg.max_steer_rad,
+         "max_accel_mps2": cfg.max_accel_mps2, "max_decel_mps2": cfg.max_decel_mps2})

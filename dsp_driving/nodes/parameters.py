@@ -12,6 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 from dsp_driving.transport.base import ros_topic
+from dsp_driving.validation import require
 
 if TYPE_CHECKING:
     from dsp_driving.driving import contract
@@ -57,27 +58,22 @@ class PolicyNodeConfig:
     record_segment_s: float = 10.0  # the bag is written in segments: a crash loses at most this
 
     def __post_init__(self) -> None:
-        if self.input_mode not in INPUT_MODES:
-            raise ValueError(f"input_mode={self.input_mode!r}: expected one of {INPUT_MODES}")
+        for name, choices in (("input_mode", INPUT_MODES), ("path_qos", PATH_QOS),
+                              ("trigger", TRIGGERS), ("command_interface", COMMAND_INTERFACES)):
+            value = getattr(self, name)
+            require(value in choices, name, value, f"expected one of {choices}")
         if self.policy_topic:
             try:
                 ros_topic(self.policy_topic)
             except ValueError as exc:
-                raise ValueError(f"policy_topic={self.policy_topic!r}: {exc}") from None
-        if self.path_qos not in PATH_QOS:
-            raise ValueError(f"path_qos={self.path_qos!r}: expected one of {PATH_QOS}")
-        if self.trigger not in TRIGGERS:
-            raise ValueError(f"trigger={self.trigger!r}: expected one of {TRIGGERS}")
-        if self.command_interface not in COMMAND_INTERFACES:
-            raise ValueError(f"command_interface={self.command_interface!r}: expected one of "
-                             f"{COMMAND_INTERFACES}")
+                require(False, "policy_topic", self.policy_topic, str(exc))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, float) and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{f.name}={value!r}: must be a finite number > 0")
-        if self.safe_decel_mps2 > self.max_decel_mps2:
-            raise ValueError(f"safe_decel_mps2={self.safe_decel_mps2!r}: must be <= "
-                             f"max_decel_mps2={self.max_decel_mps2!r}")
+            if isinstance(value, float):
+                require(math.isfinite(value) and value > 0, f.name, value,
+                        "must be a finite number > 0")
+        require(self.safe_decel_mps2 <= self.max_decel_mps2, "safe_decel_mps2",
+                self.safe_decel_mps2, f"must be <= max_decel_mps2={self.max_decel_mps2!r}")
 
     @property
     def limits(self) -> contract.ActionLimits:
@@ -95,16 +91,14 @@ class TrainerNodeConfig:
 
     out: str = ""  # run folder; empty: runs/<env>_s<seed>_<time>
     resume: bool = False  # continue the run in `out` (its saved config; train.total_steps)
-    carla_config: str = ""  # dsp_driving/Carla-v0's YAML; empty: $DSP_DRIVING_CARLA_CONFIG
+    carla_config: str = ""  # dsp_driving/Carla-v0's YAML; empty: a resumed run's, else defaults
     carla_host: str = ""  # overrides the carla config's host when set
     carla_port: int = 0  # overrides the carla config's port when > 0
     wait_for_subscribers_s: float = 0.0  # before training, wait this long for a subscriber
     record_bag: bool = True  # also write the dsp/* topics into RUN_DIR/bag (rosbag2, MCAP)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.carla_port <= 65535:
-            raise ValueError(f"carla_port={self.carla_port!r}: must be 0 (the config's) or a "
-                             "TCP port")
-        if not (math.isfinite(self.wait_for_subscribers_s) and self.wait_for_subscribers_s >= 0):
-            raise ValueError(f"wait_for_subscribers_s={self.wait_for_subscribers_s!r}: must be "
-                             ">= 0")
+        require(0 <= self.carla_port <= 65535, "carla_port", self.carla_port,
+                "must be 0 (the config's) or a TCP port")
+        require(math.isfinite(self.wait_for_subscribers_s) and self.wait_for_subscribers_s >= 0,
+                "wait_for_subscribers_s", self.wait_for_subscribers_s, "must be >= 0")
