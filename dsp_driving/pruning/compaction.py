@@ -1,6 +1,16 @@
-"""Physical compaction: rebuild a masked MLP with only its alive neurons."""
+"""Physical compaction: shrink a masked MLP's Linear layers to its alive neurons, in place.
+
+As Torch-Pruning prunes the user's module (``pruner/function.py``: ``LinearPruner`` and
+``_prune_parameter_and_grad``), each Linear keeps its identity: its weight and bias are
+replaced by index-selected Parameters and ``in_features`` / ``out_features`` follow, so
+whoever holds the MLP (the agent, an optimiser through ``transplant_optimizer_state``)
+keeps holding it.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+import copy
 
 import torch
 from torch import nn
@@ -8,29 +18,54 @@ from torch import nn
 from dsp_driving.rl.networks import MLP
 
 
-@torch.no_grad()
-def compact_mlp(mlp: MLP, masks: list[torch.Tensor]) -> MLP:
-    """A dense MLP computing the same function as ``mlp`` under ``masks`` with fewer neurons.
-
-    Each Linear keeps the rows of alive outputs and the columns of alive inputs
-    (index_select); inputs and outputs of the network are kept whole.
-    """
+def alive_indices(mlp: MLP, masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The indices of the alive neurons of every hidden layer (ascending)."""
     if len(masks) != len(mlp.layers) - 1:
         raise ValueError(f"got {len(masks)} masks for {len(mlp.layers) - 1} hidden layers")
-    keep = [torch.arange(mlp.layers[0].in_features)]
-    keep += [torch.nonzero(m > 0).flatten() for m in masks]
-    keep += [torch.arange(mlp.layers[-1].out_features)]
-    hidden = [int(k.numel()) for k in keep[1:-1]]
+    return [torch.nonzero(m > 0).flatten() for m in masks]
+
+
+@torch.no_grad()
+def compact_in_place(mlp: MLP, keep: list[torch.Tensor],
+                     optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Keep only the hidden neurons ``keep[l]`` of every hidden layer l, on the same modules.
+
+    Each Linear's weight becomes the kept rows of alive outputs and columns of alive inputs
+    (index_select), its bias the kept rows; inputs and outputs of the network stay whole.
+    With ``optimizer``, its parameter groups and per-parameter state follow the new
+    Parameters (``transplant_optimizer_state``).
+    """
+    if len(keep) != len(mlp.layers) - 1:
+        raise ValueError(f"got {len(keep)} index sets for {len(mlp.layers) - 1} hidden layers")
+    hidden = [int(k.numel()) for k in keep]
     if min(hidden) < 1:
         raise ValueError(f"cannot compact: a hidden layer has no alive neuron ({hidden})")
-    with torch.random.fork_rng():  # the throwaway init must not shift the training RNG
-        compact = MLP(mlp.layers[0].in_features, hidden, mlp.layers[-1].out_features,
-                      mlp.activation)
-    for i, (src, dst) in enumerate(zip(mlp.layers, compact.layers)):
-        w = src.weight.index_select(0, keep[i + 1]).index_select(1, keep[i])
-        dst.weight.copy_(w)
-        dst.bias.copy_(src.bias.index_select(0, keep[i + 1]))
-    return compact.to(mlp.layers[0].weight.dtype)
+    full = [torch.arange(mlp.layers[0].in_features), *keep,
+            torch.arange(mlp.layers[-1].out_features)]
+    for i, layer in enumerate(mlp.layers):
+        rows, cols = full[i + 1], full[i]
+        _replace(layer, "weight", optimizer,
+                 lambda t, r=rows, c=cols: t.index_select(0, r).index_select(1, c))
+        _replace(layer, "bias", optimizer, lambda t, r=rows: t.index_select(0, r))
+        layer.out_features, layer.in_features = int(rows.numel()), int(cols.numel())
+
+
+def _replace(layer: nn.Linear, name: str, optimizer: torch.optim.Optimizer | None,
+             select: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    old = getattr(layer, name)
+    new = nn.Parameter(select(old.detach()), requires_grad=old.requires_grad)
+    setattr(layer, name, new)  # same slot in layer._parameters: parameter order is kept
+    if optimizer is not None:
+        transplant_optimizer_state(optimizer, old, new, select)
+
+
+@torch.no_grad()
+def compact_mlp(mlp: MLP, masks: list[torch.Tensor]) -> MLP:
+    """A compacted copy of ``mlp``: the same function under ``masks`` with fewer neurons."""
+    keep = alive_indices(mlp, masks)
+    compact = copy.deepcopy(mlp)
+    compact_in_place(compact, keep)
+    return compact
 
 
 def macs(mlp: nn.Module) -> int:
@@ -39,28 +74,24 @@ def macs(mlp: nn.Module) -> int:
 
 
 @torch.no_grad()
-def transplant_optimizer_state(optimizer: torch.optim.Optimizer, old: MLP, new: MLP,
-                               keep: list[torch.Tensor]) -> None:
-    """Point ``optimizer`` at ``new``'s parameters, carrying the kept entries' state over.
+def transplant_optimizer_state(optimizer: torch.optim.Optimizer, old: torch.Tensor,
+                               new: torch.Tensor,
+                               select: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Point ``optimizer`` at ``new`` instead of ``old``, carrying the kept entries' state over.
 
-    ``keep`` holds the kept neuron indices of each hidden layer (``new = compact(old)``).
-    Per-parameter state tensors (Adam's moments) are index-selected like the weights; scalar
-    state (Adam's step) is copied. The kept entries' update is then what it would have been.
+    ``new = select(old)``. torch.optim keys its per-parameter state by the Parameter object
+    and lists the Parameter objects in ``param_groups`` (whose order is what its state_dict
+    records), so both are rewritten: ``new`` takes ``old``'s place in its group (and with it
+    the group's learning rate), and tensors of ``old``'s shape in ``old``'s state (Adam's
+    moments) are index-selected with ``select``; other state (Adam's step) is copied. The
+    kept entries' next update is then what it would have been.
     """
-    full = [torch.arange(old.layers[0].in_features), *keep,
-            torch.arange(old.layers[-1].out_features)]
-    for i, (src, dst) in enumerate(zip(old.layers, new.layers)):
-        rows, cols = full[i + 1], full[i]
-        pairs = ((src.weight, dst.weight,
-                  lambda t, r=rows, c=cols: t.index_select(0, r).index_select(1, c)),
-                 (src.bias, dst.bias, lambda t, r=rows: t.index_select(0, r)))
-        for old_p, new_p, select in pairs:
-            state = optimizer.state.pop(old_p, None)
-            if state:
-                optimizer.state[new_p] = {
-                    k: (select(v).clone() if torch.is_tensor(v) and v.shape == old_p.shape
-                        else v.clone() if torch.is_tensor(v) else v)
-                    for k, v in state.items()
-                }
-            for group in optimizer.param_groups:
-                group["params"] = [new_p if p is old_p else p for p in group["params"]]
+    state = optimizer.state.pop(old, None)
+    if state:
+        optimizer.state[new] = {
+            k: (select(v) if torch.is_tensor(v) and v.shape == old.shape
+                else v.clone() if torch.is_tensor(v) else v)
+            for k, v in state.items()
+        }
+    for group in optimizer.param_groups:
+        group["params"] = [new if p is old else p for p in group["params"]]

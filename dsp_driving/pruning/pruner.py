@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from dsp_driving.config import PruningConfig
-from dsp_driving.pruning.compaction import compact_mlp, transplant_optimizer_state
+from dsp_driving.pruning.compaction import alive_indices, compact_in_place
 from dsp_driving.pruning.importance import neuron_importance
 from dsp_driving.pruning.masks import NeuronMasks
 from dsp_driving.pruning.regulariser import (
@@ -51,23 +50,23 @@ class NetworkPruner:
         return out
 
     @torch.no_grad()
-    def compact(self, optimizer: torch.optim.Optimizer | None) -> MLP:
-        """Physically remove the masked neurons now; returns the smaller MLP.
+    def compact(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """Physically remove the masked neurons from ``self.mlp`` now, in place.
 
         Masked entries are exactly zero with zero gradients and cleared optimiser state, so
         dropping them (and index-selecting the optimiser state of the rest) changes nothing
         but the cost of every later forward and backward pass.
         """
-        keep = [torch.nonzero(m > 0).flatten() for m in self.masks.masks]
-        new = compact_mlp(self.mlp, self.masks.masks)
-        if optimizer is not None:
-            transplant_optimizer_state(optimizer, self.mlp, new, keep)
+        self._shrink(alive_indices(self.mlp, self.masks.masks), optimizer)
+
+    def _shrink(self, keep: list[torch.Tensor], optimizer: torch.optim.Optimizer | None
+                ) -> None:
+        # keep: indices into the current hidden layers; the network's masks become all-alive
+        compact_in_place(self.mlp, keep, optimizer)
         self.kept = [k[i] for k, i in zip(self.kept, keep)]
         coeffs = [c[i] for c, i in zip(self.coeffs, keep)]
-        self.mlp = new
-        self.masks = NeuronMasks(new)
+        self.masks = NeuronMasks(self.mlp)
         self._set_coeffs(coeffs)
-        return new
 
     def _set_coeffs(self, coeffs: list[torch.Tensor]) -> None:
         # c_j * m_j * sqrt(|g_j|) changes only here, so R's constant factor is cached
@@ -111,6 +110,35 @@ class NetworkPruner:
             self._set_coeffs([c * m for c, m in zip(self.coeffs, self.masks.masks)])
         return newly
 
+    def state_dict(self) -> dict[str, Any]:
+        """Kept indices, masks, coefficients and thresholds for a checkpoint."""
+        return {"dense_sizes": list(self.dense_sizes), "kept": [k.clone() for k in self.kept],
+                "masks": self.masks.state_dict(), "coeffs": [c.clone() for c in self.coeffs],
+                "thresholds": list(self.thresholds), "last_reg": self.last_reg}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from state_dict(). A checkpoint of a compacted network first shrinks
+        ``self.mlp`` in place to the kept neurons; load the weights and the optimiser after."""
+        if list(state["dense_sizes"]) != list(self.dense_sizes):
+            raise ValueError(f"checkpoint {self.name} hidden sizes {state['dense_sizes']} do "
+                             f"not match the network's hidden sizes {self.dense_sizes}")
+        kept = [k.clone() for k in state["kept"]]
+        if any(not torch.equal(k, c) for k, c in zip(kept, self.kept, strict=True)):
+            self._shrink([self._position(i, k) for i, k in enumerate(kept)], None)
+        self.masks.load_state_dict(state["masks"])
+        self._set_coeffs([c.clone() for c in state["coeffs"]])
+        self.thresholds = list(state["thresholds"])
+        self.last_reg = state["last_reg"]
+
+    def _position(self, layer: int, dense_index: torch.Tensor) -> torch.Tensor:
+        # where the dense neurons dense_index sit in the current (possibly compacted) layer
+        kept = self.kept[layer]
+        pos = torch.searchsorted(kept, dense_index).clamp_(max=kept.numel() - 1)
+        if not torch.equal(kept[pos], dense_index):
+            raise ValueError(f"checkpoint {self.name} keeps neurons of hidden layer {layer} "
+                             "that this network has already removed")
+        return pos
+
     def stats(self) -> dict[str, Any]:
         """Per hidden layer: neurons alive/total, the weights and biases into it alive/total
         and its threshold; network totals (with the output layer); last regulariser value."""
@@ -141,12 +169,10 @@ class DynamicPruner:
     at the end of the update (the pruning step, every ``prune_every`` updates).
     """
 
-    def __init__(self, actor: MLP, critic: MLP, cfg: PruningConfig,
-                 on_compact: Callable[[str, MLP], None] | None = None) -> None:
-        """``on_compact(name, mlp)`` installs a compacted network in its owner; without it
-        the networks keep their dense shapes and masks (``compact_in_training`` is moot)."""
+    def __init__(self, actor: MLP, critic: MLP, cfg: PruningConfig) -> None:
+        """With ``compact_in_training`` the pruning step compacts ``actor`` and ``critic`` in
+        place (the same module objects, smaller Parameters); otherwise they stay dense."""
         self.cfg = cfg
-        self.on_compact = on_compact
         self.kappa = 0.0
         self.nets = {
             "actor": NetworkPruner("actor", actor, cfg.lambda_actor, cfg,
@@ -188,8 +214,8 @@ class DynamicPruner:
         for p in self.active:
             newly = p.prune(progress, optimizer)
             total += newly
-            if newly and self.cfg.compact_in_training and self.on_compact is not None:
-                self.on_compact(p.name, p.compact(optimizer))
+            if newly and self.cfg.compact_in_training:
+                p.compact(optimizer)
         return total
 
     def masks(self, name: str) -> list[torch.Tensor]:
@@ -205,37 +231,15 @@ class DynamicPruner:
         return {"kappa": self.kappa, **{n: p.stats() for n, p in self.nets.items()}}
 
     def state_dict(self) -> dict[str, Any]:
-        """Kept indices, masks, coefficients and thresholds for a checkpoint."""
-        return {n: {"dense_sizes": list(p.dense_sizes), "kept": [k.clone() for k in p.kept],
-                    "masks": p.masks.state_dict(),
-                    "coeffs": [c.clone() for c in p.coeffs],
-                    "thresholds": list(p.thresholds), "last_reg": p.last_reg}
-                for n, p in self.nets.items()} | {"kappa": self.kappa}
+        """Kept indices, masks, coefficients and thresholds of both networks, and kappa."""
+        return {n: p.state_dict() for n, p in self.nets.items()} | {"kappa": self.kappa}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from state_dict() onto freshly built dense networks.
+        """Restore from state_dict() onto the networks given at construction.
 
-        A checkpoint of physically compacted networks reshapes them (through
-        ``on_compact``) before the caller loads the weights and the optimiser state.
+        A checkpoint of physically compacted networks shrinks them in place first; the
+        caller then loads the weights and builds or loads the optimiser.
         """
         for n, p in self.nets.items():
-            if list(state[n]["dense_sizes"]) != list(p.dense_sizes):
-                raise ValueError(f"checkpoint {n} hidden sizes {state[n]['dense_sizes']} do "
-                                 f"not match the network's hidden sizes {p.dense_sizes}")
-            kept = [k.clone() for k in state[n]["kept"]]
-            if [k.numel() for k in kept] != p.masks.totals():
-                if self.on_compact is None:
-                    raise ValueError(f"checkpoint holds a compacted {n} but no on_compact "
-                                     "hook was given to install it")
-                keep_masks = [torch.zeros(size) for size in p.masks.totals()]
-                for km, k in zip(keep_masks, kept):
-                    km[k] = 1.0
-                p.masks.load_state_dict(keep_masks)
-                p.compact(None)
-                self.on_compact(n, p.mlp)
-            p.kept = kept
-            p.masks.load_state_dict(state[n]["masks"])
-            p._set_coeffs([c.clone() for c in state[n]["coeffs"]])
-            p.thresholds = list(state[n]["thresholds"])
-            p.last_reg = state[n]["last_reg"]
+            p.load_state_dict(state[n])
         self.kappa = state["kappa"]

@@ -30,6 +30,8 @@ class MLP(nn.Module):
 
     ``layers[l]`` maps hidden layer l-1 to hidden layer l, so hidden neuron j of hidden layer
     l owns ``layers[l].weight[j]``, ``layers[l].bias[j]`` and ``layers[l + 1].weight[:, j]``.
+    Compaction (pruning/compaction.py) shrinks the layers in place: the same Linear modules
+    get smaller Parameters, and ``hidden_sizes`` follows their ``out_features``.
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int,

@@ -60,8 +60,8 @@ class PPO:
         self.agent = Agent(self.obs_dim, self.action, net.actor_hidden, net.critic_hidden,
                            net.activation, net.init_log_std, ppo.norm_obs, ppo.clip_obs)
         self.optimizer = self._make_optimizer()
-        self.pruner = DynamicPruner(self.agent.actor, self.agent.critic, cfg.pruning,
-                                    on_compact=self._install_network)
+        # compacts agent.actor and agent.critic in place (and the optimiser with them)
+        self.pruner = DynamicPruner(self.agent.actor, self.agent.critic, cfg.pruning)
         n, t = cfg.train.num_envs, ppo.num_steps
         self.reward_scaler = (RewardScaler(n, ppo.gamma, ppo.clip_reward)
                               if ppo.norm_reward else None)
@@ -87,10 +87,6 @@ class PPO:
         # fused Adam: one kernel for all parameters instead of a Python loop over them
         return torch.optim.Adam(self.agent.parameters(), lr=self.cfg.ppo.learning_rate,
                                 eps=1e-5, fused=True)
-
-    def _install_network(self, name: str, mlp: nn.Module) -> None:
-        """Swap in a physically compacted actor or critic (called by the pruner)."""
-        setattr(self.agent, name, mlp)
 
     # -- environment ---------------------------------------------------------------------
     def _reset_envs(self, seed: int) -> np.ndarray:
@@ -217,6 +213,7 @@ class PPO:
         self.collect()
         losses = self.learn()
         progress = min(1.0, self.global_step / cfg.train.total_steps)
+        # between updates only: compaction replaces Parameters that learn() lists at its start
         newly_pruned = self.pruner.step(self.update, progress, self.optimizer)
         elapsed = time.perf_counter() - start
         self.wall_s += elapsed
@@ -278,7 +275,8 @@ class PPO:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from state_dict(); environments restart from fresh, reseeded episodes."""
-        self.pruner.load_state_dict(state["pruner"])  # first: may shrink the networks
+        # first: may shrink the networks in place; then an optimiser over their new Parameters
+        self.pruner.load_state_dict(state["pruner"])
         self.optimizer = self._make_optimizer()
         self.agent.load_state_dict(state["agent"])
         self.optimizer.load_state_dict(state["optimizer"])

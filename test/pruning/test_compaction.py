@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dsp_driving.pruning import compact_mlp, macs
+from dsp_driving.pruning.compaction import alive_indices, compact_in_place
 from dsp_driving.pruning.masks import NeuronMasks
 from dsp_driving.rl.networks import MLP, count_params
 
@@ -51,6 +52,38 @@ def test_compact_keeps_alive_weights_in_order() -> None:
     assert torch.equal(compact.layers[1].bias, mlp.layers[1].bias[keep1])
 
 
+def test_compact_in_place_keeps_the_modules_and_shrinks_their_parameters() -> None:
+    mlp, masks = _masked("relu", seed=3)
+    x = torch.randn(1000, 5) * 3.0
+    with torch.no_grad():
+        expected = mlp(x)
+    layers, old = list(mlp.layers), [p for p in mlp.parameters()]
+    names = [n for n, _ in mlp.named_parameters()]
+    compact_in_place(mlp, alive_indices(mlp, masks.masks))
+    assert all(a is b for a, b in zip(mlp.layers, layers, strict=True))
+    assert mlp.hidden_sizes == [7, 2, 5]
+    assert [(m.in_features, m.out_features) for m in mlp.layers] == \
+        [(5, 7), (7, 2), (2, 5), (5, 3)]
+    assert all(m.weight.shape == (m.out_features, m.in_features) for m in mlp.layers)
+    assert all(m.bias.shape == (m.out_features,) for m in mlp.layers)
+    assert [n for n, _ in mlp.named_parameters()] == names  # same slots, same order
+    assert not {id(p) for p in old} & {id(p) for p in mlp.parameters()}
+    assert all(p.requires_grad and p.grad is None for p in mlp.parameters())
+    assert count_params(mlp) == masks.weights_alive()
+    with torch.no_grad():
+        assert (mlp(x) - expected).abs().max().item() <= 1e-5
+
+
+def test_compact_mlp_leaves_the_network_whole() -> None:
+    mlp, masks = _masked("tanh", seed=4)
+    params = list(mlp.parameters())
+    compact = compact_mlp(mlp, masks.masks)
+    assert compact is not mlp and compact.hidden_sizes == [7, 2, 5]
+    assert mlp.hidden_sizes == [12, 10, 8]
+    assert all(a is b for a, b in zip(mlp.parameters(), params, strict=True))
+    assert not {id(p) for p in params} & {id(p) for p in compact.parameters()}
+
+
 def test_compact_float64_and_unmasked() -> None:
     torch.manual_seed(2)
     mlp = MLP(3, [4], 2).double()
@@ -66,6 +99,11 @@ def test_compact_rejects_bad_masks() -> None:
         compact_mlp(mlp, [torch.ones(4)])
     with pytest.raises(ValueError, match="no alive neuron"):
         compact_mlp(mlp, [torch.ones(4), torch.zeros(4)])
+    with pytest.raises(ValueError, match="got 1 index sets for 2 hidden layers"):
+        compact_in_place(mlp, [torch.arange(4)])
+    with pytest.raises(ValueError, match="no alive neuron"):
+        compact_in_place(mlp, [torch.arange(4), torch.arange(0)])
+    assert mlp.hidden_sizes == [4, 4]  # rejected before touching the network
 
 
 def test_neuron_masks_bookkeeping() -> None:

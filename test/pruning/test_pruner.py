@@ -42,8 +42,10 @@ def _adam_state_zero(opt: torch.optim.Adam, mlp: MLP, masks: list[torch.Tensor])
 def test_masks_monotone_weights_and_adam_state_stay_zero() -> None:
     torch.manual_seed(0)
     actor, critic = MLP(4, [16, 12], 2), MLP(4, [16], 1)
+    # masked, not compacted: the masks and the Adam moments at masked entries are the subject
     cfg = PruningConfig(kappa_final=1.0, t_start=0.0, t_end=0.6, max_prune_frac=0.25,
-                        min_alive=3, lambda_actor=1e-2, lambda_critic=1e-2)
+                        min_alive=3, lambda_actor=1e-2, lambda_critic=1e-2,
+                        compact_in_training=False)
     pruner = DynamicPruner(actor, critic, cfg)
     params = list(actor.parameters()) + list(critic.parameters())
     opt = torch.optim.Adam(params, lr=1e-2)
@@ -144,6 +146,10 @@ def test_ratio_mode_reaches_the_target_alive_count() -> None:
     # ceil((1 - 0.75) * 16) = 4 and ceil(0.25 * 20) = 5
     assert pruner.nets["actor"].masks.alive() == [4, 4]
     assert pruner.nets["critic"].masks.alive() == [5]
+    # compacted in place as it pruned, and the optimiser follows the new Parameters
+    assert (actor.hidden_sizes, critic.hidden_sizes) == ([4, 4], [5])
+    assert [id(p) for p in opt.param_groups[0]["params"]] == \
+        [id(p) for p in [*actor.parameters(), *critic.parameters()]]
 
 
 def test_ratio_mode_removes_the_lowest_importance_neurons() -> None:
@@ -187,13 +193,61 @@ def test_pruner_state_dict_round_trip() -> None:
                         max_prune_frac=1.0)
     src = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg)
     src.step(1, 1.0, None)
-    dst = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg)
+    assert src.nets["actor"].mlp.hidden_sizes == [5]  # compact_in_training: shrunk in place
+    actor, critic = MLP(4, [10], 2), MLP(4, [6], 1)
+    dst = DynamicPruner(actor, critic, cfg)
     dst.load_state_dict(src.state_dict())
+    # the checkpoint of a compacted network shrinks the given network, the same object
+    assert dst.nets["actor"].mlp is actor and dst.nets["critic"].mlp is critic
+    assert (actor.hidden_sizes, critic.hidden_sizes) == ([5], [3])
     for name in ("actor", "critic"):
         for a, b in zip(src.masks(name), dst.masks(name), strict=True):
+            assert torch.equal(a, b)
+        for a, b in zip(src.dense_masks(name), dst.dense_masks(name), strict=True):
+            assert torch.equal(a, b)
+        for a, b in zip(src.nets[name].kept, dst.nets[name].kept, strict=True):
             assert torch.equal(a, b)
     _masked_entries_zero(dst.nets["actor"].mlp, dst.masks("actor"))
     assert dst.kappa == src.kappa
     bad = DynamicPruner(MLP(4, [9], 2), MLP(4, [6], 1), cfg)
     with pytest.raises(ValueError, match="do not match"):
         bad.load_state_dict(src.state_dict())
+
+
+def test_pruner_state_dict_of_a_masked_network_keeps_the_dense_shapes() -> None:
+    torch.manual_seed(0)
+    cfg = PruningConfig(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=0.1,
+                        max_prune_frac=1.0, compact_in_training=False)
+    src = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg)
+    src.step(1, 1.0, None)
+    actor = MLP(4, [10], 2)
+    dst = DynamicPruner(actor, MLP(4, [6], 1), cfg)
+    dst.load_state_dict(src.state_dict())
+    assert actor.hidden_sizes == [10] and dst.nets["actor"].masks.alive() == [5]
+    assert torch.equal(dst.masks("actor")[0], src.masks("actor")[0])
+    _masked_entries_zero(actor, dst.masks("actor"))
+
+
+def test_pruner_state_dict_onto_an_already_compacted_network() -> None:
+    torch.manual_seed(0)
+    cfg = PruningConfig(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=1.0,
+                        max_prune_frac=1.0)
+    src = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg)
+    src.step(1, 0.3, None)
+    early = src.state_dict()
+    src.step(2, 1.0, None)
+    late = src.state_dict()
+    assert [len(k) for k in early["actor"]["kept"]] == [7]
+    assert [len(k) for k in late["actor"]["kept"]] == [5]
+    actor = MLP(4, [10], 2)
+    dst = DynamicPruner(actor, MLP(4, [6], 1), cfg)
+    dst.load_state_dict(early)
+    with torch.no_grad():
+        mark = actor.layers[0].bias.copy_(torch.arange(7.0)).clone()
+    dst.load_state_dict(late)  # shrinks 7 -> 5 further, keeping the right neurons
+    assert actor.hidden_sizes == [5]
+    assert torch.equal(dst.nets["actor"].kept[0], late["actor"]["kept"][0])
+    position = torch.searchsorted(early["actor"]["kept"][0], late["actor"]["kept"][0])
+    assert torch.equal(actor.layers[0].bias, mark[position])
+    with pytest.raises(ValueError, match="already removed"):
+        dst.load_state_dict(early)  # it holds neurons this network no longer has

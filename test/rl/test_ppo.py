@@ -76,6 +76,39 @@ def test_state_dict_round_trip_restores_progress_and_weights(tiny_config) -> Non
     assert list(dst.training_seeds()) == list(range(1, 1 + 2 * 4))
 
 
+def test_resume_of_a_compacted_run_shrinks_the_agents_own_networks(tiny_config) -> None:
+    cfg = tiny_config(ppo={"num_steps": 32}, train={"num_envs": 2, "total_steps": 512})
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    try:
+        src = PPO(cfg, envs)
+        src_actor = src.agent.actor
+        for _ in range(6):
+            src.step_update()
+        assert src.agent.actor is src_actor and sum(src_actor.hidden_sizes) < 32  # compacted
+        dst = PPO(cfg, envs)
+        actor, critic = dst.agent.actor, dst.agent.critic
+        dst.load_state_dict(src.state_dict())
+        assert dst.agent.actor is actor and dst.agent.critic is critic
+        assert actor.hidden_sizes == src.agent.actor.hidden_sizes
+        assert critic.hidden_sizes == src.agent.critic.hidden_sizes
+        src_params, dst_params = list(src.agent.parameters()), list(dst.agent.parameters())
+        assert [id(p) for p in dst.optimizer.param_groups[0]["params"]] == \
+            [id(p) for p in dst_params]
+        for p_src, p_dst in zip(src_params, dst_params, strict=True):
+            assert torch.equal(p_src, p_dst)
+            s_src, s_dst = src.optimizer.state[p_src], dst.optimizer.state[p_dst]
+            assert s_src.keys() == s_dst.keys() == {"step", "exp_avg", "exp_avg_sq"}
+            for key in s_src:
+                assert torch.equal(s_src[key], s_dst[key]), key
+        stats = dst.step_update()
+    finally:
+        envs.close()
+    assert dst.agent.actor is actor and stats["update"] == 7
+    assert [id(p) for p in dst.optimizer.param_groups[0]["params"]] == \
+        [id(p) for p in dst.agent.parameters()]
+
+
 @pytest.mark.parametrize(("num_steps", "num_minibatches"), [(10, 3), (2, 4), (3, 3)])
 def test_minibatch_settings_that_break_training_are_rejected(tiny_config, num_steps: int,
                                                              num_minibatches: int) -> None:
