@@ -25,6 +25,7 @@ import torch
 
 from dsp_driving.actor_file import load_actor, resolve_actor_path
 from dsp_driving.io_utils import atomic_write, atomic_write_json
+from dsp_driving.modules.mlp import macs
 from dsp_driving.policy_format import (  # noqa: F401  (re-exported for old importers)
     FORMAT_VERSION,
     INPUT_NAME,
@@ -35,7 +36,6 @@ from dsp_driving.policy_format import (  # noqa: F401  (re-exported for old impo
     sidecar_path,
 )
 from dsp_driving.provenance import producer
-from dsp_driving.pruning import macs
 from dsp_driving.rl.networks import DeployedActor
 
 OPSET = 18

@@ -23,8 +23,8 @@ from dsp_driving.callbacks import (
 from dsp_driving.config import Config, from_dict
 from dsp_driving.evaluation import evaluate
 from dsp_driving.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
+from dsp_driving.modules.mlp import macs
 from dsp_driving.provenance import git_commit
-from dsp_driving.pruning import macs
 from dsp_driving.rl.envs import make_vec_env
 from dsp_driving.rl.networks import (
     DeployedActor,

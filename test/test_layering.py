@@ -80,3 +80,18 @@ def test_the_launch_files_need_none_of_the_nodes_dependencies() -> None:
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["loaded"] == []
+
+
+def test_pruning_does_not_import_rl() -> None:
+    """rl/ (the PPO loop) uses pruning/ (the hooks); both build on modules/ (the MLP), and
+    pruning/ never imports rl/ back."""
+    code = ("import sys\n"
+            "class B:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'dsp_driving.rl' or name.startswith('dsp_driving.rl.'):\n"
+            "            raise ImportError(name)\n"
+            "sys.meta_path.insert(0, B())\n"
+            "import dsp_driving.pruning, dsp_driving.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr

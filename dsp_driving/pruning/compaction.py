@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-from dsp_driving.rl.networks import MLP
+from dsp_driving.modules.mlp import MLP, macs  # noqa: F401  (macs: re-exported)
 
 
 def alive_indices(mlp: MLP, masks: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -66,11 +66,6 @@ def compact_mlp(mlp: MLP, masks: list[torch.Tensor]) -> MLP:
     compact = copy.deepcopy(mlp)
     compact_in_place(compact, keep)
     return compact
-
-
-def macs(mlp: nn.Module) -> int:
-    """Multiply-accumulates of one forward pass (batch 1) through the Linear layers."""
-    return sum(m.in_features * m.out_features for m in mlp.modules() if isinstance(m, nn.Linear))
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dsp_driving.rl.networks import MLP
+from dsp_driving.modules.mlp import MLP
 
 
 def neuron_importance(mlp: MLP, squares: list[torch.Tensor] | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dsp_driving.rl.networks import MLP, params_of_sizes
+from dsp_driving.modules.mlp import MLP, params_of_sizes
 
 
 class NeuronMasks:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from dsp_driving.config import PruningConfig
+from dsp_driving.modules.mlp import MLP, params_of_sizes
 from dsp_driving.pruning.compaction import alive_indices, compact_in_place
 from dsp_driving.pruning.importance import neuron_importance
 from dsp_driving.pruning.masks import NeuronMasks
@@ -18,7 +19,6 @@ from dsp_driving.pruning.regulariser import (
 )
 from dsp_driving.pruning.schedule import kappa
 from dsp_driving.pruning.threshold import select_to_prune
-from dsp_driving.rl.networks import MLP, params_of_sizes
 
 
 class NetworkPruner:

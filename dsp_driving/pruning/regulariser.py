@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning.importance import alive_mean, neuron_importance
-from dsp_driving.rl.networks import MLP
 
 
 def group_sizes(mlp: MLP, masks: list[torch.Tensor],
