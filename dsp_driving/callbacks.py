@@ -9,12 +9,13 @@ from typing import Any, Protocol
 import warnings
 
 from dsp_driving.io_utils import json_safe  # noqa: F401  (re-exported: old importers)
+from dsp_driving.stats import UpdateStats
 
 
 class Callback(Protocol):
     """Anything that wants the per-update stats (JSONL file, TensorBoard, ROS topics, bags)."""
 
-    def on_update(self, stats: dict[str, Any]) -> None:
+    def on_update(self, stats: UpdateStats) -> None:
         """Called after every PPO update with its stats record."""
 
     def on_export(self, path: Path) -> None:
@@ -30,7 +31,7 @@ class Callback(Protocol):
 class BaseCallback:
     """No-op defaults, so a sink implements only what it needs."""
 
-    def on_update(self, stats: dict[str, Any]) -> None:
+    def on_update(self, stats: UpdateStats) -> None:
         """Ignore."""
 
     def on_export(self, path: Path) -> None:
@@ -50,7 +51,7 @@ class JsonlSink(BaseCallback):
         self.path = Path(path)
         self._file = self.path.open("a" if append else "w", encoding="utf-8")
 
-    def on_update(self, stats: dict[str, Any]) -> None:
+    def on_update(self, stats: UpdateStats) -> None:
         self._file.write(json.dumps(json_safe(stats), allow_nan=False) + "\n")
         self._file.flush()
 
@@ -88,7 +89,7 @@ class TensorBoardSink(BaseCallback):
             return
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
 
-    def on_update(self, stats: dict[str, Any]) -> None:
+    def on_update(self, stats: UpdateStats) -> None:
         if self.writer is None:
             return
         step = stats["step"]
@@ -113,7 +114,7 @@ class ProgressBar(BaseCallback):
         self.bar = tqdm(total=total_steps, initial=initial, desc=desc, unit="step",
                         dynamic_ncols=True, smoothing=0.1)
 
-    def on_update(self, stats: dict[str, Any]) -> None:
+    def on_update(self, stats: UpdateStats) -> None:
         self.bar.update(stats["step"] - self.bar.n)
         ret = stats.get("ep_return_mean")
         actor = stats["actor"]
@@ -131,7 +132,7 @@ class CallbackList(BaseCallback):
     def __init__(self, callbacks: Sequence[Callback]) -> None:
         self.callbacks = list(callbacks)
 
-    def on_update(self, stats: dict[str, Any]) -> None:
+    def on_update(self, stats: UpdateStats) -> None:
         for cb in self.callbacks:
             cb.on_update(stats)
 

@@ -33,6 +33,7 @@ from dsp_driving.rl.networks import (
     params_of_sizes,
 )
 from dsp_driving.rl.ppo import PPO, training_seed_range
+from dsp_driving.stats import removed_pct
 
 CHECKPOINT = "checkpoint.pt"
 STATS = "stats.jsonl"
@@ -77,8 +78,8 @@ def network_summary(hidden_dense: list[int], hidden_compact: list[int], in_dim: 
         "hidden_dense": list(hidden_dense), "hidden_compact": list(hidden_compact),
         "dense_neurons": dense_n, "compact_neurons": compact_n,
         "dense_weights": dense_w, "compact_weights": compact_w,
-        "neurons_removed_pct": 100.0 * (1 - compact_n / dense_n),
-        "weights_removed_pct": 100.0 * (1 - compact_w / dense_w),
+        "neurons_removed_pct": removed_pct(compact_n, dense_n),
+        "weights_removed_pct": removed_pct(compact_w, dense_w),
     }
 
 

@@ -36,7 +36,7 @@ def test_flatten_stats_record() -> None:
         "kappa": 0.25,
         "actor": {"layers": [{"alive": 3, "total": 4, "threshold": 0.5},
                              {"alive": 2, "total": 4, "threshold": 0.0}],
-                  "neurons_alive": 5, "regulariser": 1.5},
+                  "neurons_alive": 5, "R": 1.5},
         "losses": {"policy": -0.1, "value": 2.0},
         "hidden": [16, 16],  # plain lists carry no scalar
         "ep_return_mean": None,  # not a number yet
@@ -47,7 +47,7 @@ def test_flatten_stats_record() -> None:
         "step": 512.0, "update": 1.0, "kappa": 0.25,
         "actor/layers0/alive": 3.0, "actor/layers0/total": 4.0, "actor/layers0/threshold": 0.5,
         "actor/layers1/alive": 2.0, "actor/layers1/total": 4.0, "actor/layers1/threshold": 0.0,
-        "actor/neurons_alive": 5.0, "actor/regulariser": 1.5,
+        "actor/neurons_alive": 5.0, "actor/R": 1.5,
         "losses/policy": -0.1, "losses/value": 2.0,
     }
 

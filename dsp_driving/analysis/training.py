@@ -15,6 +15,7 @@ from typing import Any
 from dsp_driving import topics
 from dsp_driving.analysis.bagread import BagData
 from dsp_driving.analysis.plots import figure, save_png, write_csv
+from dsp_driving.stats import network_R, removed_pct
 
 # the names trainer_node publishes
 COMPACTION, SUMMARY, TRAINING, POLICY = (topics.COMPACTION_TOPIC, topics.SUMMARY_TOPIC,
@@ -24,7 +25,7 @@ NETS = ("actor", "critic")
 LAYER_COLUMNS = ("step", "net", "layer", "alive", "total", "weights_alive", "weights_total",
                  "threshold")
 NETWORK_COLUMNS = ("step", "net", "neurons_alive", "neurons_total", "weights_alive",
-                   "weights_total", "weights_removed_pct", "regulariser", "kappa")
+                   "weights_total", "weights_removed_pct", "R", "kappa")
 
 
 def topic_role(name: str) -> str | None:
@@ -95,7 +96,8 @@ def _compaction_rows(messages: list[tuple[int, Any]]) -> tuple[list[dict], list[
                                **{k: _int(v.get(k)) for k in LAYER_COLUMNS[3:]}})
             else:
                 networks.append({"step": _int(v.get("step")), "net": net,
-                                 **{k: _int(v.get(k)) for k in NETWORK_COLUMNS[2:]}})
+                                 **{k: _int(v.get(k)) for k in NETWORK_COLUMNS[2:]},
+                                 "R": _int(network_R(v))})  # older bags: "regulariser"
     return layers, networks
 
 
@@ -128,8 +130,8 @@ def _final(layers: list[dict], networks: list[dict], evaluation: dict | None
         n = last[-1]
         hidden = [row for row in layers if row["net"] == net and row["step"] == n["step"]]
         alive, total = n.get("neurons_alive"), n.get("neurons_total")
-        removed = 100.0 * (1 - alive / total) if isinstance(alive, (int, float)) \
-            and isinstance(total, (int, float)) and total else nan
+        removed = removed_pct(alive, total) if isinstance(alive, (int, float)) \
+            and isinstance(total, (int, float)) else nan
         out[net] = {"hidden_dense": [row["total"] for row in hidden],
                     "hidden_compact": [row["alive"] for row in hidden],
                     "dense_neurons": total, "compact_neurons": alive,
@@ -193,7 +195,7 @@ def _plots(figures: dict[str, Any], out: Path) -> list[str]:
         compression, kappa_ax, reg_ax = fig.axes
         for net in NETS:
             compression.plot(*_series(networks, "weights_removed_pct", net=net), label=net)
-            reg_ax.plot(*_series(networks, "regulariser", net=net), label=net)
+            reg_ax.plot(*_series(networks, "R", net=net), label=net)
         kappa_ax.plot(*_series(networks, "kappa", net=NETS[0]))
         compression.set(title="weights removed (%)", xlabel="step")
         kappa_ax.set(title="threshold factor kappa", xlabel="step")

@@ -15,6 +15,7 @@ from typing import Any
 
 from dsp_driving.callbacks import BaseCallback
 from dsp_driving.nodes.messages import diagnostic_array, diagnostic_status
+from dsp_driving.stats import UpdateStats, removed_pct
 from dsp_driving.topics import (  # noqa: F401  (re-exported: the node's topics)
     COMPACTION_TOPIC,
     POLICY_TOPIC,
@@ -57,7 +58,7 @@ def compaction_message(node: Node, stats: dict[str, Any], hardware_id: str = "")
     statuses = []
     for net in ("actor", "critic"):
         s = stats[net]
-        removed = 100.0 * (1.0 - s["weights_alive"] / s["weights_total"])
+        removed = removed_pct(s["weights_alive"], s["weights_total"])
         statuses.append(_status(
             node, f"{NAME}: {net}",
             f"{s['neurons_alive']}/{s['neurons_total']} neurons, "
@@ -65,7 +66,7 @@ def compaction_message(node: Node, stats: dict[str, Any], hardware_id: str = "")
                 "step": stats["step"], "neurons_alive": s["neurons_alive"],
                 "neurons_total": s["neurons_total"], "weights_alive": s["weights_alive"],
                 "weights_total": s["weights_total"], "weights_removed_pct": removed,
-                "regulariser": s["regulariser"], "kappa": stats["kappa"]}, hardware_id))
+                "R": s["R"], "kappa": stats["kappa"]}, hardware_id))
         for i, layer in enumerate(s["layers"]):
             statuses.append(_status(
                 node, f"{NAME}: {net}/layer{i}", f"{layer['alive']}/{layer['total']} neurons",
@@ -153,7 +154,7 @@ class StatsPublisher(BaseCallback):
                 return False
             time.sleep(0.05)
 
-    def on_update(self, stats: dict[str, Any]) -> None:
+    def on_update(self, stats: UpdateStats) -> None:
         self.compaction_pub.publish(compaction_message(self.node, stats, self.hardware_id))
         self.summary_pub.publish(summary_message(self.node, stats))
         self.training_pub.publish(training_message(self.node, stats, self.hardware_id))
@@ -226,7 +227,7 @@ class StatsBag(BaseCallback):
         except Exception as exc:  # noqa: BLE001  (a bag never ends a training run)
             self._stop(exc)
 
-    def on_update(self, stats: dict[str, Any]) -> None:
+    def on_update(self, stats: UpdateStats) -> None:
         """Record dsp/compaction, dsp/compaction/summary and dsp/training."""
         self._write(COMPACTION_TOPIC, lambda n: compaction_message(n, stats, self.hardware_id))
         self._write(SUMMARY_TOPIC, lambda n: summary_message(n, stats))

@@ -19,6 +19,7 @@ from dsp_driving.pruning.regulariser import (
 )
 from dsp_driving.pruning.schedule import kappa
 from dsp_driving.pruning.threshold import select_to_prune
+from dsp_driving.stats import NetworkStats
 
 
 class NetworkPruner:
@@ -139,7 +140,7 @@ class NetworkPruner:
                              "that this network has already removed")
         return pos
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> NetworkStats:
         """Per hidden layer: neurons alive/total, the weights and biases into it alive/total
         and its threshold; network totals (with the output layer); last regulariser value."""
         alive, totals = self.masks.alive(), self.dense_sizes
@@ -156,7 +157,7 @@ class NetworkPruner:
             "neurons_total": sum(totals),
             "weights_alive": self.masks.weights_alive(),
             "weights_total": self.dense_weights,
-            "regulariser": self.last_reg,
+            "R": self.last_reg,
         }
 
 

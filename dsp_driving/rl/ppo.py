@@ -21,6 +21,7 @@ from dsp_driving.pruning import DynamicPruner, compact_mlp
 from dsp_driving.rl.losses import compute_gae, ppo_loss_terms
 from dsp_driving.rl.networks import ActionSpec, Agent, DeployedActor
 from dsp_driving.rl.normalization import RewardScaler
+from dsp_driving.stats import UpdateStats
 
 
 def seed_everything(seed: int, threads: int, deterministic: bool) -> None:
@@ -188,7 +189,7 @@ class PPO:
                 sums["policy"] += terms.pg_loss.item()
                 sums["value"] += terms.v_loss.item()
                 sums["entropy"] += terms.entropy.item()
-                sums["regulariser"] += reg_loss
+                sums["lambda_R"] += reg_loss
                 sums["total"] += loss.item() + reg_loss
                 sums["approx_kl"] += terms.approx_kl.item()
                 sums["clipfrac"] += terms.clipfrac.item()
@@ -202,7 +203,7 @@ class PPO:
             float(1 - np.var(y_true - y_pred) / var_y)
         return out
 
-    def step_update(self) -> dict[str, Any]:
+    def step_update(self) -> UpdateStats:
         """Collect, learn, prune: one PPO update. Returns the update's stats record."""
         cfg = self.cfg
         start = time.perf_counter()
@@ -226,7 +227,7 @@ class PPO:
             "actor": pruning["actor"],
             "critic": pruning["critic"],
             "newly_pruned": newly_pruned,
-            "losses": {k: losses[k] for k in ("policy", "value", "entropy", "regulariser",
+            "losses": {k: losses[k] for k in ("policy", "value", "entropy", "lambda_R",
                                               "total")},
             "approx_kl": losses["approx_kl"],
             "clipfrac": losses["clipfrac"],

@@ -88,7 +88,7 @@ def test_trainer_process_publishes_the_figures_of_stats_jsonl(
         for net in ("actor", "critic"):
             v = by_name[f"trainer_node: {net}"]
             for key in ("neurons_alive", "neurons_total", "weights_alive", "weights_total",
-                        "regulariser"):
+                        "R"):
                 assert same(v[key], rec[net][key]), (net, key)
             assert v["kappa"] == rec["kappa"] and v["step"] == rec["step"]
             for i, layer in enumerate(rec[net]["layers"]):
@@ -101,7 +101,7 @@ def test_trainer_process_publishes_the_figures_of_stats_jsonl(
     for msg, rec in zip(got["training"], stats):
         v = values_of(msg.status[0])
         assert msg.status[0].name == "trainer_node: training"
-        for key in ("policy", "value", "entropy", "regulariser", "total"):
+        for key in ("policy", "value", "entropy", "lambda_R", "total"):
             assert same(v[f"losses/{key}"], rec["losses"][key]), key
         for key in ("approx_kl", "steps_per_s", "learning_rate", "ep_return_mean", "update"):
             assert same(v[key], rec[key]), key

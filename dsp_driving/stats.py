@@ -1,0 +1,84 @@
+"""The per-update stats record, typed: what ``PPO.step_update`` returns, stats.jsonl stores
+one per line, the TensorBoard sink flattens, trainer_node publishes (nodes/stats_topics.py)
+and the bag reports read back (analysis/training.py).
+
+Names, one per quantity (docs/method.md):
+- a network's ``R``: its regulariser R(theta), unscaled, after the update's last minibatch;
+- ``losses["lambda_R"]``: lambda_actor R(actor) + lambda_critic R(critic), the term the loss
+  adds, averaged over the update's minibatches.
+Records written before these names carried ``regulariser`` for both; readers take either
+(``network_R``, ``loss_lambda_R``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class LayerStats(TypedDict):
+    """One hidden layer after the update (the dense layout's counts)."""
+
+    alive: int
+    total: int
+    threshold: float  # tau_l of the last pruning step (ratio mode: the lowest kept s_j)
+    weights_alive: int  # weights and biases into the layer
+    weights_total: int
+
+
+class NetworkStats(TypedDict):
+    """The actor or the critic after the update (weights: every Linear, output included)."""
+
+    layers: list[LayerStats]
+    neurons_alive: int
+    neurons_total: int
+    weights_alive: int
+    weights_total: int
+    R: float
+
+
+class LossStats(TypedDict):
+    """The update's losses, averaged over minibatches."""
+
+    policy: float
+    value: float
+    entropy: float
+    lambda_R: float
+    total: float
+
+
+class UpdateStats(TypedDict):
+    """One PPO update."""
+
+    step: int
+    update: int
+    progress: float  # training progress t in [0, 1]
+    kappa: float
+    actor: NetworkStats
+    critic: NetworkStats
+    newly_pruned: int
+    losses: LossStats
+    approx_kl: float
+    clipfrac: float
+    entropy: float
+    explained_variance: float
+    learning_rate: float
+    ep_return_mean: float | None  # None before the first finished episode
+    ep_length_mean: float | None
+    steps_per_s: float
+    wall_s: float
+
+
+def removed_pct(alive: float, total: float) -> float:
+    """Percent removed, 100 * (1 - alive / total): the one convention for neurons and
+    weights alike (NaN when ``total`` is 0)."""
+    return 100.0 * (1.0 - alive / total) if total else float("nan")
+
+
+def network_R(network: dict[str, Any]) -> float | None:
+    """A network record's R (older records: ``regulariser``)."""
+    return network.get("R", network.get("regulariser"))
+
+
+def loss_lambda_R(losses: dict[str, Any]) -> float | None:
+    """A losses record's lambda * R (older records: ``regulariser``)."""
+    return losses.get("lambda_R", losses.get("regulariser"))

@@ -1,0 +1,45 @@
+"""The typed per-update stats record (dsp_driving/stats.py) against what training writes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import get_type_hints
+
+import pytest
+
+from dsp_driving.stats import (
+    LayerStats,
+    LossStats,
+    NetworkStats,
+    UpdateStats,
+    loss_lambda_R,
+    network_R,
+    removed_pct,
+)
+
+
+def test_stats_jsonl_records_have_exactly_the_typed_fields(cartpole_run: Path,
+                                                           stats_reader) -> None:
+    records = stats_reader(cartpole_run)
+    assert records
+    for rec in records:
+        assert set(rec) == set(get_type_hints(UpdateStats))
+        assert set(rec["losses"]) == set(get_type_hints(LossStats))
+        for net in ("actor", "critic"):
+            assert set(rec[net]) == set(get_type_hints(NetworkStats))
+            for layer in rec[net]["layers"]:
+                assert set(layer) == set(get_type_hints(LayerStats))
+                assert 0 <= layer["alive"] <= layer["total"]
+            assert rec[net]["R"] >= 0
+        assert rec["losses"]["lambda_R"] >= 0
+
+
+def test_removed_pct_and_the_readers_of_old_names() -> None:
+    assert removed_pct(25, 100) == pytest.approx(75.0)
+    assert removed_pct(100, 100) == 0.0
+    assert math.isnan(removed_pct(0, 0))
+    assert network_R({"R": 1.5}) == 1.5 and network_R({"regulariser": 2.0}) == 2.0
+    assert loss_lambda_R({"lambda_R": 0.1}) == 0.1
+    assert loss_lambda_R({"regulariser": 0.2}) == 0.2
+    assert network_R({}) is None
