@@ -39,7 +39,7 @@ setup(
         "tqdm>=4.60",
         "onnxruntime>=1.17",  # the torch-free policy runtime (dsp_driving.inference)
         # the ROS 2 messages without ROS 2 (dsp_driving.msgs) and rosbag2 bags
-        # (dsp_driving.bag, dsp_driving.report): training records RUN_DIR/bag by default
+        # (dsp_driving.rosbag, dsp-driving report): training records RUN_DIR/bag by default
         "cyclonedds==11.0.1",
         "rosbags>=0.11.9,<0.12",
         "matplotlib>=3.7",  # dsp-driving report's plots

@@ -17,7 +17,7 @@ from dsp_driving import msgs
 
 def typestore() -> Any:
     """rosbags' ROS 2 Humble typestore plus the .msg texts msgs.py pins."""
-    from dsp_driving.bag import typestore as store
+    from dsp_driving.rosbag.writer import typestore as store
 
     return store()
 

@@ -1,4 +1,4 @@
-"""dsp_driving.bag: rosbag2 bags (MCAP, version 8) written by rosbags, crash-safe by segments."""
+"""dsp_driving.rosbag.writer: rosbag2 bags (MCAP, version 8), crash-safe by segments."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rosbags.interfaces import QosDurability, QosReliability  # noqa: E402
 from rosbags.rosbag2 import Reader  # noqa: E402
 
 from dsp_driving import msgs  # noqa: E402
-from dsp_driving.bag import BagWriter, typestore  # noqa: E402
+from dsp_driving.rosbag.writer import BagWriter, typestore  # noqa: E402
 from dsp_driving.transport import SENSOR_QOS, QosProfile  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000
@@ -74,7 +74,7 @@ CRASH = """
 import os, sys
 sys.path.insert(0, {test_dir!r})
 from test_bag import drive, T0
-from dsp_driving.bag import BagWriter
+from dsp_driving.rosbag.writer import BagWriter
 writer = BagWriter({bag!r}, segment_s=3600)
 writer.add_topic("/ackermann_cmd", "ackermann_msgs/msg/AckermannDriveStamped")
 for i in range(15):
@@ -133,7 +133,7 @@ def test_a_background_writer_writes_segments_while_recording(tmp_path: Path) -> 
 
 def test_a_recorder_records_what_a_node_publishes_and_receives(tmp_path: Path) -> None:
     pytest.importorskip("cyclonedds")
-    from dsp_driving.bag import Recorder
+    from dsp_driving.rosbag.writer import Recorder
     from dsp_driving.transport import create_node
     from dsp_driving.transport.dds import claim_domain_id
 

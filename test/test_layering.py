@@ -16,10 +16,10 @@ CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.
         "dsp_driving.driving.registry",
         "dsp_driving.controller", "dsp_driving.nodes.trainer_node",
         "dsp_driving.nodes.policy_node", "dsp_driving.nodes.launch_support",
-        "dsp_driving.bag", "dsp_driving.analysis.report")
+        "dsp_driving.rosbag.writer", "dsp_driving.analysis.report")
 # What runs on the car: never torch.
 CAR = ("dsp_driving.controller", "dsp_driving.inference", "dsp_driving.driving.contract",
-       "dsp_driving.nodes.policy_node", "dsp_driving.cli.drive", "dsp_driving.bag",
+       "dsp_driving.nodes.policy_node", "dsp_driving.cli.drive", "dsp_driving.rosbag.writer",
        "dsp_driving.analysis.report")
 
 SCRIPT = """

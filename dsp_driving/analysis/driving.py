@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from dsp_driving.analysis.bagread import BagData
 from dsp_driving.analysis.commands import COMMAND_TYPES
 from dsp_driving.analysis.plots import figure, percentile, save_png, write_csv
+from dsp_driving.rosbag.reader import BagData
 
 SATURATED = 0.999  # |value| >= this share of its limit counts as saturated
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from dsp_driving.analysis import driving, training
-from dsp_driving.analysis.bagread import BagData, read_bag
 from dsp_driving.io_utils import atomic_write_json, atomic_write_text, json_safe
+from dsp_driving.rosbag.reader import BagData, read_bag
 
 
 def default_out(bag: str | Path) -> Path:

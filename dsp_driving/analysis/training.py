@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from dsp_driving import topics
-from dsp_driving.analysis.bagread import BagData
 from dsp_driving.analysis.plots import figure, save_png, write_csv
+from dsp_driving.rosbag.reader import BagData
 from dsp_driving.stats import network_R, removed_pct
 
 # the names trainer_node publishes

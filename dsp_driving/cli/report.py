@@ -8,8 +8,8 @@ from pathlib import Path
 import sys
 from typing import Any
 
-from dsp_driving.analysis.bagread import BagError
 from dsp_driving.analysis.report import default_out, make_report
+from dsp_driving.rosbag.reader import BagError
 
 
 def add_parser(sub: Any) -> None:

@@ -17,9 +17,9 @@ from dsp_driving.driving import contract
 from dsp_driving.transport import DEFAULT_QOS
 
 if TYPE_CHECKING:
-    from dsp_driving.bag import Recorder
     from dsp_driving.controller import Decision, PolicyController
     from dsp_driving.nodes.parameters import PolicyNodeConfig
+    from dsp_driving.rosbag.writer import Recorder
     from dsp_driving.transport import Node, Publisher, QosProfile
 
 # command_interface -> (ROS type, topic; {role} is the CARLA role name)

@@ -12,11 +12,11 @@ import math
 import time
 from typing import Any
 
-from dsp_driving.bag import Recorder
 from dsp_driving.controller import Decision, PolicyController, load_policy
 from dsp_driving.nodes import messages
 from dsp_driving.nodes.parameters import PolicyNodeConfig
 from dsp_driving.nodes.scene import SceneAssembler
+from dsp_driving.rosbag.writer import Recorder
 from dsp_driving.transport import DEFAULT_QOS, SENSOR_QOS, Node, dataclass_from_parameters
 from dsp_driving.transport.base import LATCHED_QOS, interrupt_on_signals, signals_ignored
 

@@ -213,7 +213,7 @@ class StatsBag(BaseCallback):
                     "training goes on, stats.jsonl has every update")
 
     def _write(self, topic: str, build: Callable[[Any], Any]) -> None:
-        from dsp_driving.bag import BagWriter
+        from dsp_driving.rosbag.writer import BagWriter
 
         if self.failed:
             return

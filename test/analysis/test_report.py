@@ -19,10 +19,10 @@ import yaml
 pytest.importorskip("rosbags")
 pytest.importorskip("matplotlib")
 
-from dsp_driving.analysis.bagread import BagError, read_bag  # noqa: E402
 from dsp_driving.analysis.report import make_report  # noqa: E402
 from dsp_driving.cli.report import main as bag_report_main  # noqa: E402
 from dsp_driving.nodes.trainer_node import SUMMARY_COMPACTION  # noqa: E402
+from dsp_driving.rosbag.reader import BagError, read_bag  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -156,7 +156,7 @@ def test_policy_node_bag_gives_the_commands_sent(tmp_path: Path) -> None:
     assert cmd["count"] == len(recorded)
     bag_stamps = []
     with __import__("rosbags.rosbag2", fromlist=["Reader"]).Reader(bag) as reader:
-        from dsp_driving.bag import typestore
+        from dsp_driving.rosbag.writer import typestore
 
         for conn, _, raw in reader.messages():
             if conn.topic == "/ackermann_cmd":
@@ -314,7 +314,7 @@ def test_a_type_without_definition_is_listed_not_fatal(tmp_path: Path) -> None:
 def segmented_bag(path: Path) -> None:
     """Our BagWriter's bag of two files, 30 commands each."""
     from dsp_driving import msgs
-    from dsp_driving.bag import BagWriter
+    from dsp_driving.rosbag.writer import BagWriter
 
     make = msgs.ROS_TYPES
     with BagWriter(path, segment_s=3600) as writer:
@@ -385,7 +385,7 @@ def test_a_corrupt_chunk_loses_only_its_file(tmp_path: Path) -> None:
 
 def test_a_failed_metadata_write_does_not_duplicate_a_file(tmp_path: Path,
                                                            monkeypatch) -> None:
-    from dsp_driving import bag as bag_module
+    from dsp_driving.rosbag import writer as bag_module
 
     real, calls = bag_module.atomic_write_text, []
 

@@ -139,7 +139,7 @@ def _read_into(bag: Path, data: BagData, store: Any, label: str | None = None) -
 
 def read_bag(path: str | Path) -> BagData:
     """All messages of the bag at ``path``; faults recorded as ``problems`` (see module)."""
-    from dsp_driving.bag import typestore
+    from dsp_driving.rosbag.writer import typestore
 
     folder = _bag_folder(Path(path))
     info = _metadata(folder)
