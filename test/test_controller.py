@@ -14,7 +14,7 @@ from dsp_driving.controller import PolicyController, PolicyNodeConfig, load_poli
 from dsp_driving.driving import contract
 from dsp_driving.export import export_actor
 from dsp_driving.inference import OnnxPolicy, PolicyLoadError
-from dsp_driving.nodes.messages import COMMAND_TOPICS, command_message
+from dsp_driving.nodes.conversions import COMMAND_TOPICS, command_message
 from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from dsp_driving.controller import Decision, PolicyController, load_policy
-from dsp_driving.nodes import messages
+from dsp_driving.nodes import conversions
 from dsp_driving.nodes.parameters import PolicyNodeConfig
 from dsp_driving.nodes.scene import SceneAssembler
 from dsp_driving.rosbag.writer import Recorder
@@ -44,9 +44,9 @@ class PolicyNode:
             path = cfg.record_bag.replace("{stamp}", time.strftime("%Y%m%d-%H%M%S"))
             self.recorder = Recorder(node, path, cfg.record_segment_s)
             self.log.info(f"recording to the bag {path}")
-        publisher = functools.partial(messages.publisher, node, self.recorder)
-        subscribe = functools.partial(messages.subscribe, node, self.recorder)
-        ros_type, topic = messages.COMMAND_TOPICS[cfg.command_interface]
+        publisher = functools.partial(conversions.publisher, node, self.recorder)
+        subscribe = functools.partial(conversions.subscribe, node, self.recorder)
+        ros_type, topic = conversions.COMMAND_TOPICS[cfg.command_interface]
         self.command_pub = publisher(ros_type, topic.format(role=cfg.role_name))
         self.action_pub = publisher("std_msgs/msg/Float32MultiArray", "action")
         self.status_pub = publisher("diagnostic_msgs/msg/DiagnosticArray", "policy_node/status")
@@ -70,9 +70,9 @@ class PolicyNode:
         recording. The node itself is the caller's to destroy."""
         try:
             decision = self.controller.safe("shutdown")
-            self.command_pub.publish(messages.command_message(self.node, self.cfg, decision,
+            self.command_pub.publish(conversions.command_message(self.node, self.cfg, decision,
                                                               self.controller.speed_mps))
-            self.action_pub.publish(messages.action_message(self.node, decision))
+            self.action_pub.publish(conversions.action_message(self.node, decision))
             self.command_pub.wait_for_acked(SHUTDOWN_ACK_S)  # delivered before we go
         except Exception as exc:  # noqa: BLE001  (the bag is still closed)
             self.log.error(f"the shutdown safe command failed: {type(exc).__name__}: {exc}")
@@ -128,7 +128,7 @@ class PolicyNode:
         if not 0.0 <= now - self._last_status_s < STATUS_PERIOD_S:
             self._last_status_s = now
             if self._decision is not None:
-                self.status_pub.publish(messages.policy_status(
+                self.status_pub.publish(conversions.policy_status(
                     self.node, self.controller, self._decision, self._latency_s))
 
     def _command(self) -> None:
@@ -147,9 +147,9 @@ class PolicyNode:
             decision = self.controller.safe(f"error: {type(exc).__name__}")
         if decision.safe and self.controller.safe_commands > 1:
             self._warn("safe", f"safe command: {decision.reason}")
-        self.command_pub.publish(messages.command_message(self.node, self.cfg, decision,
+        self.command_pub.publish(conversions.command_message(self.node, self.cfg, decision,
                                                           self.controller.speed_mps))
-        self.action_pub.publish(messages.action_message(self.node, decision))
+        self.action_pub.publish(conversions.action_message(self.node, decision))
         self._decision = decision
         self._last_command_s = self._now_s()
         self._latency_s = time.perf_counter() - start  # work done, so wall time

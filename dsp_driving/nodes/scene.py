@@ -1,7 +1,7 @@
 """policy_node's ros mode without ROS: the newest odometry, path and lead -> one contract.Scene.
 
 The node hands each message over as it arrives (``on_odometry``, ``on_path``, ``on_lead`` read
-it through nodes/messages.py; ``set_*`` take the plain values) and takes the scene at its next
+it through nodes/conversions.py; ``set_*`` take the plain values) and takes the scene at its next
 tick; :meth:`PolicyController.set_scene` turns that into the observation with the training
 code (``contract.observe``).
 
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from dsp_driving.driving import contract
-from dsp_driving.nodes import messages
+from dsp_driving.nodes import conversions
 from dsp_driving.nodes.parameters import PolicyNodeConfig
 
 NO_PATH = "odometry before any path: waiting for 'path'"
@@ -50,14 +50,14 @@ class SceneAssembler:
 
     def on_path(self, msg: Any) -> str:
         """Take a nav_msgs/Path (see :meth:`set_path`); returns "" or why it was refused."""
-        return self.set_path(messages.path_points(msg))
+        return self.set_path(conversions.path_points(msg))
 
     def on_odometry(self, msg: Any, received_s: float) -> str:
         """Take the ego's nav_msgs/Odometry (see :meth:`set_odometry`); returns "" or why it
         was refused (then :meth:`refuse_odometry` has been applied)."""
         try:
-            stamp = messages.stamp_s(msg.header)
-            ego = messages.ego_from_odometry(msg, 0.0, self.cfg.ego_length_m)
+            stamp = conversions.stamp_s(msg.header)
+            ego = conversions.ego_from_odometry(msg, 0.0, self.cfg.ego_length_m)
         except (ValueError, TypeError) as exc:
             self.refuse_odometry()
             return str(exc)
@@ -67,7 +67,7 @@ class SceneAssembler:
     def on_lead(self, msg: Any, received_s: float) -> str:
         """Take the lead vehicle's nav_msgs/Odometry; returns "" or why it was ignored."""
         try:
-            lead = messages.vehicle_from_odometry(msg, self.cfg.lead_length_m)
+            lead = conversions.vehicle_from_odometry(msg, self.cfg.lead_length_m)
         except (ValueError, TypeError) as exc:
             return str(exc)
         self.set_lead(lead, received_s)

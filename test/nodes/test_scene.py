@@ -16,7 +16,7 @@ LANE = np.array([[0.0, 0.0], [50.0, 0.0], [100.0, 0.0]])
 
 
 def ego(speed: float, x: float = 5.0) -> contract.Ego:
-    """The ego on the lane, as nodes/messages.py reads it (accel 0 until the assembler's)."""
+    """The ego on the lane, as nodes/conversions.py reads it (accel 0 until the assembler's)."""
     return contract.Ego(x, 0.5, 0.0, speed, 0.1, 0.0, 4.5)
 
 

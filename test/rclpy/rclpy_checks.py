@@ -41,7 +41,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 
 from dsp_driving.driving import contract  # noqa: E402
 from dsp_driving.inference import OnnxPolicy  # noqa: E402
-from dsp_driving.nodes.messages import COMMAND_TOPICS  # noqa: E402
+from dsp_driving.nodes.conversions import COMMAND_TOPICS  # noqa: E402
 from dsp_driving.transport import create_node, select_backend  # noqa: E402
 from dsp_driving.transport.dds import DdsNode, claim_domain_id  # noqa: E402
 from dsp_driving.transport.ros import RclpyNode, message_class  # noqa: E402

@@ -14,7 +14,7 @@ pytest.importorskip("cyclonedds")
 from dsp_driving import msgs  # noqa: E402
 from dsp_driving.controller import Decision, PolicyNodeConfig  # noqa: E402
 from dsp_driving.driving import contract  # noqa: E402
-from dsp_driving.nodes.messages import COMMAND_TOPICS, command_message  # noqa: E402
+from dsp_driving.nodes.conversions import COMMAND_TOPICS, command_message  # noqa: E402
 
 
 class FakeClockNode:
