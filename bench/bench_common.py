@@ -53,3 +53,18 @@ def text_table(head: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                      for r in [head, *rows])
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters from /proc/stat (user ... steal), or [] elsewhere."""
+    with contextlib.suppress(OSError, ValueError):
+        return [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    return []
+
+
+def steal_share(start: list[int], end: list[int]) -> str:
+    """Steal time (the host running something else) as a share of all CPU time in between."""
+    if len(start) < 8 or len(end) < 8:
+        return "unknown"
+    delta = [b - a for a, b in zip(start, end)]
+    return f"{100 * delta[7] / max(sum(delta), 1):.1f} %"

@@ -43,196 +43,44 @@ Usage::
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 import contextlib
 import gc
-import importlib.metadata
 import json
 import os
 from pathlib import Path
-import shlex
 import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
 import bench_common
+from dds_peers import (
+    ARRAY,
+    ARRAY_FLOATS,
+    BULK,
+    DRIVE,
+    PING,
+    PONG,
+    UDP_BYTES,
+    RawEndpoint,
+    await_match,
+    qos_of,
+    run_echo,
+    run_sink,
+    sample_messages,
+    say,
+    stamp_key,
+)
+from dds_report import LOCAL_CALLS, machine_info, report
 import numpy as np
 
-from dsp_driving import msgs
-from dsp_driving.transport import DEFAULT_QOS, SENSOR_QOS, QosProfile, create_node
+from dsp_driving.transport import DEFAULT_QOS, create_node
 from dsp_driving.transport.dds import claim_domain_id
 
 ROOT = Path(__file__).resolve().parents[1]
-DRIVE = msgs.ROS_TYPES["ackermann_msgs/msg/AckermannDriveStamped"]
-ARRAY = msgs.ROS_TYPES["std_msgs/msg/Float32MultiArray"]
-ARRAY_FLOATS = 1024
-PING, PONG, BULK = "/bench/ping", "/bench/pong", "/bench/bulk"
-UDP_BYTES = 48  # the serialised size of the ping
-MATCH_TIMEOUT_S = 20.0
-IDLE_S = 0.5  # a sink reports once nothing arrived for this long after the stop line
-LOCAL_CALLS = 5000
 LATENCY_CONFIGS = [("node", "reliable"), ("node", "best_effort"), ("raw", "reliable"),
                    ("raw", "best_effort"), ("udp", "-")]
-
-
-def qos_of(name: str, depth: int | None = None) -> QosProfile:
-    """'reliable' (DEFAULT_QOS) or 'best_effort' (SENSOR_QOS), optionally with another depth."""
-    base = {"reliable": DEFAULT_QOS, "best_effort": SENSOR_QOS}[name]
-    return base if depth is None else QosProfile(base.reliable, base.transient_local, depth)
-
-
-def cyclone_qos(qos: QosProfile | None, writer: bool) -> Any:
-    """The dds backend's Cyclone QoS for ``qos``; None: the same but keep-all (reliable)."""
-    from cyclonedds.qos import Policy, Qos
-
-    from dsp_driving.transport.dds import dds_qos
-
-    if qos is not None:
-        return dds_qos(qos, writer=writer)
-    return Qos(Policy.History.KeepAll, base=dds_qos(DEFAULT_QOS, writer=writer))
-
-
-class RawEndpoint:
-    """A cyclonedds DataWriter and/or a DataReader with its WaitSet: no node in between."""
-
-    def __init__(self, domain: int, msg_type: type, qos: QosProfile | None,
-                 read_topic: str | None = None, write_topic: str | None = None) -> None:
-        from cyclonedds.core import InstanceState, ReadCondition, SampleState, ViewState, WaitSet
-        from cyclonedds.pub import DataWriter
-        from cyclonedds.sub import DataReader
-        from cyclonedds.topic import Topic
-
-        from dsp_driving.transport.dds import participant
-
-        self.participant = participant(domain)
-        self.writer = self.reader = topic = None
-        if write_topic is not None:
-            topic = Topic(self.participant, "rt" + write_topic, msg_type)
-            self.writer = DataWriter(self.participant, topic, qos=cyclone_qos(qos, True))
-        self.waitset = WaitSet(self.participant)
-        if read_topic is not None:
-            if read_topic != write_topic:
-                topic = Topic(self.participant, "rt" + read_topic, msg_type)
-            self.reader = DataReader(self.participant, topic, qos=cyclone_qos(qos, False))
-            self.waitset.attach(ReadCondition(self.reader, SampleState.Any | ViewState.Any
-                                              | InstanceState.Any))
-
-    def poll(self, timeout_s: float) -> list[Any]:
-        """Wait up to timeout_s for data, then take what is there."""
-        self.waitset.wait(int(timeout_s * 1e9))
-        return self.reader.take(N=256)
-
-    def subscription_count(self) -> int:
-        """Readers matched by the writer."""
-        return len(self.writer.get_matched_subscriptions())
-
-
-def await_match(count: Callable[[], int], what: str) -> None:
-    """Wait until ``count() >= 1``; SystemExit (the child reports it) on timeout."""
-    deadline = time.monotonic() + MATCH_TIMEOUT_S
-    while count() < 1:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what}: no subscriber matched in {MATCH_TIMEOUT_S:g} s")
-        time.sleep(0.01)
-
-
-# -- child roles ----------------------------------------------------------------------------------
-def _stop_event() -> threading.Event:
-    """Set when the parent writes a line to our stdin or closes it."""
-    stop = threading.Event()
-
-    def watch() -> None:
-        sys.stdin.readline()
-        stop.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    return stop
-
-
-def _say(payload: dict[str, Any]) -> None:
-    print(json.dumps(payload), flush=True)
-
-
-def run_echo(args: argparse.Namespace) -> None:
-    """Send every ping back (DDS pong or UDP datagram) until told to stop; log the times.
-
-    The log holds (key, ns) per ping, the time taken in the callback (node), after take (raw)
-    or after recvfrom (udp), just before the reply is published: the end of the ping's one-way
-    trip and the start of the pong's.
-    """
-    stop, clock = _stop_event(), time.perf_counter_ns
-    log: list[tuple[Any, int]] = []
-    if args.path == "udp":
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(0.05)
-        _say({"ready": True, "port": sock.getsockname()[1]})
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                data, peer = sock.recvfrom(UDP_BYTES)
-                log.append((int.from_bytes(data, "little"), clock()))
-                sock.sendto(data, peer)
-    elif args.path == "raw":
-        raw = RawEndpoint(args.domain, DRIVE, qos_of(args.qos), PING, PONG)
-        await_match(raw.subscription_count, PONG)
-        _say({"ready": True})
-        while not stop.is_set():
-            for msg in raw.poll(0.05):
-                log.append((stamp_key(msg), clock()))
-                raw.writer.write(msg)
-    else:
-        node = create_node("bench_echo", backend="dds", domain_id=args.domain)
-        pong = node.create_publisher(DRIVE, PONG, qos_of(args.qos))
-
-        def echo(msg: Any) -> None:
-            log.append((stamp_key(msg), clock()))
-            pong.publish(msg)
-
-        node.create_subscription(DRIVE, PING, echo, qos_of(args.qos))
-        await_match(pong.subscription_count, PONG)
-        _say({"ready": True})
-        node.spin(until=stop.is_set)
-        node.destroy()
-    _say({"echoed": len(log), "log": log})
-
-
-def run_sink(args: argparse.Namespace) -> None:
-    """Count Float32MultiArray messages until told to stop and then idle for IDLE_S."""
-    stop = _stop_event()
-    state = {"received": 0, "first_ns": 0, "last_ns": 0, "last_seq": -1, "jumps": 0,
-             "stop_ns": 0}
-
-    def keep(msg: Any) -> None:
-        now = time.perf_counter_ns()
-        state["first_ns"] = state["first_ns"] or now
-        state["last_ns"] = now
-        state["received"] += 1
-        seq = msg.layout.data_offset
-        state["jumps"] += seq != state["last_seq"] + 1
-        state["last_seq"] = seq
-
-    def done() -> bool:
-        if not stop.is_set():
-            return False
-        state["stop_ns"] = state["stop_ns"] or time.perf_counter_ns()
-        return time.perf_counter_ns() - max(state["last_ns"], state["stop_ns"]) > IDLE_S * 1e9
-
-    if args.path == "raw":  # keep-all
-        raw = RawEndpoint(args.domain, ARRAY, None, read_topic=BULK)
-        _say({"ready": True})
-        while not done():
-            for msg in raw.poll(0.05):
-                keep(msg)
-    else:
-        node = create_node("bench_sink", backend="dds", domain_id=args.domain)
-        node.create_subscription(ARRAY, BULK, keep, qos_of("reliable", args.depth))
-        _say({"ready": True})
-        node.spin(until=done)
-        node.destroy()
-    _say(state)
 
 
 # -- parent side ----------------------------------------------------------------------------------
@@ -269,11 +117,6 @@ class Child:
             self.proc.kill()
             self.proc.wait()
         return report
-
-
-def stamp_key(msg: Any) -> tuple[int, int]:
-    """A ping's identity: its header.stamp."""
-    return msg.header.stamp.sec, msg.header.stamp.nanosec
 
 
 def round_trip(args: argparse.Namespace, path: str, qos_name: str) -> dict[str, Any]:
@@ -389,13 +232,6 @@ def throughput(args: argparse.Namespace, depth: int | None) -> dict[str, Any]:
             "jumps": got["jumps"], "tail": max(0, got["last_ns"] - stop) / 1e9}
 
 
-def sample_messages() -> tuple[Any, Any]:
-    """The ping (AckermannDriveStamped with a frame_id) and the 4 KiB array."""
-    drive = DRIVE()
-    drive.header.frame_id = "base_link"
-    return drive, ARRAY(data=[0.5] * ARRAY_FLOATS)
-
-
 def in_process_costs(domain: int, calls: int) -> list[list[str]]:
     """p50 and p99 of the Python and in-process DDS steps, interleaved call by call.
 
@@ -439,110 +275,6 @@ def in_process_costs(domain: int, calls: int) -> list[list[str]]:
     node.destroy()
     return [[name, f"{np.percentile(t, 50) / 1e3:.1f}", f"{np.percentile(t, 99) / 1e3:.1f}"]
             for (name, _), t in zip(steps, times)]
-
-
-# -- report ---------------------------------------------------------------------------------------
-def machine_info() -> dict[str, str]:
-    """CPU model, cores, affinity, versions and the git state."""
-    return bench_common.machine_info({"cyclonedds": importlib.metadata.version("cyclonedds"),
-                                      "numpy": np.__version__})
-
-
-def cpu_times() -> list[int]:
-    """The machine's CPU time counters from /proc/stat (user ... steal), or [] elsewhere."""
-    with contextlib.suppress(OSError, ValueError):
-        return [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-    return []
-
-
-def steal_share(start: list[int], end: list[int]) -> str:
-    """Steal time (the host running something else) as a share of all CPU time in between."""
-    if len(start) < 8 or len(end) < 8:
-        return "unknown"
-    delta = [b - a for a, b in zip(start, end)]
-    return f"{100 * delta[7] / max(sum(delta), 1):.1f} %"
-
-
-def trip_row(path: str, qos: str, reps: list[dict[str, Any]], sent_per_rep: int) -> list[str]:
-    """One round-trip table row: pooled percentiles, per-rep p50 range, loss."""
-    us = np.concatenate([r["samples"] for r in reps]) / 1e3
-    rep_p50 = [float(np.percentile(r["samples"], 50)) / 1e3 for r in reps if len(r["samples"])]
-    if len(us):
-        p50, p99, p999 = np.percentile(us, [50, 99, 99.9])
-        stats = [f"{p50:.1f}", f"{min(rep_p50):.1f}..{max(rep_p50):.1f}", f"{p99:.1f}",
-                 f"{p999:.1f}", f"{us.mean():.1f}", f"{us.max():.1f}"]
-    else:
-        stats = ["-"] * 6
-    lost = sum(r["lost"] for r in reps)
-    return [path, qos.replace("_", " "), str(len(us)), *stats,
-            f"{lost} of {sent_per_rep * len(reps)}", str(sum(r["late"] for r in reps))]
-
-
-def hop_row(path: str, qos: str, reps: list[dict[str, Any]]) -> list[str]:
-    """One-way p50 and p99 of ping and pong, pooled over repetitions."""
-    hops = np.concatenate([r["hops"] for r in reps]) / 1e3
-    if not len(hops):
-        return [path, qos.replace("_", " "), "-", "-", "-", "-", "-"]
-    (ping50, pong50), (ping99, pong99) = np.percentile(hops, [50, 99], axis=0)
-    return [path, qos.replace("_", " "), str(len(hops)), f"{ping50:.1f}", f"{ping99:.1f}",
-            f"{pong50:.1f}", f"{pong99:.1f}"]
-
-
-def flow_row(f: dict[str, Any]) -> list[str]:
-    """One throughput table row."""
-    rate = f["received"] / f["span"]
-    lost = f["sent"] - f["received"]
-    history = "keep-all" if f["depth"] is None else f"keep-last {f['depth']}"
-    return [f"reliable {history}", "raw" if f["depth"] is None else "node", str(f["sent"]),
-            f"{f['sent'] / f['elapsed']:.0f}", str(f["received"]), f"{rate:.0f}",
-            f"{rate * f['size'] / 1e6:.1f}", f"{lost} ({100 * lost / max(f['sent'], 1):.1f} %)",
-            str(f["jumps"]), f"{f['tail']:.2f}"]
-
-
-def report(args: argparse.Namespace, info: dict[str, str],
-           trips: dict[tuple[str, str], list[dict[str, Any]]], flows: list[dict[str, Any]],
-           local: list[list[str]]) -> str:
-    """The whole report, as plain text or markdown tables."""
-    sizes = [len(m.serialize()) for m in sample_messages()]
-    pin = (f"; pinned: this process CPU {args.parent_cpu}, children CPU {args.child_cpu}"
-           if args.pin else "; not pinned")
-    header = [
-        "Command: `" + " ".join(shlex.quote(a) for a in ["python", *sys.argv]) + "`",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
-        f"Machine: {info['cpu']}, nproc {info['nproc']}, CPUs allowed {info['affinity']}{pin}; "
-        f"load avg {args.load_start} at the start, {info['load']} at the end; CPU steal "
-        f"during the run {steal_share(args.cpu_start, cpu_times())}",
-        f"Versions: Python {info['python']}, cyclonedds {info['cyclonedds']}, "
-        f"numpy {info['numpy']}; git {info['git']}",
-        f"Transport: dds backend, loopback Domain configuration, domain id {args.domain}",
-        f"Round trip: AckermannDriveStamped ({sizes[0]} bytes serialised), {args.reps} reps "
-        f"x {args.roundtrips} timed after {args.warmup} warm-up, interleaved, one in flight, "
-        f"timeout {args.timeout_ms:g} ms",
-        f"Throughput: Float32MultiArray x{ARRAY_FLOATS} ({sizes[1]} bytes serialised), "
-        f"{args.seconds:g} s tight publish loop, one run each",
-    ]
-    if args.markdown:
-        header = [f"- {line}" for line in header]
-    trip_head = ["path", "QoS", "timed", "p50 us", "p50 per rep", "p99 us", "p99.9 us",
-                 "mean us", "max us", "lost", "late"]
-    trip_rows = [trip_row(path, qos, reps, args.roundtrips)
-                 for (path, qos), reps in trips.items()]
-    flow_head = ["QoS", "path", "sent", "sender msg/s", "received", "received msg/s",
-                 "MB/s received", "lost", "seq jumps", "receiver tail s"]
-    table = bench_common.markdown_table if args.markdown else bench_common.text_table
-    parts = ["\n".join(header),
-             "Round trip (publish -> echo process -> reply handed to us), us:",
-             table(trip_head, trip_rows),
-             "One way, publish call -> subscriber callback (ping: us -> echo; pong: echo -> "
-             "us), us; one clock for both processes (perf_counter_ns is CLOCK_MONOTONIC):",
-             table(["path", "QoS", "matched", "ping p50", "ping p99", "pong p50", "pong p99"],
-                   [hop_row(path, qos, reps) for (path, qos), reps in trips.items()]),
-             "Throughput, one publisher process to one subscriber process:",
-             table(flow_head, [flow_row(f) for f in flows]),
-             f"In this process, no network, no thread hand-over ({LOCAL_CALLS} calls each, "
-             "interleaved):",
-             table(["step", "p50 us", "p99 us"], local)]
-    return "\n\n".join(parts) + "\n"
 
 
 def _depths(text: str) -> list[int | None]:
@@ -593,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 run_sink(args)
         except SystemExit as exc:  # a failed match: tell the parent, which stops
-            _say({"error": str(exc)})
+            say({"error": str(exc)})
             return 1
         return 0
 
@@ -614,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         args.parent_cpu, args.child_cpu = allowed[:2]
         os.sched_setaffinity(0, {args.parent_cpu})
     args.load_start = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    args.cpu_start = cpu_times()
+    args.cpu_start = bench_common.cpu_times()
 
     trips: dict[tuple[str, str], list[dict[str, Any]]] = {c: [] for c in LATENCY_CONFIGS}
     for rep in range(args.reps):
