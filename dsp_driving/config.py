@@ -16,7 +16,10 @@ import warnings
 
 import yaml
 
-from dsp_driving.validation import require  # noqa: F401  (re-exported: old importers)
+from dsp_driving.validation import (  # noqa: F401  (re-exported: old importers)
+    coerce,
+    require,
+)
 
 Activation = Literal["tanh", "relu"]
 Regulariser = Literal["importance_weighted", "group_lasso"]
@@ -259,54 +262,6 @@ SECTIONS: dict[str, type] = {
     "pruning": PruningConfig,
     "train": TrainConfig,
 }
-
-
-def coerce(field: str, value: Any, default: Any) -> Any:
-    """Convert a YAML/CLI value to the type of the field's default."""
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("true", "1", "yes", "on"):
-                    return True
-                if low in ("false", "0", "no", "off"):
-                    return False
-                raise ValueError
-            if isinstance(value, (bool, int)) and value in (0, 1):
-                return bool(value)
-            raise ValueError
-        if isinstance(default, int):
-            if isinstance(value, bool):
-                raise ValueError
-            number = float(value) if isinstance(value, str) else value
-            if isinstance(number, float) and not number.is_integer():
-                raise ValueError
-            return int(number)
-        if isinstance(default, float):
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if isinstance(default, tuple):
-            if isinstance(value, str):
-                value = yaml.safe_load(value)
-            if isinstance(value, int) and not isinstance(value, bool):
-                value = [value]
-            return tuple(coerce(f"{field}[{i}]", v, 0) for i, v in enumerate(value))
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-        if isinstance(default, dict):
-            if isinstance(value, str):
-                value = yaml.safe_load(value) or {}
-            if not isinstance(value, Mapping):
-                raise ValueError
-            return dict(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"invalid config: {field}={value!r}: expected {type(default).__name__}"
-        ) from None
-    return value
 
 
 def unwrap_ros_params(data: Mapping[str, Any]) -> Mapping[str, Any]:
