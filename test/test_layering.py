@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from import_checks import import_with_blocked
+
 BLOCKED = ("rclpy", "carla", "cyclonedds", "launch_ros", "launch", "ament_index_python")
 CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.pruning",
         "dsp_driving.trainer", "dsp_driving.cli", "dsp_driving.actor_file",
@@ -85,13 +87,6 @@ def test_the_launch_files_need_none_of_the_nodes_dependencies() -> None:
 def test_pruning_does_not_import_rl() -> None:
     """rl/ (the PPO loop) uses pruning/ (the hooks); both build on modules/ (the MLP), and
     pruning/ never imports rl/ back."""
-    code = ("import sys\n"
-            "class B:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'dsp_driving.rl' or name.startswith('dsp_driving.rl.'):\n"
-            "            raise ImportError(name)\n"
-            "sys.meta_path.insert(0, B())\n"
-            "import dsp_driving.pruning, dsp_driving.modules\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    proc = import_with_blocked(("dsp_driving.pruning", "dsp_driving.modules"),
+                               ("dsp_driving.rl",))
     assert proc.returncode == 0, proc.stderr

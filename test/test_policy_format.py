@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
+from import_checks import import_with_blocked
 import pytest
 
 from dsp_driving import export, inference
@@ -23,15 +22,8 @@ MINIMAL = {"format_version": 1, "env_id": "CartPole-v1", "obs_dim": 4, "act_dim"
 
 
 def test_it_needs_neither_torch_nor_onnxruntime_nor_numpy() -> None:
-    code = ("import sys\n"
-            "class B:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('torch', 'onnxruntime', 'numpy'):\n"
-            "            raise ImportError(name)\n"
-            "sys.meta_path.insert(0, B())\n"
-            "import dsp_driving.policy_format\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    proc = import_with_blocked(("dsp_driving.policy_format",),
+                               ("torch", "onnxruntime", "numpy"))
     assert proc.returncode == 0, proc.stderr
 
 

@@ -10,7 +10,7 @@ import logging
 import sys
 
 from dsp_driving.cli import drive, evaluate, export, report, topic, train
-from dsp_driving.transport.base import interrupt_on_signals
+from dsp_driving.transport.base import interrupt_on_signals, package_logging_to
 
 SUBCOMMANDS = (train, evaluate, export, topic, drive, report)
 
@@ -34,21 +34,11 @@ class _CliFormatter(logging.Formatter):
         return text
 
 
-@contextlib.contextmanager
-def _package_logging_to_stdout() -> Iterator[None]:
-    """The dsp_driving loggers (INFO and above) on stdout while a command runs."""
-    package = logging.getLogger("dsp_driving")
+def _stdout_handler() -> logging.Handler:
+    """The package's log records on stdout, formatted as the CLI always wrote them."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_CliFormatter())
-    previous = package.level, package.propagate
-    package.addHandler(handler)
-    package.setLevel(logging.INFO)
-    package.propagate = False
-    try:
-        yield
-    finally:
-        package.removeHandler(handler)
-        package.level, package.propagate = previous
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so bags, checkpoints and DDS entities are closed
     try:
-        with interrupt_on_signals(), _package_logging_to_stdout():
+        with interrupt_on_signals(), package_logging_to(_stdout_handler()):
             return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

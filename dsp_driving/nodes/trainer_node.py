@@ -46,6 +46,7 @@ from dsp_driving.trainer import (  # noqa: F401  (bag_dir, default_run_dir: old 
 )
 from dsp_driving.transport import Node, config_from_parameters, dataclass_from_parameters
 from dsp_driving.transport.base import (
+    LoggingBridge,
     interrupt_on_signals,
     package_logging_to,
     ros_topic,
@@ -123,7 +124,7 @@ def main(args: list[str] | None = None) -> int:
                 node.logger.error(f"trainer_node cannot start: {exc}")
                 return 2
             stop_serving = node.serve_in_background()
-            with package_logging_to(node.logger):
+            with package_logging_to(LoggingBridge(node.logger)):
                 run(node, cfg, own)
         except KeyboardInterrupt:
             node.logger.info("stopped")

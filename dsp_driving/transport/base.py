@@ -132,11 +132,11 @@ class LoggingBridge(logging.Handler):
 
 
 @contextlib.contextmanager
-def package_logging_to(logger: Logger) -> Iterator[None]:
-    """Inside the block the ``dsp_driving`` loggers' INFO and above go to ``logger`` (a
-    node's) instead of further up."""
+def package_logging_to(handler: logging.Handler) -> Iterator[None]:
+    """Inside the block the ``dsp_driving`` loggers' INFO and above go to ``handler`` (a
+    LoggingBridge to a node's logger, the CLI's stdout) instead of further up."""
     package = logging.getLogger("dsp_driving")
-    bridge = LoggingBridge(logger)
+    bridge = handler
     previous = package.level, package.propagate
     package.addHandler(bridge)
     package.setLevel(logging.INFO)
