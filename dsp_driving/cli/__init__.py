@@ -4,8 +4,6 @@ ROS. One module per subcommand; each registers its parser with ``add_parser``.""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-import contextlib
 import logging
 import sys
 
