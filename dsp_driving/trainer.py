@@ -89,7 +89,7 @@ def compaction_table(summary: dict[str, Any]) -> str:
     for name in ("actor", "critic"):
         net = summary[name]
         for i, (d, c) in enumerate(zip(net["hidden_dense"], net["hidden_compact"])):
-            lines.append(f"{name:<8} {i:<6} {d:>7} {c:>8} {100 * (1 - c / d):>7.1f}%")
+            lines.append(f"{name:<8} {i:<6} {d:>7} {c:>8} {removed_pct(c, d):>7.1f}%")
         lines.append(f"{name:<8} {'neur.':<6} {net['dense_neurons']:>7} "
                      f"{net['compact_neurons']:>8} {net['neurons_removed_pct']:>7.1f}%")
         lines.append(f"{name:<8} {'wts.':<6} {net['dense_weights']:>7} "

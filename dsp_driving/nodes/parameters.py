@@ -11,6 +11,7 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING
 
+from dsp_driving.topics import POLICY_TOPIC
 from dsp_driving.transport.base import ros_topic
 from dsp_driving.validation import require
 
@@ -50,7 +51,7 @@ class PolicyNodeConfig:
     ego_length_m: float = 4.5  # ros mode: bumper-to-bumper gaps to the lead vehicle
     lead_length_m: float = 4.5  # ros mode
     warn_period_s: float = 2.0  # throttle for repeated warnings
-    policy_topic: str = "dsp/policy"  # hot reload: new policy paths (empty: no hot reload)
+    policy_topic: str = POLICY_TOPIC  # hot reload: new policy paths (empty: no hot reload)
     path_qos: str = "volatile"  # ros mode: the path subscription's durability; transient_local
     # receives a latched path published before the node started (carla_waypoint_publisher)
     record_bag: str = ""  # record inputs, action, command and status into this new rosbag2

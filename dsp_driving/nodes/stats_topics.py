@@ -83,7 +83,7 @@ def summary_values(stats: dict[str, Any]) -> list[float]:
     ret = stats.get("ep_return_mean")
     return [float(stats["step"]), float(actor["neurons_alive"]), float(actor["weights_alive"]),
             float(critic["neurons_alive"]), float(critic["weights_alive"]),
-            100.0 * (1.0 - actor["weights_alive"] / actor["weights_total"]),
+            removed_pct(actor["weights_alive"], actor["weights_total"]),
             float(stats["kappa"]), math.nan if ret is None else float(ret)]
 
 

@@ -6,7 +6,7 @@ transport. Topics, published after every PPO update:
 
 - ``dsp/compaction`` (diagnostic_msgs/DiagnosticArray): one status per network and per hidden
   layer: alive/total neurons and weights (a layer's: the weights and biases into it),
-  threshold, regulariser, kappa.
+  threshold, the network's R (unscaled regulariser), kappa.
 - ``dsp/compaction/summary`` (std_msgs/Float32MultiArray): SUMMARY_LABELS, in that order (the
   layout's one dimension is labelled with them, comma-separated). Plots in PlotJuggler as is.
 - ``dsp/training`` (diagnostic_msgs/DiagnosticArray): losses, approx_kl, learning rate,
