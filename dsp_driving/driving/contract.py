@@ -281,11 +281,16 @@ class CarlaControl(NamedTuple):
 
 
 def to_carla(action: Any, limits: ActionLimits = ActionLimits()) -> CarlaControl:
-    """Contract action -> CARLA control. Steer flips sign (CARLA + right) and is scaled from
-    our road-wheel angle to the vehicle's max steer; throttle and brake are never both > 0."""
-    physical = to_physical(action, limits)
+    """Contract action -> CARLA control (see carla_from_physical)."""
+    return carla_from_physical(to_physical(action, limits), clip_action(action)[1], limits)
+
+
+def carla_from_physical(physical: PhysicalAction, accel: float,
+                        limits: ActionLimits = ActionLimits()) -> CarlaControl:
+    """CARLA control from the physical action and the normalised (clipped) acceleration.
+    Steer flips sign (CARLA + right) and is scaled from our road-wheel angle to the vehicle's
+    max steer; throttle and brake are never both > 0."""
     steer = float(np.clip(-physical.steer_rad / limits.carla_max_steer_rad, -1.0, 1.0))
-    _, accel = clip_action(action)
     return CarlaControl(throttle=max(accel, 0.0), steer=steer, brake=max(-accel, 0.0))
 
 
@@ -303,7 +308,12 @@ def to_ackermann(action: Any, speed_mps: float, horizon_s: float = 0.5,
     is the current speed plus accel * ``horizon_s`` (clamped to [0, max_speed]); acceleration is
     |accel| as the message defines it (0 would mean "as fast as possible", so a tiny floor).
     """
-    physical = to_physical(action, limits)
+    return ackermann_from_physical(to_physical(action, limits), speed_mps, horizon_s, limits)
+
+
+def ackermann_from_physical(physical: PhysicalAction, speed_mps: float, horizon_s: float = 0.5,
+                            limits: ActionLimits = ActionLimits()) -> dict[str, float]:
+    """AckermannDrive fields from the physical action (see to_ackermann)."""
     target = _clamp_speed(speed_mps + physical.accel_mps2 * horizon_s, limits)
     return {"steering_angle": physical.steer_rad, "steering_angle_velocity": 0.0,
             "speed": target, "acceleration": max(abs(physical.accel_mps2), 1e-3), "jerk": 0.0}
@@ -312,7 +322,12 @@ def to_ackermann(action: Any, speed_mps: float, horizon_s: float = 0.5,
 def to_autoware(action: Any, speed_mps: float, horizon_s: float = 0.5,
                 limits: ActionLimits = ActionLimits()) -> dict[str, dict[str, Any]]:
     """autoware_control_msgs/Control's lateral and longitudinal fields (stamps left to caller)."""
-    physical = to_physical(action, limits)
+    return autoware_from_physical(to_physical(action, limits), speed_mps, horizon_s, limits)
+
+
+def autoware_from_physical(physical: PhysicalAction, speed_mps: float, horizon_s: float = 0.5,
+                           limits: ActionLimits = ActionLimits()) -> dict[str, dict[str, Any]]:
+    """autoware Control's lateral and longitudinal fields from the physical action."""
     target = _clamp_speed(speed_mps + physical.accel_mps2 * horizon_s, limits)
     return {
         "lateral": {"steering_tire_angle": physical.steer_rad,

@@ -93,8 +93,8 @@ def stamp_s(header: Any) -> float:
 def command_message(node: Any, cfg: PolicyNodeConfig, decision: Decision,
                     speed_mps: float) -> Any:
     """The command message of ``cfg.command_interface`` for ``decision``, from its physical
-    values (the action is converted once, by the controller); the same fields as
-    contract.to_ackermann / to_carla / to_autoware of ``decision.action``."""
+    values (the action is converted once, by the controller) through contract's
+    *_from_physical mappings, the ones to_ackermann / to_carla / to_autoware use."""
     make = node.msg_type
     physical, limits, interface = decision.physical, cfg.limits, cfg.command_interface
     stamp = node.now_msg()
@@ -102,27 +102,21 @@ def command_message(node: Any, cfg: PolicyNodeConfig, decision: Decision,
     def header() -> Any:
         return make("std_msgs/msg/Header")(stamp=stamp, frame_id=cfg.frame_id)
 
-    if interface == "carla":  # CARLA steers + right, scaled to the vehicle's max steer angle
-        accel = float(decision.action[1])
+    if interface == "carla":
+        c = contract.carla_from_physical(physical, float(decision.action[1]), limits)
         return make("carla_msgs/msg/CarlaEgoVehicleControl")(
-            header=header(), throttle=max(accel, 0.0), brake=max(-accel, 0.0),
-            steer=float(np.clip(-physical.steer_rad / limits.carla_max_steer_rad, -1.0, 1.0)))
-    # AckermannDrive and autoware command a speed: v + accel * speed_horizon_s, in [0, max]
-    target = min(max(float(speed_mps + physical.accel_mps2 * cfg.speed_horizon_s), 0.0),
-                 limits.max_speed_mps)  # NaN stays NaN, as in contract.to_ackermann
+            header=header(), throttle=c.throttle, brake=c.brake, steer=c.steer)
     if interface in ("ackermann", "carla_ackermann"):
-        drive = make("ackermann_msgs/msg/AckermannDrive")(
-            steering_angle=physical.steer_rad, steering_angle_velocity=0.0, speed=target,
-            acceleration=max(abs(physical.accel_mps2), 1e-3), jerk=0.0)  # 0 is "at any rate"
+        drive = make("ackermann_msgs/msg/AckermannDrive")(**contract.ackermann_from_physical(
+            physical, speed_mps, cfg.speed_horizon_s, limits))
         if interface == "carla_ackermann":
             return drive
         return make("ackermann_msgs/msg/AckermannDriveStamped")(header=header(), drive=drive)
-    lateral = make("autoware_control_msgs/msg/Lateral")(
-        stamp=stamp, control_time=stamp, steering_tire_angle=physical.steer_rad,
-        steering_tire_rotation_rate=0.0, is_defined_steering_tire_rotation_rate=False)
+    fields = contract.autoware_from_physical(physical, speed_mps, cfg.speed_horizon_s, limits)
+    lateral = make("autoware_control_msgs/msg/Lateral")(stamp=stamp, control_time=stamp,
+                                                        **fields["lateral"])
     longitudinal = make("autoware_control_msgs/msg/Longitudinal")(
-        stamp=stamp, control_time=stamp, velocity=target, acceleration=physical.accel_mps2,
-        jerk=0.0, is_defined_acceleration=True, is_defined_jerk=False)
+        stamp=stamp, control_time=stamp, **fields["longitudinal"])
     return make("autoware_control_msgs/msg/Control")(stamp=stamp, control_time=stamp,
                                                      lateral=lateral, longitudinal=longitudinal)
 
