@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from dsp_driving.inference import OnnxPolicy
-from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
+from dsp_driving.modules.mlp import MLP
+from dsp_driving.rl.networks import ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 
 

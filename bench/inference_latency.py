@@ -58,7 +58,8 @@ import torch
 from dsp_driving.actor_file import load_actor
 from dsp_driving.evaluation import visited_observations
 from dsp_driving.export import export_actor, sample_observations
-from dsp_driving.rl.networks import ActionSpec, count_params
+from dsp_driving.modules.mlp import count_params
+from dsp_driving.rl.networks import ActionSpec
 
 TARGET_P50_US = 5.0
 TARGET_P99_US = 10.0

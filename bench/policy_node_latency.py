@@ -52,7 +52,8 @@ def make_policy(path: Path, hidden: list[int], seed: int = 0) -> Path:
 
     from dsp_driving.driving import contract
     from dsp_driving.export import export_actor
-    from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
+    from dsp_driving.modules.mlp import MLP
+    from dsp_driving.rl.networks import ActionSpec, DeployedActor
     from dsp_driving.rl.normalization import ObsNormalizer
 
     torch.manual_seed(seed)

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from dsp_driving.io_utils import atomic_torch_save
-from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
+from dsp_driving.modules.mlp import MLP
+from dsp_driving.rl.networks import ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 
 FORMAT_VERSION = 1

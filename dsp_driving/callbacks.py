@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 import warnings
 
-from dsp_driving.io_utils import json_safe  # noqa: F401  (re-exported: old importers)
+from dsp_driving.io_utils import json_safe
 from dsp_driving.stats import UpdateStats
 
 

@@ -16,7 +16,7 @@ import warnings
 
 import yaml
 
-from dsp_driving.validation import (  # noqa: F401  (re-exported: old importers)
+from dsp_driving.validation import (
     coerce,
     require,
 )

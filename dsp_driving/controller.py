@@ -22,14 +22,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dsp_driving.driving import contract
-from dsp_driving.inference import OnnxPolicy, PolicyLoadError
-from dsp_driving.nodes.parameters import (  # noqa: F401  (re-exported)
-    COMMAND_INTERFACES,
-    INPUT_MODES,
-    PATH_QOS,
-    TRIGGERS,
+from dsp_driving.inference import OnnxPolicy
+from dsp_driving.nodes.parameters import (
     PolicyNodeConfig,
 )
+from dsp_driving.policy_format import PolicyLoadError
 
 _OBS_LOW, _OBS_HIGH = contract.observation_bounds()
 

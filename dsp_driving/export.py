@@ -26,7 +26,7 @@ import torch
 from dsp_driving.actor_file import load_actor, resolve_actor_path
 from dsp_driving.io_utils import atomic_write, atomic_write_json
 from dsp_driving.modules.mlp import macs
-from dsp_driving.policy_format import (  # noqa: F401  (re-exported for old importers)
+from dsp_driving.policy_format import (
     FORMAT_VERSION,
     INPUT_NAME,
     METADATA_KEY,

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from dsp_driving.policy_format import (  # noqa: F401  (re-exported: the errors' old home)
+from dsp_driving.policy_format import (
     METADATA_KEY,
     PolicyLoadError,
-    PolicyMetadataError,
     parse_metadata,
 )
 

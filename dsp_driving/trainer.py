@@ -23,15 +23,10 @@ from dsp_driving.callbacks import (
 from dsp_driving.config import Config, from_dict
 from dsp_driving.evaluation import evaluate
 from dsp_driving.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
-from dsp_driving.modules.mlp import macs
+from dsp_driving.modules.mlp import count_params, macs, macs_of_sizes, params_of_sizes
 from dsp_driving.provenance import git_commit
 from dsp_driving.rl.envs import make_vec_env
-from dsp_driving.rl.networks import (
-    DeployedActor,
-    count_params,
-    macs_of_sizes,
-    params_of_sizes,
-)
+from dsp_driving.rl.networks import DeployedActor
 from dsp_driving.rl.ppo import PPO, training_seed_range
 from dsp_driving.stats import removed_pct
 

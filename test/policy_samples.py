@@ -9,7 +9,8 @@ import torch
 
 from dsp_driving.driving import contract
 from dsp_driving.export import export_actor
-from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
+from dsp_driving.modules.mlp import MLP
+from dsp_driving.rl.networks import ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 
 ENV_INFO = {"observation_names": list(contract.OBSERVATION_NAMES),

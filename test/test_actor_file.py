@@ -10,7 +10,8 @@ import torch
 
 from dsp_driving.actor_file import load_actor, save_actor
 from dsp_driving.io_utils import atomic_torch_save
-from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
+from dsp_driving.modules.mlp import MLP
+from dsp_driving.rl.networks import ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 
 

@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from dsp_driving.controller import PolicyController, PolicyNodeConfig, load_policy
+from dsp_driving.controller import PolicyController, load_policy
 from dsp_driving.driving import contract
 from dsp_driving.export import export_actor
-from dsp_driving.inference import OnnxPolicy, PolicyLoadError
+from dsp_driving.inference import OnnxPolicy
+from dsp_driving.modules.mlp import MLP
 from dsp_driving.nodes.conversions import COMMAND_TOPICS, command_message
-from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
+from dsp_driving.nodes.parameters import PolicyNodeConfig
+from dsp_driving.policy_format import PolicyLoadError
+from dsp_driving.rl.networks import ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 
 pytest.importorskip("onnxscript")

@@ -18,16 +18,12 @@ from dsp_driving import cli
 from dsp_driving.actor_file import load_actor
 from dsp_driving.evaluation import visited_observations
 import dsp_driving.export as export_module
-from dsp_driving.export import (
-    METADATA_KEY,
-    ExportError,
-    export_actor,
-    export_run,
-    sample_observations,
-)
+from dsp_driving.export import ExportError, export_actor, export_run, sample_observations
 from dsp_driving.inference import OnnxPolicy
+from dsp_driving.modules.mlp import MLP
+from dsp_driving.policy_format import METADATA_KEY
 from dsp_driving.rl.envs import describe_env
-from dsp_driving.rl.networks import MLP, ActionSpec, DeployedActor
+from dsp_driving.rl.networks import ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 
 TOL = 1e-5

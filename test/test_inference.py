@@ -16,11 +16,9 @@ from dsp_driving.inference import (
     OnnxPolicy,
     PolicyChecksumError,
     PolicyFileError,
-    PolicyLoadError,
-    PolicyMetadataError,
     PolicySignatureError,
 )
-from dsp_driving.policy_format import METADATA_KEY
+from dsp_driving.policy_format import METADATA_KEY, PolicyLoadError, PolicyMetadataError
 
 
 @pytest.fixture

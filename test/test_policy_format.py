@@ -10,6 +10,7 @@ import pytest
 from dsp_driving import export, inference
 from dsp_driving.policy_format import (
     METADATA_KEY,
+    PolicyLoadError,
     PolicyMetadataError,
     metadata_json,
     parse_metadata,
@@ -28,9 +29,11 @@ def test_it_needs_neither_torch_nor_onnxruntime_nor_numpy() -> None:
 
 
 def test_export_and_runtime_share_the_names_and_the_reader() -> None:
+    """One home: export writes and inference reads through policy_format's names."""
     assert export.METADATA_KEY is METADATA_KEY is inference.METADATA_KEY
-    assert inference.PolicyMetadataError is PolicyMetadataError
-    assert export.sidecar_path("runs/x/policy.onnx") == sidecar_path("runs/x/policy.onnx")
+    assert inference.parse_metadata is parse_metadata
+    assert issubclass(inference.PolicyFileError, PolicyLoadError)
+    assert export.sidecar_path is sidecar_path
     assert str(sidecar_path("runs/x/policy.onnx")) == "runs/x/policy.json"
 
 

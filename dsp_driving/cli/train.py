@@ -44,7 +44,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsp_driving.nodes.trainer_node import TrainerNodeConfig, learn
+    from dsp_driving.nodes.parameters import TrainerNodeConfig
+    from dsp_driving.nodes.trainer_node import learn
 
     if not args.publish and (args.domain is not None or args.wait_subscribers):
         print("error: --domain and --wait-subscribers need --publish", file=sys.stderr)

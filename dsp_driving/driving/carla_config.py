@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 import warnings
 
-from dsp_driving.config import coerce, read_yaml_mapping, require, unwrap_ros_params
+from dsp_driving.config import read_yaml_mapping, unwrap_ros_params
 from dsp_driving.driving.ports import MAX_PORT, MIN_PORT, PORTS_PER_SERVER
+from dsp_driving.validation import coerce, require
 
 BACKENDS = ("carla", "kinematic")
 log = logging.getLogger(__name__)

@@ -12,9 +12,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from dsp_driving.config import coerce, read_yaml_mapping, unwrap_ros_params
+from dsp_driving.config import read_yaml_mapping, unwrap_ros_params
 from dsp_driving.nodes.parameters import COMMAND_INTERFACES
 from dsp_driving.transport.base import flatten_params
+from dsp_driving.validation import coerce
 
 SIM_ENVS = {"highway": "dsp_driving/HighwayDrive-v0", "carla": "dsp_driving/Carla-v0"}
 

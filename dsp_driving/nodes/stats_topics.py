@@ -16,7 +16,7 @@ from typing import Any
 from dsp_driving.callbacks import BaseCallback
 from dsp_driving.nodes.conversions import diagnostic_array, diagnostic_status
 from dsp_driving.stats import UpdateStats, removed_pct
-from dsp_driving.topics import (  # noqa: F401  (re-exported: the node's topics)
+from dsp_driving.topics import (
     COMPACTION_TOPIC,
     POLICY_TOPIC,
     SUMMARY_LABELS,

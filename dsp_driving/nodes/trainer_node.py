@@ -26,20 +26,19 @@ import logging
 from typing import Any
 
 from dsp_driving.config import Config
-from dsp_driving.nodes.parameters import TrainerNodeConfig  # noqa: F401  (re-exported)
-from dsp_driving.nodes.stats_topics import (  # noqa: F401  (re-exported: the node's topics)
-    COMPACTION_TOPIC,
+from dsp_driving.nodes.parameters import TrainerNodeConfig
+from dsp_driving.nodes.stats_topics import (
     NAME,
-    POLICY_QOS,
-    POLICY_TOPIC,
-    SUMMARY_COMPACTION,
-    SUMMARY_LABELS,
-    SUMMARY_TOPIC,
-    TRAINING_TOPIC,
     StatsBag,
     StatsPublisher,
 )
-from dsp_driving.trainer import (  # noqa: F401  (bag_dir, default_run_dir: old importers)
+from dsp_driving.topics import (
+    COMPACTION_TOPIC,
+    POLICY_TOPIC,
+    SUMMARY_TOPIC,
+    TRAINING_TOPIC,
+)
+from dsp_driving.trainer import (
     Runner,
     bag_dir,
     default_run_dir,

@@ -8,7 +8,8 @@ computes each: importance (s_j, r_j), regulariser (c_j, |g_j|, R, dR/dtheta), sc
 (the hooks a training loop calls).
 """
 
-from dsp_driving.pruning.compaction import compact_mlp, macs
+from dsp_driving.modules.mlp import macs
+from dsp_driving.pruning.compaction import compact_mlp
 from dsp_driving.pruning.importance import neuron_importance, relative_importance
 from dsp_driving.pruning.masks import NeuronMasks
 from dsp_driving.pruning.pruner import DynamicPruner, NetworkPruner

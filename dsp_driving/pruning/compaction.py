@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-from dsp_driving.modules.mlp import MLP, macs  # noqa: F401  (macs: re-exported)
+from dsp_driving.modules.mlp import MLP
 
 
 def alive_indices(mlp: MLP, masks: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -12,12 +12,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
 
-from dsp_driving.modules.mlp import (  # noqa: F401  (re-exported: old importers)
+from dsp_driving.modules.mlp import (
     MLP,
-    count_params,
-    layer_init,
-    macs_of_sizes,
-    params_of_sizes,
 )
 from dsp_driving.rl.normalization import ObsNormalizer
 

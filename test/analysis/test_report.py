@@ -21,7 +21,7 @@ pytest.importorskip("matplotlib")
 
 from dsp_driving.analysis.report import make_report  # noqa: E402
 from dsp_driving.cli.report import main as bag_report_main  # noqa: E402
-from dsp_driving.nodes.trainer_node import SUMMARY_COMPACTION  # noqa: E402
+from dsp_driving.nodes.stats_topics import SUMMARY_COMPACTION  # noqa: E402
 from dsp_driving.rosbag.reader import BagError, read_bag  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000

@@ -12,9 +12,10 @@ import pytest
 pytest.importorskip("cyclonedds")
 
 from dsp_driving import msgs  # noqa: E402
-from dsp_driving.controller import Decision, PolicyNodeConfig  # noqa: E402
+from dsp_driving.controller import Decision  # noqa: E402
 from dsp_driving.driving import contract  # noqa: E402
 from dsp_driving.nodes.conversions import COMMAND_TOPICS, command_message  # noqa: E402
+from dsp_driving.nodes.parameters import PolicyNodeConfig  # noqa: E402
 
 
 class FakeClockNode:

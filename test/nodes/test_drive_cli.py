@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dsp_driving.cli.drive import parameters
-from dsp_driving.controller import PolicyNodeConfig
+from dsp_driving.nodes.parameters import PolicyNodeConfig
 
 YAML = Path(__file__).resolve().parents[2] / "config" / "policy.yaml"
 

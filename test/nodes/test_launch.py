@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from dsp_driving.config import Config, load_config
-from dsp_driving.controller import PolicyNodeConfig
 from dsp_driving.nodes import launch_support
 from dsp_driving.nodes.launch_support import (
     carla_bridge_remappings,
@@ -22,6 +21,7 @@ from dsp_driving.nodes.launch_support import (
     sim_eval_parameters,
     train_parameters,
 )
+from dsp_driving.nodes.parameters import PolicyNodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch"

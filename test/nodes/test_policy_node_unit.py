@@ -11,7 +11,7 @@ pytest.importorskip("onnxscript")
 
 from policy_samples import driving_policy, obs_at  # noqa: E402
 
-from dsp_driving.controller import PolicyNodeConfig  # noqa: E402
+from dsp_driving.nodes.parameters import PolicyNodeConfig  # noqa: E402
 from dsp_driving.nodes.policy_node import PolicyNode  # noqa: E402
 from dsp_driving.transport import create_node  # noqa: E402
 from dsp_driving.transport.dds import claim_domain_id  # noqa: E402

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dsp_driving.controller import PolicyNodeConfig
 from dsp_driving.driving import contract
+from dsp_driving.nodes.parameters import PolicyNodeConfig
 from dsp_driving.nodes.scene import NO_PATH, SceneAssembler
 
 LANE = np.array([[0.0, 0.0], [50.0, 0.0], [100.0, 0.0]])

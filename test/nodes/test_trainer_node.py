@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("cyclonedds")
 pytest.importorskip("onnxscript")
 
-from dsp_driving.nodes import trainer_node  # noqa: E402
+from dsp_driving import topics  # noqa: E402
+from dsp_driving.nodes import stats_topics, trainer_node  # noqa: E402
 from dsp_driving.transport import create_node  # noqa: E402
 from dsp_driving.transport.dds import claim_domain_id  # noqa: E402
 
@@ -36,14 +37,14 @@ def test_trainer_process_publishes_the_figures_of_stats_jsonl(
     node = create_node("listener", backend="dds", domain_id=domain)
     t = node.msg_type
     got: dict[str, list] = {"summary": [], "compaction": [], "training": [], "policy": []}
-    node.create_subscription(t("std_msgs/msg/Float32MultiArray"), trainer_node.SUMMARY_TOPIC,
+    node.create_subscription(t("std_msgs/msg/Float32MultiArray"), topics.SUMMARY_TOPIC,
                              got["summary"].append)
     node.create_subscription(t("diagnostic_msgs/msg/DiagnosticArray"),
-                             trainer_node.COMPACTION_TOPIC, got["compaction"].append)
+                             topics.COMPACTION_TOPIC, got["compaction"].append)
     node.create_subscription(t("diagnostic_msgs/msg/DiagnosticArray"),
-                             trainer_node.TRAINING_TOPIC, got["training"].append)
-    node.create_subscription(t("std_msgs/msg/String"), trainer_node.POLICY_TOPIC,
-                             got["policy"].append, trainer_node.POLICY_QOS)
+                             topics.TRAINING_TOPIC, got["training"].append)
+    node.create_subscription(t("std_msgs/msg/String"), topics.POLICY_TOPIC,
+                             got["policy"].append, stats_topics.POLICY_QOS)
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "dsp_driving", "train", "--publish", "--domain", str(domain),
@@ -67,7 +68,7 @@ def test_trainer_process_publishes_the_figures_of_stats_jsonl(
     assert [r["update"] for r in stats] == [1, 2, 3, 4]
     # dsp/compaction/summary: every update, the labelled figures as float32.
     assert len(got["summary"]) == len(stats)
-    assert got["summary"][0].layout.dim[0].label == ",".join(trainer_node.SUMMARY_LABELS)
+    assert got["summary"][0].layout.dim[0].label == ",".join(topics.SUMMARY_LABELS)
     for msg, rec in zip(got["summary"], stats):
         a, c = rec["actor"], rec["critic"]
         want = [rec["step"], a["neurons_alive"], a["weights_alive"], c["neurons_alive"],
@@ -109,7 +110,7 @@ def test_trainer_process_publishes_the_figures_of_stats_jsonl(
     summary = __import__("json").loads((run_dir / "summary.json").read_text())
     assert final["eval/return_mean"] == summary["eval"]["return_mean"]
     for net in ("actor", "critic"):
-        for key in trainer_node.SUMMARY_COMPACTION:
+        for key in stats_topics.SUMMARY_COMPACTION:
             assert final[f"{net}/{key}"] == summary[net][key], (net, key)
 
     # dsp/policy: the snapshot at update 2, then the final policy.onnx (transient local).

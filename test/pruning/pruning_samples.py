@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning.masks import NeuronMasks
-from dsp_driving.rl.networks import MLP
 
 
 def hand_net() -> MLP:

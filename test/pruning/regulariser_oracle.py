@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning import DynamicPruner, NetworkPruner, neuron_importance
 from dsp_driving.pruning.regulariser import group_weights
-from dsp_driving.rl.networks import MLP
 
 
 def weighted_group_norms(mlp: MLP, weights: list[torch.Tensor], eps: float) -> torch.Tensor:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dsp_driving.pruning import compact_mlp, macs
+from dsp_driving.modules.mlp import MLP, count_params, macs
+from dsp_driving.pruning import compact_mlp
 from dsp_driving.pruning.compaction import alive_indices, compact_in_place
 from dsp_driving.pruning.masks import NeuronMasks
-from dsp_driving.rl.networks import MLP, count_params
 
 
 def _masked(activation: str, seed: int) -> tuple[MLP, NeuronMasks]:

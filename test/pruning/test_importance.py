@@ -6,9 +6,9 @@ from pruning_samples import hand_net
 import pytest
 import torch
 
+from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning import neuron_importance, relative_importance
 from dsp_driving.pruning.importance import alive_mean
-from dsp_driving.rl.networks import MLP
 
 
 def test_neuron_importance_by_hand() -> None:

@@ -9,9 +9,9 @@ from regulariser_oracle import pruner_loss
 import torch
 
 from dsp_driving.config import PruningConfig
+from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning import DynamicPruner, neuron_importance
 from dsp_driving.pruning.pruner import NetworkPruner
-from dsp_driving.rl.networks import MLP
 
 
 def _masked_entries_zero(mlp: MLP, masks: list[torch.Tensor]) -> None:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from dsp_driving.config import PruningConfig
+from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning import (
     DynamicPruner,
     NetworkPruner,
@@ -20,7 +21,6 @@ from dsp_driving.pruning import (
     neuron_importance,
 )
 from dsp_driving.pruning.regulariser import group_weights
-from dsp_driving.rl.networks import MLP
 
 
 def test_group_sizes_count_alive_inputs_bias_and_alive_outputs() -> None:

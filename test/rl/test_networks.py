@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from dsp_driving.modules.mlp import MLP, count_params
 from dsp_driving.pruning import compact_mlp
 from dsp_driving.pruning.masks import NeuronMasks
-from dsp_driving.rl.networks import MLP, ActionSpec, Agent, DeployedActor, count_params
+from dsp_driving.rl.networks import ActionSpec, Agent, DeployedActor
 
 
 def test_mlp_shapes_and_param_count() -> None:
