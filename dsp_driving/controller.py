@@ -23,12 +23,30 @@ import numpy as np
 
 from dsp_driving.driving import contract
 from dsp_driving.inference import OnnxPolicy
-from dsp_driving.nodes.parameters import (
-    PolicyNodeConfig,
-)
 from dsp_driving.policy_format import PolicyLoadError
+from dsp_driving.validation import require
 
 _OBS_LOW, _OBS_HIGH = contract.observation_bounds()
+
+
+@dataclasses.dataclass(frozen=True)
+class SafetyConfig:
+    """What the controller decides with: the stale-input watchdog, the safe command's
+    braking and the command limits (policy_node builds it from its parameters,
+    ``PolicyNodeConfig.safety``)."""
+
+    stale_timeout_s: float = 0.3  # inputs older than this -> the safe command
+    safe_decel_mps2: float = 3.0  # the safe command's braking
+    limits: contract.ActionLimits = contract.ActionLimits()
+
+    def __post_init__(self) -> None:
+        for name in ("stale_timeout_s", "safe_decel_mps2"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and value > 0, name, value,
+                    "must be a finite number > 0")
+        require(self.safe_decel_mps2 <= self.limits.max_decel_mps2, "safe_decel_mps2",
+                self.safe_decel_mps2,
+                f"must be <= max_decel_mps2={self.limits.max_decel_mps2!r}")
 
 
 class Decision(NamedTuple):
@@ -73,9 +91,9 @@ def load_policy(path: str | Path) -> OnnxPolicy:
 class PolicyController:
     """Holds the policy and the newest observation; decides each command."""
 
-    def __init__(self, policy: OnnxPolicy, cfg: PolicyNodeConfig) -> None:
+    def __init__(self, policy: OnnxPolicy, safety: SafetyConfig) -> None:
         check_policy(policy)
-        self.policy, self.cfg, self.limits = policy, cfg, cfg.limits
+        self.policy, self.safety, self.limits = policy, safety, safety.limits
         self._obs: np.ndarray | None = None
         self._stamp_s = -math.inf
         self._speed_mps = 0.0
@@ -141,10 +159,10 @@ class PolicyController:
         if self._obs is None:
             return self._safe("no_input" if self.rejected == 0 else "rejected")
         age = now_s - self._stamp_s
-        if age > self.cfg.stale_timeout_s:
+        if age > self.safety.stale_timeout_s:
             self.stale_commands += 1
             return self._safe(f"stale ({age:.3f} s old)")
-        if age < -self.cfg.stale_timeout_s:  # the clock went back: a simulator reset under
+        if age < -self.safety.stale_timeout_s:  # the clock went back: a simulator reset under
             self.stale_commands += 1  # use_sim_time (a small step of the wall clock is not)
             return self._safe(f"stale (received {-age:.3f} s in the future: the clock went "
                               "back)")
@@ -163,7 +181,7 @@ class PolicyController:
 
     def _safe(self, reason: str) -> Decision:
         self.safe_commands += 1
-        brake = -self.cfg.safe_decel_mps2 / self.limits.max_decel_mps2
+        brake = -self.safety.safe_decel_mps2 / self.limits.max_decel_mps2
         return self._command(np.array([self._last_action[0], brake]), safe=True, reason=reason)
 
     def _command(self, action: np.ndarray, safe: bool, reason: str) -> Decision:

@@ -33,7 +33,7 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_fresh_input_drives_with_the_policy(policy_file: Path) -> None:
     policy = load_policy(policy_file)
-    ctl = PolicyController(policy, PolicyNodeConfig())
+    ctl = PolicyController(policy, PolicyNodeConfig().safety)
     assert ctl.set_observation(obs_at(), stamp_s=100.0) == ""
     decision = ctl.decide(now_s=100.1)
     expected = np.clip(policy.act(obs_at()), -1, 1)
@@ -44,7 +44,7 @@ def test_fresh_input_drives_with_the_policy(policy_file: Path) -> None:
 
 def test_no_input_and_stale_input_give_the_safe_command(policy_file: Path) -> None:
     cfg = PolicyNodeConfig(stale_timeout_s=0.3, safe_decel_mps2=3.0)
-    ctl = PolicyController(load_policy(policy_file), cfg)
+    ctl = PolicyController(load_policy(policy_file), cfg.safety)
     first = ctl.decide(0.0)
     assert first.safe and first.reason == "no_input"
     assert first.physical.accel_mps2 == pytest.approx(-3.0)
@@ -70,7 +70,7 @@ def test_no_input_and_stale_input_give_the_safe_command(policy_file: Path) -> No
 ])
 def test_malformed_input_is_refused_and_voids_the_last_good_one(policy_file: Path, bad,
                                                                  why: str) -> None:
-    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig())
+    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig().safety)
     ctl.set_observation(obs_at(), stamp_s=1.0)
     assert why in ctl.set_observation(bad, stamp_s=1.05)
     decision = ctl.decide(1.1)
@@ -80,7 +80,7 @@ def test_malformed_input_is_refused_and_voids_the_last_good_one(policy_file: Pat
 def test_huge_values_are_clipped_like_training_and_commands_stay_in_limits(
         policy_file: Path) -> None:
     cfg = PolicyNodeConfig(max_steer_rad=0.3, max_accel_mps2=2.0, max_decel_mps2=4.0)
-    ctl = PolicyController(load_policy(policy_file), cfg)
+    ctl = PolicyController(load_policy(policy_file), cfg.safety)
     rng = np.random.default_rng(0)
     for i in range(300):
         obs = rng.normal(0, 1e6, contract.OBS_DIM)
@@ -93,7 +93,7 @@ def test_huge_values_are_clipped_like_training_and_commands_stay_in_limits(
 
 def test_no_acceleration_at_max_speed(tmp_path: Path) -> None:
     eager = driving_policy(tmp_path / "eager.onnx", bias=(0.0, 50.0))  # always full throttle
-    ctl = PolicyController(load_policy(eager), PolicyNodeConfig(max_speed_mps=20.0))
+    ctl = PolicyController(load_policy(eager), PolicyNodeConfig(max_speed_mps=20.0).safety)
     ctl.set_observation(obs_at(15.0), stamp_s=0.0)
     assert ctl.decide(0.0).physical.accel_mps2 == pytest.approx(3.0)
     ctl.set_observation(obs_at(20.0), stamp_s=0.0)
@@ -102,7 +102,7 @@ def test_no_acceleration_at_max_speed(tmp_path: Path) -> None:
 
 def test_hot_reload_validates_and_keeps_the_old_policy_on_a_bad_file(
         policy_file: Path, tmp_path: Path) -> None:
-    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig())
+    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig().safety)
     old = ctl.policy
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(policy_file.read_bytes()[:500])
@@ -118,7 +118,7 @@ def test_hot_reload_validates_and_keeps_the_old_policy_on_a_bad_file(
 
 def test_ros_mode_builds_the_observation_with_the_training_code(policy_file: Path) -> None:
     """A scene in -> contract.observe(scene with the last commanded action) -> the policy."""
-    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig(input_mode="ros"))
+    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig(input_mode="ros").safety)
     path = contract.Path(np.array([[0.0, 0.0], [100.0, 0.0]]), lane_width=3.5,
                          speed_limit=25.0, left_width=1.75, right_width=5.25)
     scene = contract.Scene(contract.Ego(5.0, 0.4, 0.05, 12.0), path)
@@ -159,7 +159,7 @@ def test_bad_parameters_name_the_field(field: str, value, match: str) -> None:
 
 def test_a_clock_that_went_back_makes_the_input_stale(policy_file: Path) -> None:
     """A simulator reset under use_sim_time: the held input is "from the future"."""
-    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig(stale_timeout_s=0.3))
+    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig(stale_timeout_s=0.3).safety)
     ctl.set_observation(obs_at(10.0), 100.0)
     assert not ctl.decide(100.1).safe
     assert not ctl.decide(99.8).safe  # a small step back (NTP) is tolerated
@@ -188,7 +188,7 @@ def test_each_command_is_converted_once(policy_file: Path, interface: str,
     clip = contract.clip_action
     monkeypatch.setattr(contract, "clip_action", lambda a: calls.append(1) or clip(a))
     cfg = PolicyNodeConfig(command_interface=interface, max_steer_rad=0.3)
-    ctl = PolicyController(load_policy(policy_file), cfg)
+    ctl = PolicyController(load_policy(policy_file), cfg.safety)
     ctl.set_observation(obs_at(), stamp_s=0.0)
     decisions = []
     for now in (0.0, 1.0):  # the policy's command, then the safe command (stale input)
@@ -201,3 +201,16 @@ def test_each_command_is_converted_once(policy_file: Path, interface: str,
         decisions.append(d)
     driving, safe = decisions
     assert not driving.safe and safe.safe and safe.action[0] == driving.action[0]
+
+
+def test_the_controller_takes_only_its_safety_config() -> None:
+    """The ROS-free controller decides with SafetyConfig (watchdog, safe braking, limits);
+    policy_node derives it from its parameters, and it checks its own values."""
+    from dsp_driving.controller import SafetyConfig
+
+    cfg = PolicyNodeConfig(stale_timeout_s=0.2, safe_decel_mps2=2.0, max_decel_mps2=5.0)
+    assert cfg.safety == SafetyConfig(0.2, 2.0, cfg.limits)
+    with pytest.raises(ValueError, match="safe_decel_mps2=7.0: must be <= max_decel_mps2"):
+        SafetyConfig(safe_decel_mps2=7.0)
+    with pytest.raises(ValueError, match="stale_timeout_s=0.0"):
+        SafetyConfig(stale_timeout_s=0.0)

@@ -155,11 +155,11 @@ def status_message(node: Any, level: int, message: str, values: dict[str, Any]) 
         node, "policy_node", message, {k: str(v) for k, v in values.items()}, level=level)])
 
 
-def policy_status(node: Any, controller: PolicyController, decision: Decision,
-                  latency_s: float) -> Any:
+def policy_status(node: Any, cfg: PolicyNodeConfig, controller: PolicyController,
+                  decision: Decision, latency_s: float) -> Any:
     """policy_node's status after ``decision``: WARN while braking on the safe command; the
     policy, the counters, the rate and the command limits as its values."""
-    ctl, cfg = controller, controller.cfg
+    ctl = controller
     return status_message(
         node, 1 if decision.safe else 0, decision.reason or "driving",
         {"model": ctl.policy.path, "model_sha256": ctl.policy.sha256,

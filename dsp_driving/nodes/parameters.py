@@ -16,6 +16,7 @@ from dsp_driving.transport.base import ros_topic
 from dsp_driving.validation import require
 
 if TYPE_CHECKING:
+    from dsp_driving.controller import SafetyConfig
     from dsp_driving.driving import contract
 
 INPUT_MODES = ("features", "ros")
@@ -75,6 +76,13 @@ class PolicyNodeConfig:
                         "must be a finite number > 0")
         require(self.safe_decel_mps2 <= self.max_decel_mps2, "safe_decel_mps2",
                 self.safe_decel_mps2, f"must be <= max_decel_mps2={self.max_decel_mps2!r}")
+
+    @property
+    def safety(self) -> SafetyConfig:
+        """What the controller decides with (its watchdog, safe command and limits)."""
+        from dsp_driving.controller import SafetyConfig
+
+        return SafetyConfig(self.stale_timeout_s, self.safe_decel_mps2, self.limits)
 
     @property
     def limits(self) -> contract.ActionLimits:

@@ -35,7 +35,7 @@ class PolicyNode:
         cfg = self.cfg
         if not cfg.model:
             raise ValueError("model='': set the policy file (parameter model, or --model)")
-        self.controller = PolicyController(load_policy(cfg.model), cfg)
+        self.controller = PolicyController(load_policy(cfg.model), cfg.safety)
         self.scene = SceneAssembler(cfg)  # ros mode: the newest odometry, path and lead
         self.log.info(f"policy {cfg.model} (sha256 {self.controller.policy.sha256[:12]}), "
                       f"{cfg.input_mode} in, {cfg.command_interface} out at {cfg.rate_hz:g} Hz")
@@ -129,7 +129,7 @@ class PolicyNode:
             self._last_status_s = now
             if self._decision is not None:
                 self.status_pub.publish(conversions.policy_status(
-                    self.node, self.controller, self._decision, self._latency_s))
+                    self.node, self.cfg, self.controller, self._decision, self._latency_s))
 
     def _command(self) -> None:
         """Decide and publish the command and the action (the safe command if deciding fails)."""
