@@ -15,6 +15,7 @@ from dsp_driving.pruning.regulariser import (
     accumulate_regulariser_grad,
     group_sizes,
     group_weights,
+    group_widths,
     importance_coefficients,
 )
 from dsp_driving.pruning.schedule import kappa
@@ -72,10 +73,7 @@ class NetworkPruner:
     def _set_coeffs(self, coeffs: list[torch.Tensor]) -> None:
         # c_j * m_j * sqrt(|g_j|) changes only here, so R's constant factor is cached
         self.coeffs = coeffs
-        widths = None  # "alive": the group's size in the compacted network
-        if self.cfg.group_size == "dense":  # the group's size in the dense network
-            widths = [self.mlp.layers[0].in_features, *self.dense_sizes,
-                      self.mlp.layers[-1].out_features]
+        widths = group_widths(self.mlp, self.dense_sizes, self.cfg.group_size)
         sizes = group_sizes(self.mlp, self.masks.masks, widths)
         self._weights = group_weights(self.mlp, self.masks.masks, coeffs, sizes)
 
@@ -96,12 +94,14 @@ class NetworkPruner:
         return self.lam * reg
 
     @torch.no_grad()
-    def prune(self, t: float, optimizer: torch.optim.Optimizer | None) -> int:
-        """One pruning step at training progress t; returns neurons newly masked."""
+    def prune(self, t: float, optimizer: torch.optim.Optimizer | None,
+              k: float | None = None) -> int:
+        """One pruning step at training progress t (``k``: kappa(t), when the caller has it);
+        returns neurons newly masked."""
         newly = 0
         for i, s in enumerate(neuron_importance(self.mlp)):
             cut, self.thresholds[i] = select_to_prune(s, self.masks.masks[i], t,
-                                                      self.dense_sizes[i], self.cfg)
+                                                      self.dense_sizes[i], self.cfg, k)
             if cut.numel():
                 newly += self.masks.mask_neurons(i, cut)
         if newly:
@@ -213,7 +213,7 @@ class DynamicPruner:
             return 0
         total = 0
         for p in self.active:
-            newly = p.prune(progress, optimizer)
+            newly = p.prune(progress, optimizer, self.kappa)
             total += newly
             if newly and self.cfg.compact_in_training:
                 p.compact(optimizer)

@@ -13,6 +13,14 @@ from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning.importance import alive_mean, neuron_importance
 
 
+def group_widths(mlp: MLP, dense_sizes: list[int], group_size: str) -> list[int] | None:
+    """The layer widths |g_j| counts, by ``pruning.group_size``: ``alive`` (None: the alive
+    widths, the group's size in the compacted network) or ``dense`` (the dense network's)."""
+    if group_size == "dense":
+        return [mlp.layers[0].in_features, *dense_sizes, mlp.layers[-1].out_features]
+    return None
+
+
 def group_sizes(mlp: MLP, masks: list[torch.Tensor],
                 widths: list[int] | None = None) -> list[torch.Tensor]:
     """|g_j| per hidden layer: inputs + 1 (bias) + outputs of the neuron's group.

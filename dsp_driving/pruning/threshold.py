@@ -33,18 +33,20 @@ def prune_budget(n_alive: int, max_prune_frac: float, min_alive: int) -> int:
 
 
 def select_to_prune(s: torch.Tensor, mask: torch.Tensor, t: float, dense_size: int,
-                    cfg: PruningConfig) -> tuple[torch.Tensor, float]:
+                    cfg: PruningConfig, k: float | None = None) -> tuple[torch.Tensor, float]:
     """The neurons of one layer to mask at training progress t, and the layer's threshold.
 
-    ``s``: importances s_j of the layer's current neurons; ``mask``: 1 = alive. Returns
-    (indices into the layer, lowest importance first; tau). In ratio mode tau is the
-    importance of the lowest neuron the target keeps (0 when it keeps none).
+    ``s``: importances s_j of the layer's current neurons; ``mask``: 1 = alive; ``k``:
+    kappa(t) when the caller already has it (else computed here). Returns (indices into the
+    layer, lowest importance first; tau). In ratio mode tau is the importance of the lowest
+    neuron the target keeps (0 when it keeps none).
     """
     alive = torch.nonzero(mask > 0).flatten()
     s_alive = s[alive]
     order = torch.argsort(s_alive, stable=True)
     if cfg.mode == "dynamic":
-        tau = dynamic_threshold(s_alive, kappa(t, cfg.kappa_final, cfg.t_start, cfg.t_end))
+        k = kappa(t, cfg.kappa_final, cfg.t_start, cfg.t_end) if k is None else k
+        tau = dynamic_threshold(s_alive, k)
         n_cut = int((s_alive < tau).sum())
     else:
         p = prune_ratio(t, cfg.ratio_initial, cfg.ratio_final, cfg.t_start, cfg.t_end)
