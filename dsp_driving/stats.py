@@ -1,6 +1,7 @@
-"""The per-update stats record, typed: what ``PPO.step_update`` returns, stats.jsonl stores
-one per line, the TensorBoard sink flattens, trainer_node publishes (nodes/stats_topics.py)
-and the bag reports read back (analysis/training.py).
+"""The run's records, typed: the per-update stats (what ``PPO.step_update`` returns,
+stats.jsonl stores one per line, the TensorBoard sink flattens, trainer_node publishes from
+nodes/stats_topics.py and the bag reports read back in analysis/training.py), and
+summary.json (RunSummary).
 
 Names, one per quantity (docs/method.md):
 - a network's ``R``: its regulariser R(theta), unscaled, after the update's last minibatch;
@@ -66,6 +67,40 @@ class UpdateStats(TypedDict):
     ep_length_mean: float | None
     steps_per_s: float
     wall_s: float
+
+
+class NetworkSummary(TypedDict):
+    """summary.json's block of one network at the end of a run."""
+
+    hidden_dense: list[int]
+    hidden_compact: list[int]
+    dense_neurons: int
+    compact_neurons: int
+    dense_weights: int
+    compact_weights: int
+    neurons_removed_pct: float
+    weights_removed_pct: float
+
+
+class EvalSummary(TypedDict):
+    """The deterministic evaluation on held-out seeds."""
+
+    episodes: int
+    return_mean: float
+    return_std: float
+
+
+class RunSummary(TypedDict):
+    """summary.json: what a run ends with (trainer.finish writes it)."""
+
+    env: str
+    seed: int
+    total_steps: int
+    wall_s: float
+    steps_per_s: float
+    actor: NetworkSummary
+    critic: NetworkSummary
+    eval: EvalSummary
 
 
 def removed_pct(alive: float, total: float) -> float:

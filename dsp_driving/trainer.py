@@ -28,7 +28,7 @@ from dsp_driving.provenance import git_commit
 from dsp_driving.rl.envs import make_vec_env
 from dsp_driving.rl.networks import DeployedActor
 from dsp_driving.rl.ppo import PPO, training_seed_range
-from dsp_driving.stats import removed_pct
+from dsp_driving.stats import NetworkSummary, RunSummary, removed_pct
 
 CHECKPOINT = "checkpoint.pt"
 STATS = "stats.jsonl"
@@ -64,7 +64,7 @@ def _trim_stats(path: Path, last_update: int) -> None:
 
 
 def network_summary(hidden_dense: list[int], hidden_compact: list[int], in_dim: int,
-                    out_dim: int) -> dict[str, Any]:
+                    out_dim: int) -> NetworkSummary:
     """The summary.json block of one network (removed % = 1 - compact / dense)."""
     dense_n, compact_n = sum(hidden_dense), sum(hidden_compact)
     dense_w = params_of_sizes([in_dim, *hidden_dense, out_dim])
@@ -297,7 +297,7 @@ class _Snapshots:
 
 
 def finish(cfg: Config, learner: PPO, run_dir: Path, git_commits: Sequence[str | None] = (),
-           on_export: Callable[[Path], None] | None = None) -> dict[str, Any]:
+           on_export: Callable[[Path], None] | None = None) -> RunSummary:
     """Compact, save the actor, evaluate it and write summary.json (then export ONNX;
     ``on_export(path)`` is told about the file)."""
     actor = learner.deployed_actor()
@@ -309,7 +309,7 @@ def finish(cfg: Config, learner: PPO, run_dir: Path, git_commits: Sequence[str |
     result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,
                       cfg.train.eval_seed, env_kwargs=cfg.train.env_kwargs)
     wall_s = learner.wall_s
-    summary = {
+    summary: RunSummary = {
         "env": cfg.train.env_id,
         "seed": cfg.train.seed,
         "total_steps": learner.global_step,

@@ -43,3 +43,18 @@ def test_removed_pct_and_the_readers_of_old_names() -> None:
     assert loss_lambda_R({"lambda_R": 0.1}) == 0.1
     assert loss_lambda_R({"regulariser": 0.2}) == 0.2
     assert network_R({}) is None
+
+
+def test_summary_json_has_exactly_the_typed_fields(cartpole_run: Path) -> None:
+    import json
+
+    from dsp_driving.stats import EvalSummary, NetworkSummary, RunSummary
+
+    summary = json.loads((cartpole_run / "summary.json").read_text())
+    assert set(summary) == set(get_type_hints(RunSummary))
+    assert set(summary["eval"]) == set(get_type_hints(EvalSummary))
+    for net in ("actor", "critic"):
+        block = summary[net]
+        assert set(block) == set(get_type_hints(NetworkSummary))
+        assert block["neurons_removed_pct"] == pytest.approx(
+            removed_pct(block["compact_neurons"], block["dense_neurons"]))
