@@ -136,15 +136,14 @@ def package_logging_to(handler: logging.Handler) -> Iterator[None]:
     """Inside the block the ``dsp_driving`` loggers' INFO and above go to ``handler`` (a
     LoggingBridge to a node's logger, the CLI's stdout) instead of further up."""
     package = logging.getLogger("dsp_driving")
-    bridge = handler
     previous = package.level, package.propagate
-    package.addHandler(bridge)
+    package.addHandler(handler)
     package.setLevel(logging.INFO)
     package.propagate = False
     try:
         yield
     finally:
-        package.removeHandler(bridge)
+        package.removeHandler(handler)
         package.level, package.propagate = previous
 
 
@@ -204,6 +203,19 @@ def parameter_value(name: str, value: Any, default: Any) -> Any:
     return value
 
 
+def resolve_parameters(node: str, given: Mapping[str, Any], declared: set[str],
+                       defaults: Mapping[str, Any], strict: bool) -> dict[str, Any]:
+    """The values of ``defaults``' parameters: the given ones checked (parameter_value),
+    the rest their defaults. ``declared`` gathers the names of this and earlier calls; with
+    ``strict``, a given name none of them declared is refused (check_parameter_names).
+    Both backends read their parameters through this."""
+    declared.update(defaults)
+    if strict:
+        check_parameter_names(node, given, declared)
+    return {name: parameter_value(name, given[name], default) if name in given else default
+            for name, default in defaults.items()}
+
+
 def check_parameter_names(node: str, given: Iterable[str], declared: Iterable[str]) -> None:
     """Refuse a given parameter that the node does not declare (a typo such as ``rate_hx``
     would otherwise be ignored silently), naming the known ones."""
@@ -224,35 +236,32 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
+def _stop_signals_handled_by(handler: Any) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` inside the block, the previous handlers after it.
+    Only the main thread can set handlers: elsewhere the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def interrupt_on_signals() -> contextlib.AbstractContextManager[None]:
     """Inside the block SIGINT and SIGTERM (Ctrl-C, ``kill``, ``docker stop``, systemd,
     ``ros2 launch``) raise KeyboardInterrupt once; later ones are ignored until the block
     exits, so the one ``except KeyboardInterrupt`` path can close bags, checkpoints and
-    entities. Only the main thread can set handlers: elsewhere the block runs unchanged."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    entities."""
+    return _stop_signals_handled_by(_interrupt)
 
 
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
+def signals_ignored() -> contextlib.AbstractContextManager[None]:
     """SIGINT and SIGTERM ignored inside the block (a shutdown that no signal started, e.g.
     the end of ``duration_s``, is not cut short either)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return _stop_signals_handled_by(signal.SIG_IGN)
 
 
 class Node(abc.ABC):

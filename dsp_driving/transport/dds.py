@@ -46,9 +46,8 @@ from dsp_driving.transport.base import (
     Publisher,
     QosProfile,
     Timer,
-    check_parameter_names,
     guarded,
-    parameter_value,
+    resolve_parameters,
     ros_topic,
 )
 
@@ -229,7 +228,7 @@ class DdsNode(Node):
         self._timers: list[tuple[float, int, DdsTimer]] = []
         self._order = itertools.count()
         self._given = dict(parameters or {})
-        self._declared: dict[str, Any] = {}
+        self._declared: set[str] = set()
         self._stream = log_stream or sys.stderr
         self.logger = Logger(name, self._emit)
 
@@ -289,11 +288,7 @@ class DdsNode(Node):
                        ) -> dict[str, Any]:
         """The given values over ``defaults``; wrong types are errors, and so (when ``strict``)
         are given names not declared by this or an earlier call (a typo in a params file)."""
-        self._declared.update(defaults)
-        if strict:
-            check_parameter_names(self.name, self._given, self._declared)
-        return {name: parameter_value(name, self._given[name], default)
-                if name in self._given else default for name, default in defaults.items()}
+        return resolve_parameters(self.name, self._given, self._declared, defaults, strict)
 
     def wake(self) -> None:
         """Interrupt a spin_once waiting in another thread."""

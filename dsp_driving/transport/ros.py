@@ -33,9 +33,8 @@ from dsp_driving.transport.base import (
     Publisher,
     QosProfile,
     Timer,
-    check_parameter_names,
     guarded,
-    parameter_value,
+    resolve_parameters,
     ros_topic,
 )
 
@@ -202,13 +201,9 @@ class RclpyNode(Node):
         # Humble and Jazzy alike and has no public reader for them
         given = {name: _plain(p.value) for name, p in self._node._parameter_overrides.items()
                  if not name.startswith("qos_overrides.")}
-        self._declared.update(defaults)
-        if strict:
-            check_parameter_names(self.name, given, self._declared)
-        values = {}
-        for name, default in defaults.items():
-            values[name] = parameter_value(name, given[name], default) if name in given \
-                else (list(default) if isinstance(default, tuple) else default)
+        values = {name: list(value) if isinstance(value, tuple) else value  # rclpy's arrays
+                  for name, value in resolve_parameters(self.name, given, self._declared,
+                                                        defaults, strict).items()}
         for name, value in values.items():
             if not self._node.has_parameter(name):
                 # an empty list has no element type for rclpy to infer: let it take any
