@@ -106,10 +106,13 @@ class Runner:
     """One training run in its folder: PPO with pruning, stats sinks, checkpoints, resume,
     snapshots, and at the end the compact actor, its evaluation and summary.json.
 
-    ``Runner.new(cfg, run_dir)`` starts a run; ``Runner.resume(run_dir)`` goes on from the
-    checkpoint (read once), with its saved configuration. ``learn()`` trains to
-    ``cfg.train.total_steps`` and returns summary.json's content. Extra sinks (stats topics,
-    a bag) join with ``add_callback`` before ``learn``. rsl_rl's OnPolicyRunner is the model.
+    ``Runner.new(cfg, run_dir)`` starts a run; ``Runner.resume(run_dir)`` loads one from its
+    checkpoint (read once), with its saved configuration. Before ``learn``: ``set_env_kwargs``
+    (e.g. the CARLA settings), ``record_bag`` (the dsp/* topics into RUN_DIR/bag) and
+    ``add_callback`` (any other sink, such as trainer_node's StatsPublisher). ``learn()``
+    trains to ``cfg.train.total_steps``, saving checkpoints, then ``finish()`` writes the
+    compact actor, its evaluation and summary.json and ``export()`` policy.onnx.
+    rsl_rl's OnPolicyRunner is the model.
     """
 
     def __init__(self, cfg: Config, run_dir: str | Path, checkpoint: dict[str, Any] | None,
@@ -153,8 +156,19 @@ class Runner:
         """The run's train.env_kwargs (before ``learn``; saved with the run's config)."""
         self.cfg = from_dict({"train": {"env_kwargs": env_kwargs}}, self.cfg)
 
-    def learn(self) -> dict[str, Any]:
-        """Train to the configured total steps; returns summary.json's content."""
+    def record_bag(self, resolve: Callable[[str], str] | None = None) -> Path:
+        """Record the dsp/* topics into RUN_DIR/bag (RUN_DIR/bag_2 ... after a resume);
+        ``resolve``: a node's resolve_topic, for its namespace. Returns the bag's path."""
+        from dsp_driving.rosbag.stats_bag import StatsBag
+
+        path = bag_dir(self.run_dir)
+        self.add_callback(StatsBag(path, self.cfg.train.env_id, resolve))
+        log.info(f"recording the dsp/* topics to {path} (dsp-driving report {path})")
+        return path
+
+    def learn(self) -> RunSummary:
+        """Train to the configured total steps, then ``finish``; returns summary.json's
+        content."""
         cfg, run_dir = self.cfg, self.run_dir
         if len(set(self.commits)) > 1:
             log.warning(f"this run was trained by several code versions: {self.commits}")
@@ -189,7 +203,7 @@ class Runner:
             for cb in sinks:
                 if isinstance(cb, ProgressBar):
                     cb.close()
-            summary = finish(cfg, learner, run_dir, self.commits, on_export=sink.on_export)
+            summary = self.finish(on_export=sink.on_export)
             sink.on_end(summary)
             return summary
         finally:
@@ -213,6 +227,62 @@ class Runner:
         atomic_torch_save(self.run_dir / CHECKPOINT,
                           {"config": self.cfg.to_dict(), "state": self.learner.state_dict(),
                            "git_commits": self.commits})
+
+    def finish(self, on_export: Callable[[Path], None] | None = None) -> RunSummary:
+        """Compact, save the actor, evaluate it and write summary.json, then ``export``
+        (``on_export(path)`` is told about the file)."""
+        cfg, learner, run_dir = self.cfg, self.learner, self.run_dir
+        actor = learner.deployed_actor()
+        meta = actor_meta(cfg, learner, actor, self.commits)
+        critic_block = network_summary(list(cfg.net.critic_hidden),
+                                       learner.compact_critic_hidden(), learner.obs_dim, 1)
+        save_actor(run_dir / ACTOR, actor, meta)
+        result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,
+                          cfg.train.eval_seed, env_kwargs=cfg.train.env_kwargs)
+        wall_s = learner.wall_s
+        summary: RunSummary = {
+            "env": cfg.train.env_id,
+            "seed": cfg.train.seed,
+            "total_steps": learner.global_step,
+            "wall_s": wall_s,
+            "steps_per_s": learner.global_step / wall_s if wall_s > 0 else 0.0,
+            "actor": meta["actor"],
+            "critic": critic_block,
+            "eval": {k: result[k] for k in ("episodes", "return_mean", "return_std")},
+        }
+        atomic_write_json(run_dir / SUMMARY, summary)
+        log.info(compaction_table(summary))
+        log.info(f"actor MACs per forward: {meta['dense_macs']} dense -> {meta['macs']} "
+                 "compact")
+        log.info(f"eval ({result['episodes']} episodes, seeds {result['seeds'][0]}.."
+                 f"{result['seeds'][1]}): return {result['return_mean']:.2f} "
+                 f"+/- {result['return_std']:.2f}")
+        log.info(f"wrote {run_dir / SUMMARY} and {run_dir / ACTOR}")
+        if cfg.train.export_onnx:
+            path = self.export()
+            if path is not None and on_export is not None:
+                on_export(path)
+        return summary
+
+    def export(self) -> Path | None:
+        """RUN_DIR/policy.onnx (and policy.json) from the saved compact actor, when the
+        export extra is installed; its path, or None when nothing was exported (a failed
+        export is logged, never raised: the run's own files are already saved)."""
+        from dsp_driving.export import missing_export_modules
+
+        missing = missing_export_modules()
+        if missing:
+            log.info(f"skipped ONNX export ({', '.join(missing)} not installed): pip install "
+                     f"-e '.[export]', then `dsp-driving export {self.run_dir}`")
+            return None
+        from dsp_driving.export import export_run
+
+        try:
+            return export_run(self.run_dir)[0]
+        except Exception as exc:  # the run is saved; a failed export must not crash it
+            log.error(f"ONNX export failed ({type(exc).__name__}: {exc}); the run itself is "
+                      f"complete. Retry with `dsp-driving export {self.run_dir}`")
+            return None
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False,
@@ -294,60 +364,3 @@ class _Snapshots:
                      f"({type(exc).__name__}: {exc})")
             return None
         return out
-
-
-def finish(cfg: Config, learner: PPO, run_dir: Path, git_commits: Sequence[str | None] = (),
-           on_export: Callable[[Path], None] | None = None) -> RunSummary:
-    """Compact, save the actor, evaluate it and write summary.json (then export ONNX;
-    ``on_export(path)`` is told about the file)."""
-    actor = learner.deployed_actor()
-    meta = actor_meta(cfg, learner, actor, git_commits)
-    actor_block = meta["actor"]
-    critic_block = network_summary(list(cfg.net.critic_hidden),
-                                   learner.compact_critic_hidden(), learner.obs_dim, 1)
-    save_actor(run_dir / ACTOR, actor, meta)
-    result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,
-                      cfg.train.eval_seed, env_kwargs=cfg.train.env_kwargs)
-    wall_s = learner.wall_s
-    summary: RunSummary = {
-        "env": cfg.train.env_id,
-        "seed": cfg.train.seed,
-        "total_steps": learner.global_step,
-        "wall_s": wall_s,
-        "steps_per_s": learner.global_step / wall_s if wall_s > 0 else 0.0,
-        "actor": actor_block,
-        "critic": critic_block,
-        "eval": {k: result[k] for k in ("episodes", "return_mean", "return_std")},
-    }
-    atomic_write_json(run_dir / SUMMARY, summary)
-    log.info(compaction_table(summary))
-    log.info(f"actor MACs per forward: {meta['dense_macs']} dense -> {meta['macs']} compact")
-    log.info(f"eval ({result['episodes']} episodes, seeds {result['seeds'][0]}.."
-        f"{result['seeds'][1]}): return {result['return_mean']:.2f} "
-        f"+/- {result['return_std']:.2f}")
-    log.info(f"wrote {run_dir / SUMMARY} and {run_dir / ACTOR}")
-    if cfg.train.export_onnx:
-        path = _export(run_dir)
-        if path is not None and on_export is not None:
-            on_export(path)
-    return summary
-
-
-def _export(run_dir: Path) -> Path | None:
-    """policy.onnx when the export extra is installed (the run's own files are already saved);
-    returns its path, or None when nothing was exported."""
-    from dsp_driving.export import missing_export_modules
-
-    missing = missing_export_modules()
-    if missing:
-        log.info(f"skipped ONNX export ({', '.join(missing)} not installed): pip install -e "
-            f"'.[export]', then `dsp-driving export {run_dir}`")
-        return None
-    from dsp_driving.export import export_run
-
-    try:
-        return export_run(run_dir)[0]
-    except Exception as exc:  # the run is saved; a failed export must not turn it into a crash
-        log.error(f"ONNX export failed ({type(exc).__name__}: {exc}); the run itself is "
-            f"complete. Retry with `dsp-driving export {run_dir}`")
-        return None

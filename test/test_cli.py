@@ -235,3 +235,25 @@ def test_sigkill_then_resume_loses_nothing_but_the_unsaved_update(tmp_path: Path
         counts = {c.topic: c.msgcount for c in reader.connections}
     assert counts["/dsp/compaction"] == n_updates - ckpt_update
     assert counts["/dsp/training"] == n_updates - ckpt_update + 1  # + the evaluation
+
+
+def test_train_without_publish_never_loads_the_node_module(tmp_path: Path,
+                                                           tiny_cli_args) -> None:
+    """`dsp-driving train` builds a trainer.Runner itself: the ROS-free path records its bag
+    and trains without importing trainer_node or a transport backend (its messages are
+    dsp_driving.msgs, cyclonedds IdlStructs: no DDS participant)."""
+    run = tmp_path / "run"
+    code = ("import json, sys\nfrom dsp_driving import cli\n"
+            f"rc = cli.main(['train', '--env', 'CartPole-v1', '--total-steps', '512', "
+            f"'--out', {str(run)!r}, *{tiny_cli_args()!r}])\n"
+            "print(json.dumps([rc, sorted(m for m in sys.modules if m.startswith(("
+            "'dsp_driving.nodes.trainer_node', 'dsp_driving.transport.dds', "
+            "'dsp_driving.transport.ros', 'rclpy')))]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rc, loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (rc, loaded) == (0, [])
+    assert f"run folder: {run}" in proc.stdout
+    assert (run / "summary.json").is_file()
+    assert (run / "bag" / "metadata.yaml").is_file()

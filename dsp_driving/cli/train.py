@@ -4,11 +4,14 @@ its stats over DDS (trainer_node without ROS 2)."""
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 import sys
 from typing import Any
 
 from dsp_driving.config import default_config_path, from_dict, load_config, parse_overrides
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: Any) -> None:
@@ -44,8 +47,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsp_driving.nodes.parameters import TrainerNodeConfig
-    from dsp_driving.nodes.trainer_node import learn
+    """Build the run (trainer.Runner), add its sinks, train. With --publish, trainer_node's
+    stats topics over DDS (no ROS 2 needed)."""
+    from dsp_driving.driving.carla_config import run_env_kwargs
 
     if not args.publish and (args.domain is not None or args.wait_subscribers):
         print("error: --domain and --wait-subscribers need --publish", file=sys.stderr)
@@ -53,26 +57,33 @@ def run(args: argparse.Namespace) -> int:
     runner = _resume_runner(args) if args.resume else _new_runner(args)
     if runner is None:
         return 2
-    own = TrainerNodeConfig(out=str(runner.run_dir), resume=bool(args.resume),
-                            carla_config=str(args.carla_config or ""),
-                            carla_host=args.carla_host or "", carla_port=args.carla_port or 0,
-                            wait_for_subscribers_s=args.wait_subscribers,
-                            record_bag=not args.no_bag)
-    if not args.publish:
-        learn(runner, None, own)
-        return 0
+    runner.set_env_kwargs(run_env_kwargs(
+        runner.cfg.train.env_id, runner.cfg.train.env_kwargs, args.carla_config,
+        args.carla_host, args.carla_port, runner.run_dir))
+    node = _dds_node(args.domain) if args.publish else None
+    try:
+        if node is not None:
+            from dsp_driving.nodes.trainer_node import publish_stats
+
+            publish_stats(runner, node, args.wait_subscribers)
+        if not args.no_bag:
+            runner.record_bag(node.resolve_topic if node is not None else None)
+        log.info(f"run folder: {runner.run_dir}")
+        runner.learn()
+    finally:
+        if node is not None:
+            node.destroy()
+    return 0
+
+
+def _dds_node(domain: int | None):  # -> transport.Node (cyclonedds: lazily)
     from dsp_driving.transport import create_node
 
     try:
-        node = create_node("trainer_node", backend="dds", domain_id=args.domain)
+        return create_node("trainer_node", backend="dds", domain_id=domain)
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(f"`dsp-driving train --publish` needs {exc.name}: pip "
                                   "install -e '.[dds]'") from None
-    try:
-        learn(runner, node, own)
-    finally:
-        node.destroy()
-    return 0
 
 
 def _resume_runner(args: argparse.Namespace):  # -> trainer.Runner | None (torch: lazily)

@@ -27,28 +27,19 @@ from typing import Any
 
 from dsp_driving.config import Config
 from dsp_driving.nodes.parameters import TrainerNodeConfig
-from dsp_driving.nodes.stats_topics import (
-    NAME,
-    StatsBag,
-    StatsPublisher,
-)
+from dsp_driving.nodes.stats_topics import NAME, StatsPublisher
 from dsp_driving.topics import (
     COMPACTION_TOPIC,
     POLICY_TOPIC,
     SUMMARY_TOPIC,
     TRAINING_TOPIC,
 )
-from dsp_driving.trainer import (
-    Runner,
-    bag_dir,
-    default_run_dir,
-)
+from dsp_driving.trainer import Runner, default_run_dir
 from dsp_driving.transport import Node, config_from_parameters, dataclass_from_parameters
 from dsp_driving.transport.base import (
     LoggingBridge,
     interrupt_on_signals,
     package_logging_to,
-    ros_topic,
     signals_ignored,
 )
 
@@ -63,43 +54,44 @@ def parameters(node: Node, base: Config | None = None) -> tuple[Config, TrainerN
 
 
 def runner_for(cfg: Config, own: TrainerNodeConfig) -> Runner:
-    """The node's run: resume ``own.out`` (with ``cfg.train.total_steps``), or a new one."""
-    if own.resume:
-        return Runner.resume(own.out or default_run_dir(cfg), cfg.train.total_steps)
-    return Runner.new(cfg, own.out or default_run_dir(cfg))
-
-
-def learn(runner: Runner, node: Node | None, own: TrainerNodeConfig) -> dict[str, Any]:
-    """Train ``runner``'s run; with a node, it publishes the stats; with ``own.record_bag``
-    they are recorded into RUN_DIR/bag; for dsp_driving/Carla-v0 the bridge settings are
-    resolved first into the run's train.env_kwargs (saved with its config)."""
+    """The node's run: resume ``own.out`` (with ``cfg.train.total_steps``), or a new one;
+    the CARLA settings resolved into its train.env_kwargs."""
     from dsp_driving.driving.carla_config import run_env_kwargs
 
-    out, env_id = runner.run_dir, runner.cfg.train.env_id
-    runner.set_env_kwargs(run_env_kwargs(env_id, runner.cfg.train.env_kwargs,
-                                         own.carla_config or None, own.carla_host or None,
-                                         own.carla_port or None, out))
-    if node is not None:
-        publisher = StatsPublisher(node, hardware_id=env_id)
-        runner.add_callback(publisher)
-        if own.wait_for_subscribers_s > 0 and not publisher.wait_for_subscribers(
-                own.wait_for_subscribers_s):
-            log.warning(f"no subscriber on the dsp/* stats topics after "
-                        f"{own.wait_for_subscribers_s:g} s: training anyway")
-        log.info(f"publishing {COMPACTION_TOPIC}, {SUMMARY_TOPIC}, {TRAINING_TOPIC} and "
-                 f"{POLICY_TOPIC} ({node.backend})")
+    if own.resume:
+        runner = Runner.resume(own.out or default_run_dir(cfg), cfg.train.total_steps)
+    else:
+        runner = Runner.new(cfg, own.out or default_run_dir(cfg))
+    runner.set_env_kwargs(run_env_kwargs(
+        runner.cfg.train.env_id, runner.cfg.train.env_kwargs, own.carla_config or None,
+        own.carla_host or None, own.carla_port or None, runner.run_dir))
+    return runner
+
+
+def publish_stats(runner: Runner, node: Node, wait_for_subscribers_s: float = 0.0
+                  ) -> StatsPublisher:
+    """Publish ``runner``'s stats on the dsp/* topics from ``node`` (waiting up to
+    ``wait_for_subscribers_s`` for subscribers first)."""
+    publisher = StatsPublisher(node, hardware_id=runner.cfg.train.env_id)
+    runner.add_callback(publisher)
+    if wait_for_subscribers_s > 0 and not publisher.wait_for_subscribers(
+            wait_for_subscribers_s):
+        log.warning(f"no subscriber on the dsp/* stats topics after "
+                    f"{wait_for_subscribers_s:g} s: training anyway")
+    log.info(f"publishing {COMPACTION_TOPIC}, {SUMMARY_TOPIC}, {TRAINING_TOPIC} and "
+             f"{POLICY_TOPIC} ({node.backend})")
+    return publisher
+
+
+def run(node: Node, cfg: Config, own: TrainerNodeConfig) -> dict[str, Any]:
+    """Train ``cfg`` (or resume ``own.out``), publishing the stats from ``node`` and, with
+    ``own.record_bag``, recording them into RUN_DIR/bag."""
+    runner = runner_for(cfg, own)
+    publish_stats(runner, node, own.wait_for_subscribers_s)
     if own.record_bag:
-        bag = bag_dir(out)
-        runner.add_callback(StatsBag(bag, env_id, node.resolve_topic if node is not None
-                                     else ros_topic))
-        log.info(f"recording the dsp/* topics to {bag} (dsp-driving report {bag})")
-    log.info(f"run folder: {out}")
+        runner.record_bag(node.resolve_topic)
+    log.info(f"run folder: {runner.run_dir}")
     return runner.learn()
-
-
-def run(node: Node | None, cfg: Config, own: TrainerNodeConfig) -> dict[str, Any]:
-    """Train ``cfg`` (or resume ``own.out``); with a node, it publishes the stats."""
-    return learn(runner_for(cfg, own), node, own)
 
 
 def main(args: list[str] | None = None) -> int:

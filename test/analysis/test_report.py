@@ -418,7 +418,7 @@ def test_a_failed_metadata_write_does_not_duplicate_a_file(tmp_path: Path,
 def test_a_bag_that_cannot_be_written_never_stops_training(
         tmp_path: Path, cartpole_run: Path, stats_reader,
         caplog: pytest.LogCaptureFixture) -> None:
-    from dsp_driving.nodes.stats_topics import StatsBag
+    from dsp_driving.rosbag.stats_bag import StatsBag
 
     (tmp_path / "bag").write_text("a file where the bag should go")
     recorder = StatsBag(tmp_path / "bag")
