@@ -1,7 +1,8 @@
 """The run's records, typed: the per-update stats (what ``PPO.step_update`` returns,
 stats.jsonl stores one per line, the TensorBoard sink flattens, trainer_node publishes from
-nodes/stats_topics.py and the bag reports read back in analysis/training.py), and
-summary.json (RunSummary).
+nodes/stats_topics.py and the bag reports read back in analysis/training.py), the two parts
+it is built from (LearnStats from ``PPO.learn``, PrunerStats from ``DynamicPruner.stats``),
+and summary.json (RunSummary).
 
 Names, one per quantity (docs/method.md):
 - a network's ``R``: its regulariser R(theta), unscaled, after the update's last minibatch;
@@ -45,6 +46,23 @@ class LossStats(TypedDict):
     entropy: float
     lambda_R: float
     total: float
+
+
+class LearnStats(TypedDict):
+    """What ``PPO.learn`` returns: the PPO epochs' losses and diagnostics."""
+
+    losses: LossStats
+    approx_kl: float  # averaged over minibatches, like the losses
+    clipfrac: float
+    explained_variance: float  # of the rollout's values for its returns (NaN: constant returns)
+
+
+class PrunerStats(TypedDict):
+    """What ``DynamicPruner.stats`` returns: kappa and both networks after the update."""
+
+    kappa: float  # kappa(t) at the progress of the last step() call (0 before any)
+    actor: NetworkStats
+    critic: NetworkStats
 
 
 class UpdateStats(TypedDict):
@@ -91,7 +109,7 @@ class EvalSummary(TypedDict):
 
 
 class RunSummary(TypedDict):
-    """summary.json: what a run ends with (trainer.finish writes it)."""
+    """summary.json: what a run ends with (trainer.Runner.finish writes it)."""
 
     env: str
     seed: int

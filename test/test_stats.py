@@ -10,8 +10,10 @@ import pytest
 
 from dsp_driving.stats import (
     LayerStats,
+    LearnStats,
     LossStats,
     NetworkStats,
+    PrunerStats,
     UpdateStats,
     loss_lambda_R,
     network_R,
@@ -58,3 +60,33 @@ def test_summary_json_has_exactly_the_typed_fields(cartpole_run: Path) -> None:
         assert set(block) == set(get_type_hints(NetworkSummary))
         assert block["neurons_removed_pct"] == pytest.approx(
             removed_pct(block["compact_neurons"], block["dense_neurons"]))
+
+
+def test_each_producer_returns_exactly_its_typed_keys_in_order(tiny_config) -> None:
+    """PPO.learn -> LearnStats, DynamicPruner.stats -> PrunerStats, PPO.step_update ->
+    UpdateStats: the keys, in the declared order (stats.jsonl writes them in this order)."""
+    import gymnasium as gym
+
+    from dsp_driving.rl.ppo import PPO
+
+    cfg = tiny_config(ppo={"num_steps": 32}, train={"num_envs": 2, "total_steps": 128})
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    try:
+        ppo = PPO(cfg, envs)
+        ppo.collect()
+        learned = ppo.learn()
+        ppo.pruner.step(1, 0.5, ppo.optimizer)
+        pruned = ppo.pruner.stats()
+        record = ppo.step_update()
+    finally:
+        envs.close()
+    assert list(learned) == list(LearnStats.__annotations__)
+    assert list(learned["losses"]) == list(LossStats.__annotations__)
+    assert all(isinstance(v, float) for v in learned["losses"].values())
+    assert list(pruned) == list(PrunerStats.__annotations__)
+    for net in ("actor", "critic"):
+        assert list(pruned[net]) == list(NetworkStats.__annotations__)
+    assert list(record) == list(UpdateStats.__annotations__)
+    assert list(record["losses"]) == list(LossStats.__annotations__)
+    assert record["entropy"] == record["losses"]["entropy"]

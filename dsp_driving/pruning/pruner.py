@@ -20,7 +20,7 @@ from dsp_driving.pruning.regulariser import (
 )
 from dsp_driving.pruning.schedule import kappa
 from dsp_driving.pruning.threshold import select_to_prune
-from dsp_driving.stats import NetworkStats
+from dsp_driving.stats import NetworkStats, PrunerStats
 
 
 class NetworkPruner:
@@ -227,9 +227,10 @@ class DynamicPruner:
         """Masks of 'actor' or 'critic' in the dense network's layout."""
         return self.nets[name].dense_masks()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> PrunerStats:
         """Per-network compaction figures and kappa."""
-        return {"kappa": self.kappa, **{n: p.stats() for n, p in self.nets.items()}}
+        return {"kappa": self.kappa, "actor": self.nets["actor"].stats(),
+                "critic": self.nets["critic"].stats()}
 
     def state_dict(self) -> dict[str, Any]:
         """Kept indices, masks, coefficients and thresholds of both networks, and kappa."""

@@ -21,7 +21,7 @@ from dsp_driving.pruning import DynamicPruner, compact_mlp
 from dsp_driving.rl.losses import compute_gae, ppo_loss_terms
 from dsp_driving.rl.networks import ActionSpec, Agent, DeployedActor
 from dsp_driving.rl.normalization import RewardScaler
-from dsp_driving.stats import UpdateStats
+from dsp_driving.stats import LearnStats, UpdateStats
 
 
 def seed_everything(seed: int, threads: int, deterministic: bool) -> None:
@@ -147,8 +147,8 @@ class PPO:
         self._running_length[done] = 0
 
     # -- learning ------------------------------------------------------------------------
-    def learn(self) -> dict[str, float]:
-        """PPO epochs over the collected rollout; returns loss statistics."""
+    def learn(self) -> LearnStats:
+        """PPO epochs over the collected rollout; returns the losses and diagnostics."""
         cfg, ppo = self.cfg, self.cfg.ppo
         agent = self.agent
         with torch.no_grad():
@@ -196,12 +196,18 @@ class PPO:
                 count += 1
             if ppo.target_kl > 0 and terms.approx_kl.item() > ppo.target_kl:
                 break
-        out = {k: v / count for k, v in sums.items()}
+        mean = {k: v / count for k, v in sums.items()}
         y_pred, y_true = b_values.numpy(), b_returns.numpy()
         var_y = np.var(y_true)
-        out["explained_variance"] = float("nan") if var_y == 0 else \
-            float(1 - np.var(y_true - y_pred) / var_y)
-        return out
+        return {
+            "losses": {"policy": mean["policy"], "value": mean["value"],
+                       "entropy": mean["entropy"], "lambda_R": mean["lambda_R"],
+                       "total": mean["total"]},
+            "approx_kl": mean["approx_kl"],
+            "clipfrac": mean["clipfrac"],
+            "explained_variance": float("nan") if var_y == 0 else
+            float(1 - np.var(y_true - y_pred) / var_y),
+        }
 
     def step_update(self) -> UpdateStats:
         """Collect, learn, prune: one PPO update. Returns the update's stats record."""
@@ -212,7 +218,7 @@ class PPO:
             frac = 1.0 - (self.update - 1.0) / cfg.num_updates
             self.optimizer.param_groups[0]["lr"] = frac * cfg.ppo.learning_rate
         self.collect()
-        losses = self.learn()
+        learned = self.learn()
         progress = min(1.0, self.global_step / cfg.train.total_steps)
         # between updates only: compaction replaces Parameters that learn() lists at its start
         newly_pruned = self.pruner.step(self.update, progress, self.optimizer)
@@ -227,12 +233,11 @@ class PPO:
             "actor": pruning["actor"],
             "critic": pruning["critic"],
             "newly_pruned": newly_pruned,
-            "losses": {k: losses[k] for k in ("policy", "value", "entropy", "lambda_R",
-                                              "total")},
-            "approx_kl": losses["approx_kl"],
-            "clipfrac": losses["clipfrac"],
-            "entropy": losses["entropy"],
-            "explained_variance": losses["explained_variance"],
+            "losses": learned["losses"],
+            "approx_kl": learned["approx_kl"],
+            "clipfrac": learned["clipfrac"],
+            "entropy": learned["losses"]["entropy"],
+            "explained_variance": learned["explained_variance"],
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "ep_return_mean": _mean_or_none(self.episode_returns),
             "ep_length_mean": _mean_or_none(self.episode_lengths),
