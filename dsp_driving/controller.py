@@ -9,7 +9,8 @@ the car is told lives here, in plain Python, so it is tested without spinning a 
 - Every command goes through :func:`dsp_driving.driving.contract.to_physical`, so steering and
   acceleration never leave ``ActionLimits``; at ``max_speed_mps`` acceleration is cut to 0.
 - A new policy file is loaded and checked before it replaces the old one; a bad file leaves
-  the old policy driving.
+  the old policy driving. A policy is checked (one test forward) once per load: a controller
+  takes a policy that passed :func:`check_policy` as it is and checks any other.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import dataclasses
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
+import weakref
 
 import numpy as np
 
@@ -58,8 +60,13 @@ class Decision(NamedTuple):
     reason: str  # "" when the policy drove; else no_input | stale | rejected: <why>
 
 
+# the policies that passed check_policy (weak: a dropped policy leaves the set by itself)
+_CHECKED: weakref.WeakSet[OnnxPolicy] = weakref.WeakSet()
+
+
 def check_policy(policy: OnnxPolicy) -> None:
-    """Raise PolicyLoadError unless ``policy`` reads the contract observation and acts [2]."""
+    """Raise PolicyLoadError unless ``policy`` reads the contract observation and acts [2];
+    a policy that passes is remembered, so a PolicyController need not check it again."""
     if policy.discrete or policy.obs_dim != contract.OBS_DIM or policy.act_dim != contract.ACT_DIM:
         raise PolicyLoadError(
             f"{policy.path}: a driving policy maps [{contract.OBS_DIM}] observations to "
@@ -79,10 +86,12 @@ def check_policy(policy: OnnxPolicy) -> None:
     if out.shape != (contract.ACT_DIM,) or not np.all(np.isfinite(out)):
         raise PolicyLoadError(f"{policy.path}: a test forward gave {out.tolist()}, not a "
                               f"finite [{contract.ACT_DIM}]")
+    _CHECKED.add(policy)
 
 
 def load_policy(path: str | Path) -> OnnxPolicy:
-    """Load and check a driving policy (PolicyLoadError naming the problem)."""
+    """Load and check a driving policy (PolicyLoadError naming the problem); the one check
+    of this load, which PolicyController relies on."""
     policy = OnnxPolicy(path)
     check_policy(policy)
     return policy
@@ -92,7 +101,8 @@ class PolicyController:
     """Holds the policy and the newest observation; decides each command."""
 
     def __init__(self, policy: OnnxPolicy, safety: SafetyConfig) -> None:
-        check_policy(policy)
+        if policy not in _CHECKED:  # load_policy's policies are checked already
+            check_policy(policy)
         self.policy, self.safety, self.limits = policy, safety, safety.limits
         self._obs: np.ndarray | None = None
         self._stamp_s = -math.inf

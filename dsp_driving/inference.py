@@ -18,6 +18,7 @@ import onnxruntime as ort
 from dsp_driving.policy_format import (
     METADATA_KEY,
     PolicyLoadError,
+    PolicyMetadata,
     parse_metadata,
 )
 
@@ -36,42 +37,47 @@ class PolicyChecksumError(PolicyLoadError):
     """The file's sha256 differs from the one its sidecar policy.json records."""
 
 
-def read_metadata(session: ort.InferenceSession, path: Path) -> dict[str, Any]:
+def read_metadata(session: ort.InferenceSession, path: Path) -> PolicyMetadata:
     """The parsed, checked "dsp_driving" metadata of a loaded session."""
     return parse_metadata(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), path)
 
 
-def _bounds(values: list[float | None], unbounded: float) -> np.ndarray:
+def _bounds(values: tuple[float | None, ...], unbounded: float) -> np.ndarray:
     """JSON action bounds (null = unbounded) as float32."""
     return np.array([unbounded if v is None else v for v in values], np.float32)
 
 
-def _check_signature(session: ort.InferenceSession, meta: dict[str, Any], path: Path) -> None:
+def _as_list(names: tuple[str, ...] | None) -> list[str] | None:
+    return None if names is None else list(names)
+
+
+def _check_signature(session: ort.InferenceSession, spec: PolicyMetadata, path: Path) -> None:
     """Graph input/output names, dims and dtypes must be what the metadata promises."""
-    continuous = meta["action"]["kind"] == "continuous"
-    want = {
-        "input": (meta["input"]["name"], "float32", [meta["obs_dim"]]),
-        "output": (meta["output"]["name"], "float32" if continuous else "int64",
-                   [meta["act_dim"]] if continuous else []),
-    }
-    for role, args in (("input", session.get_inputs()), ("output", session.get_outputs())):
-        name, dtype, feature_dims = want[role]
-        if [a.name for a in args] != [name]:
-            raise PolicySignatureError(f"{path}: graph {role}s {[a.name for a in args]}, "
-                                       f"metadata says [{name!r}]")
-        arg = args[0]
-        if arg.type != _ORT_DTYPES[dtype]:
-            raise PolicySignatureError(f"{path}: {role} '{name}' has type {arg.type}, "
-                                       f"metadata says {dtype}")
-        shape = list(arg.shape)
-        if len(shape) != 1 + len(feature_dims) or shape[1:] != feature_dims:
-            expected = ", ".join(["batch", *map(str, feature_dims)])
-            raise PolicySignatureError(f"{path}: {role} '{name}' has shape {shape}, metadata "
-                                       f"says [{expected}]")
-        if isinstance(shape[0], int):
-            raise PolicySignatureError(f"{path}: {role} '{name}' has a fixed batch of "
-                                       f"{shape[0]}; the policy must be exported with a "
-                                       "dynamic batch axis")
+    continuous = spec.action_kind == "continuous"
+    _check_args("input", session.get_inputs(), spec.input_name, "float32", [spec.obs_dim], path)
+    _check_args("output", session.get_outputs(), spec.output_name,
+                "float32" if continuous else "int64", [spec.act_dim] if continuous else [], path)
+
+
+def _check_args(role: str, args: list[Any], name: str, dtype: str, feature_dims: list[int],
+                path: Path) -> None:
+    """The graph's ``role``s are exactly one named ``name``, of ``dtype``, [batch, *dims]."""
+    if [a.name for a in args] != [name]:
+        raise PolicySignatureError(f"{path}: graph {role}s {[a.name for a in args]}, "
+                                   f"metadata says [{name!r}]")
+    arg = args[0]
+    if arg.type != _ORT_DTYPES[dtype]:
+        raise PolicySignatureError(f"{path}: {role} '{name}' has type {arg.type}, "
+                                   f"metadata says {dtype}")
+    shape = list(arg.shape)
+    if len(shape) != 1 + len(feature_dims) or shape[1:] != feature_dims:
+        expected = ", ".join(["batch", *map(str, feature_dims)])
+        raise PolicySignatureError(f"{path}: {role} '{name}' has shape {shape}, metadata "
+                                   f"says [{expected}]")
+    if isinstance(shape[0], int):
+        raise PolicySignatureError(f"{path}: {role} '{name}' has a fixed batch of "
+                                   f"{shape[0]}; the policy must be exported with a "
+                                   "dynamic batch axis")
 
 
 class OnnxPolicy:
@@ -109,21 +115,24 @@ class OnnxPolicy:
         except Exception as exc:  # onnxruntime raises its own pybind types
             raise PolicyFileError(f"{self.path} is not a loadable ONNX model (truncated or "
                                   f"corrupt?): {str(exc).splitlines()[0]}") from None
-        self.metadata = read_metadata(self.session, self.path)
-        _check_signature(self.session, self.metadata, self.path)
+        self.spec = read_metadata(self.session, self.path)  # the checked, typed fields
+        self.metadata: dict[str, Any] = self.spec.raw  # the whole JSON, extra keys included
+        _check_signature(self.session, self.spec, self.path)
 
-        meta = self.metadata
-        self.env_id: str = meta["env_id"]
-        self.obs_dim: int = int(meta["obs_dim"])
-        self.act_dim: int = int(meta["act_dim"])
-        self.kind: str = meta["action"]["kind"]
+        spec = self.spec
+        self.env_id: str = spec.env_id
+        self.obs_dim: int = spec.obs_dim
+        self.act_dim: int = spec.act_dim
+        self.kind: str = spec.action_kind
         self.discrete = self.kind == "discrete"
-        self.action_low = None if self.discrete else _bounds(meta["action"]["low"], -np.inf)
-        self.action_high = None if self.discrete else _bounds(meta["action"]["high"], np.inf)
-        self.observation_names: list[str] | None = meta.get("observation_names")
-        self.action_names: list[str] | None = meta.get("action_names")
-        self.input_name: str = meta["input"]["name"]
-        self.output_name: str = meta["output"]["name"]
+        self.action_low = None if spec.action_low is None else _bounds(spec.action_low, -np.inf)
+        self.action_high = None if spec.action_high is None else _bounds(spec.action_high,
+                                                                          np.inf)
+        # lists, as in the JSON (callers compare them with lists)
+        self.observation_names: list[str] | None = _as_list(spec.observation_names)
+        self.action_names: list[str] | None = _as_list(spec.action_names)
+        self.input_name: str = spec.input_name
+        self.output_name: str = spec.output_name
         self._bind_fast_path()
 
     def _verify_sidecar(self, size: int) -> None:

@@ -145,6 +145,29 @@ def test_a_policy_for_another_task_is_refused(tmp_path: Path) -> None:
         load_policy(path)
 
 
+def test_a_policy_is_checked_once_per_load(policy_file: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """policy_node's PolicyController(load_policy(path), ...) does one test forward, not two;
+    a policy that did not come through load_policy is still checked by the controller."""
+    probes: list[Path] = []
+    act = OnnxPolicy.act
+    monkeypatch.setattr(OnnxPolicy, "act", lambda self, obs: probes.append(self.path)
+                        or act(self, obs))
+    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig().safety)
+    assert probes == [policy_file]
+    newer = driving_policy(tmp_path / "newer.onnx", seed=1)
+    assert ctl.reload(newer) == "" and probes == [policy_file, newer]  # a reload: one more
+    probes.clear()
+    PolicyController(OnnxPolicy(policy_file), PolicyNodeConfig().safety)  # not via load_policy
+    assert probes == [policy_file]
+    torch.manual_seed(0)
+    spec = ActionSpec("continuous", 1, np.full(1, -2, np.float32), np.full(1, 2, np.float32))
+    actor = DeployedActor(ObsNormalizer(3), MLP(3, [4], 1), spec).eval()
+    other, _, _ = export_actor(actor, {"env_id": "Pendulum-v1"}, tmp_path / "pendulum.onnx")
+    with pytest.raises(PolicyLoadError, match=r"\[3\] -> \[1\]"):  # never held unchecked
+        PolicyController(OnnxPolicy(other), PolicyNodeConfig().safety)
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("input_mode", "camera", "input_mode='camera'"),
     ("command_interface", "can", "command_interface='can'"),
