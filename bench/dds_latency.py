@@ -289,8 +289,8 @@ def _depths(text: str) -> list[int | None]:
     return depths
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point (the parent, or a child role)."""
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The parser and the command line, parsed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--roundtrips", type=int, default=5000,
                         help="timed round trips per configuration and repetition")
@@ -313,22 +313,26 @@ def main(argv: list[str] | None = None) -> int:
     child.add_argument("--qos", choices=["reliable", "best_effort"], default="reliable")
     child.add_argument("--depth", type=int, default=None)
     child.add_argument("--cpu", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
-    if args.role != "main":
-        if args.domain is None:
-            parser.error(f"--role {args.role} needs --domain")
-        try:
-            if args.role == "echo":
-                run_echo(args)
-            else:
-                run_sink(args)
-        except SystemExit as exc:  # a failed match: tell the parent, which stops
-            say({"error": str(exc)})
-            return 1
-        return 0
+    return parser, parser.parse_args(argv)
 
+
+def child_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """An echo or sink child; a failed match is reported to the parent, exit code 1."""
+    if args.domain is None:
+        parser.error(f"--role {args.role} needs --domain")
+    try:
+        if args.role == "echo":
+            run_echo(args)
+        else:
+            run_sink(args)
+    except SystemExit as exc:  # a failed match: tell the parent, which stops
+        say({"error": str(exc)})
+        return 1
+    return 0
+
+
+def prepare_parent(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check the parent's options, claim a domain, pin, note the load and CPU counters."""
     if args.roundtrips < 2000:
         parser.error(f"--roundtrips={args.roundtrips}: p99 needs >= 2000 round trips")
     if args.reps < 1 or args.warmup < 0 or args.seconds <= 0 or args.timeout_ms <= 0:
@@ -348,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     args.load_start = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     args.cpu_start = bench_common.cpu_times()
 
+
+def latency_runs(args: argparse.Namespace) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Every round-trip configuration ``--reps`` times, in a rotating order."""
     trips: dict[tuple[str, str], list[dict[str, Any]]] = {c: [] for c in LATENCY_CONFIGS}
     for rep in range(args.reps):
         shift = rep % len(LATENCY_CONFIGS)
@@ -359,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rep {rep} {path:<4} {qos:<11}: p50 {p50:7.1f} us, p99 {p99:7.1f} us, "
                   f"lost {result['lost']}, late {result['late']}", file=sys.stderr, flush=True)
             gc.collect()  # delete this run's entities before the next one matches
+    return trips
+
+
+def throughput_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One throughput run per ``--depths`` entry."""
     flows = []
     for depth in args.depths:
         flows.append(throughput(args, depth))
@@ -366,6 +378,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"throughput {'keep-all' if depth is None else f'keep-last {depth}'}: "
               f"sent {f['sent']}, received {f['received']}", file=sys.stderr, flush=True)
         gc.collect()
+    return flows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point (the parent, or a child role)."""
+    parser, args = parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    if args.role != "main":
+        return child_main(parser, args)
+    prepare_parent(parser, args)
+    trips, flows = latency_runs(args), throughput_runs(args)
     print(report(args, machine_info(), trips, flows, in_process_costs(args.domain, LOCAL_CALLS)))
     return 0
 

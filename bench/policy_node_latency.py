@@ -135,7 +135,8 @@ def measure(model: Path, n: int, warmup: int, timeout_ms: float,
     return {"latency_ms": latencies, "lost": lost, "rss_mb": rss, "hwm_mb": hwm}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hidden", action="append",
                         help="hidden sizes of a random policy, e.g. 256,256 (repeatable)")
@@ -151,63 +152,94 @@ def main() -> None:
     parser.add_argument("--pin", action="store_true",
                         help="this process on the first allowed CPU, the node on the second")
     args = parser.parse_args()
-    node_cpu = None
+    args.node_cpu = None
     if args.pin:
         allowed = sorted(os.sched_getaffinity(0))
         if len(allowed) < 2:
             parser.error(f"--pin needs two allowed CPUs, have {allowed}")
         os.sched_setaffinity(0, {allowed[0]})
-        node_cpu = allowed[1]
+        args.node_cpu = allowed[1]
+    return args
 
+
+def policy_files(args: argparse.Namespace, tmp: str) -> dict[str, Path]:
+    """Name -> policy file: the ``--model`` files and random ``--hidden`` ones made in
+    ``tmp`` (256,256 and 9,14 when neither is given)."""
     models: dict[str, Path] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for m in args.model or []:
-            models[m.name] = m
-        if not models or args.hidden:
-            for text in args.hidden or ["256,256", "9,14"]:
-                hidden = [int(h) for h in text.split(",")]
-                models[f"random [{text}]"] = make_policy(
-                    Path(tmp) / f"policy_{text.replace(',', '_')}.onnx", hidden)
-        runs = {f"{name}{' +record_bag' if rec else ''}": (model, rec)
-                for name, model in models.items()
-                for rec in {"off": [False], "on": [True], "both": [False, True]}[args.record]}
-        results: dict[str, list[dict]] = {name: [] for name in runs}
-        for rep in range(args.reps):
-            for name, (model, rec) in runs.items():
-                bag = Path(tmp) / f"bag_{len(os.listdir(tmp))}" if rec else None
-                results[name].append(measure(model, args.n, args.warmup, args.timeout_ms,
-                                             node_cpu, bag))
-                last = results[name][-1]
-                print(f"rep {rep + 1}/{args.reps} {name}: p50 "
-                      f"{np.percentile(last['latency_ms'], 50):.3f} ms, lost {last['lost']}, "
-                      f"RSS {last['rss_mb']:.1f} MB", file=sys.stderr)
+    for m in args.model or []:
+        models[m.name] = m
+    if not models or args.hidden:
+        for text in args.hidden or ["256,256", "9,14"]:
+            hidden = [int(h) for h in text.split(",")]
+            models[f"random [{text}]"] = make_policy(
+                Path(tmp) / f"policy_{text.replace(',', '_')}.onnx", hidden)
+    return models
 
+
+def runs_of(args: argparse.Namespace, models: dict[str, Path]) -> dict[str, tuple[Path, bool]]:
+    """Run name -> (policy file, record a bag): each policy once per ``--record`` setting."""
+    return {f"{name}{' +record_bag' if rec else ''}": (model, rec)
+            for name, model in models.items()
+            for rec in {"off": [False], "on": [True], "both": [False, True]}[args.record]}
+
+
+def run_all(args: argparse.Namespace, runs: dict[str, tuple[Path, bool]],
+            tmp: str) -> dict[str, list[dict]]:
+    """``--reps`` fresh node processes per run, interleaved; progress on stderr."""
+    results: dict[str, list[dict]] = {name: [] for name in runs}
+    for rep in range(args.reps):
+        for name, (model, rec) in runs.items():
+            bag = Path(tmp) / f"bag_{len(os.listdir(tmp))}" if rec else None
+            results[name].append(measure(model, args.n, args.warmup, args.timeout_ms,
+                                         args.node_cpu, bag))
+            last = results[name][-1]
+            print(f"rep {rep + 1}/{args.reps} {name}: p50 "
+                  f"{np.percentile(last['latency_ms'], 50):.3f} ms, lost {last['lost']}, "
+                  f"RSS {last['rss_mb']:.1f} MB", file=sys.stderr)
+    return results
+
+
+def summarise(name: str, reps: list[dict]) -> tuple[list[str], dict]:
+    """One policy's table row and JSON summary, pooled over its repetitions."""
+    lat = np.concatenate([r["latency_ms"] for r in reps])
+    p50s = [np.percentile(r["latency_ms"], 50) for r in reps]
+    q = np.percentile(lat, [50, 90, 99, 99.9])
+    rss = max(r["rss_mb"] for r in reps)
+    hwm = max(r["hwm_mb"] for r in reps)
+    lost = sum(r["lost"] for r in reps)
+    row = [name, str(len(lat)), str(lost), f"{q[0]:.3f}",
+           f"{min(p50s):.3f}..{max(p50s):.3f}", f"{q[1]:.3f}", f"{q[2]:.3f}",
+           f"{q[3]:.3f}", f"{lat.max():.3f}", f"{rss:.1f}", f"{hwm:.1f}"]
+    return row, {"n": int(len(lat)), "lost": lost, "p50_ms": q[0], "p99_ms": q[2],
+                 "rss_mb": rss, "peak_rss_mb": hwm,
+                 "p99_target_met": bool(q[2] <= TARGET_P99_MS),
+                 "rss_target_met": bool(hwm <= TARGET_RSS_MB)}
+
+
+def print_report(args: argparse.Namespace, results: dict[str, list[dict]]) -> None:
+    """Machine line, targets, the table (text or markdown) and the JSON summary."""
     head = ["policy", "observations", "lost", "p50 ms", "p50 per rep", "p90 ms", "p99 ms",
             "p99.9 ms", "max ms", "RSS MB", "peak RSS MB"]
     rows, summary = [], {}
     for name, reps in results.items():
-        lat = np.concatenate([r["latency_ms"] for r in reps])
-        p50s = [np.percentile(r["latency_ms"], 50) for r in reps]
-        q = np.percentile(lat, [50, 90, 99, 99.9])
-        rss = max(r["rss_mb"] for r in reps)
-        hwm = max(r["hwm_mb"] for r in reps)
-        lost = sum(r["lost"] for r in reps)
-        rows.append([name, str(len(lat)), str(lost), f"{q[0]:.3f}",
-                     f"{min(p50s):.3f}..{max(p50s):.3f}", f"{q[1]:.3f}", f"{q[2]:.3f}",
-                     f"{q[3]:.3f}", f"{lat.max():.3f}", f"{rss:.1f}", f"{hwm:.1f}"])
-        summary[name] = {"n": int(len(lat)), "lost": lost, "p50_ms": q[0], "p99_ms": q[2],
-                         "rss_mb": rss, "peak_rss_mb": hwm,
-                         "p99_target_met": bool(q[2] <= TARGET_P99_MS),
-                         "rss_target_met": bool(hwm <= TARGET_RSS_MB)}
+        row, summary[name] = summarise(name, reps)
+        rows.append(row)
     versions = {k: importlib.metadata.version(k) for k in ("cyclonedds", "onnxruntime",
                                                             "numpy")}
     info = machine_info(versions)
     print(", ".join(f"{k}: {v}" for k, v in info.items())
           + (f"; pinned: this process on CPU {sorted(os.sched_getaffinity(0))[0]}, the node on "
-             f"CPU {node_cpu}" if args.pin else "; not pinned"))
+             f"CPU {args.node_cpu}" if args.pin else "; not pinned"))
     print(f"targets: p99 <= {TARGET_P99_MS} ms, RSS <= {TARGET_RSS_MB} MB")
     print(markdown_table(head, rows) if args.markdown else text_table(head, rows))
     print(json.dumps(summary))
+
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run_all(args, runs_of(args, policy_files(args, tmp)), tmp)
+    print_report(args, results)
 
 
 if __name__ == "__main__":

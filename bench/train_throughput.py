@@ -7,8 +7,8 @@ from one repetition to the next, so slow drift of the machine's load hits every 
 
 What is timed:
 
-* ours: the training loop of ``dsp_driving.trainer.train`` -- from the moment the PPO learner
-  has been constructed (environments made and reset) until ``finish()`` is called. That is
+* ours: the training loop of ``dsp_driving.trainer.Runner.learn`` -- from the moment the PPO
+  learner has been constructed (environments made and reset) until ``finish()`` is called. That is
   every ``step_update()`` plus the stats sink (JSONL), the periodic and final checkpoints.
   Process start-up, imports, network construction and the final compaction/evaluation are
   outside the window. The package's own figure, summary.json's ``steps_per_s`` (env steps /
@@ -113,7 +113,7 @@ def _ours_overrides(env_id: str, steps: int, prune: bool,
 
 def run_ours(env_id: str, steps: int, prune: bool, extra: tuple[str, ...] = ()
              ) -> dict[str, Any]:
-    """dsp_driving.trainer.train with the training loop timed (see the module docstring)."""
+    """dsp_driving.trainer.Runner.learn with the training loop timed (see the module docstring)."""
     import torch
 
     torch.set_num_threads(1)
@@ -129,17 +129,15 @@ def run_ours(env_id: str, steps: int, prune: bool, extra: tuple[str, ...] = ()
             marks["loop_start"] = time.perf_counter()
             marks["cpu_start"] = time.process_time()
 
-    real_finish = trainer.finish
+    class TimedRunner(trainer.Runner):
+        def finish(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            marks["loop_end"] = time.perf_counter()
+            marks["cpu_end"] = time.process_time()
+            return super().finish(*args, **kwargs)
 
-    def timed_finish(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        marks["loop_end"] = time.perf_counter()
-        marks["cpu_end"] = time.process_time()
-        return real_finish(*args, **kwargs)
-
-    trainer.PPO = TimedPPO  # train() looks both names up in its module at call time
-    trainer.finish = timed_finish
+    trainer.PPO = TimedPPO  # Runner.learn looks PPO up in its module at call time
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-        summary = trainer.train(cfg, Path(tmp) / "run", progress=False)
+        summary = TimedRunner.new(cfg, Path(tmp) / "run", progress=False).learn()
     wall = marks["loop_end"] - marks["loop_start"]
     return {
         "steps": summary["total_steps"],
@@ -262,6 +260,49 @@ def _overhead_line(what: str, prune: list[dict[str, Any]], noprune: list[dict[st
             f"{max(paired):+.1f} %) -- target <= {target_pct:.0f} %: {verdict}")
 
 
+def _run_row(r: dict[str, Any]) -> str:
+    """One row of the per-run table."""
+    upd = f"{r['update_steps_per_s']:.0f}" if "update_steps_per_s" in r else "-"
+    alive = ("/".join(str(a) for a in r["actor_alive"]) + " ; "
+             + "/".join(str(a) for a in r["critic_alive"])) if "actor_alive" in r else "-"
+    return (f"| {r['rep']} | {r['env']} | {r['variant']} | {r['steps']} | "
+            f"{r['wall_s']:.2f} | {r['steps_per_s']:.0f} | {r['cpu_s']:.2f} | "
+            f"{r['cpu_steps_per_s']:.0f} | {upd} | {r['load_before']:.2f} | {alive} |")
+
+
+def _summary_rows(env_id: str, by: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The summary table's rows of one environment, one per variant."""
+    rows = []
+    for v in VARIANTS:
+        upd = [r["update_steps_per_s"] for r in by[v] if "update_steps_per_s" in r]
+        rows.append(f"| {env_id} | {v} | {_spread([r['steps_per_s'] for r in by[v]])} | "
+                    f"{_spread([r['cpu_steps_per_s'] for r in by[v]])} | "
+                    f"{_spread(upd) if upd else '-'} |")
+    return rows
+
+
+def _verdicts(env_id: str, by: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One environment's lines against the targets: speed vs SB3, pruning overhead, note."""
+    verdicts = []
+    for v in ("ours-prune", "ours-noprune"):
+        for key, unit in (("steps_per_s", "wall"), ("cpu_steps_per_s", "CPU")):
+            verdicts.append("- " + _ratio_line(f"{env_id}, {v} / sb3 steps/s ({unit})",
+                                               by[v], by["sb3"], key, 1.0))
+    for key, unit in (("wall_s", "wall"), ("cpu_s", "CPU")):
+        verdicts.append("- " + _overhead_line(
+            f"{env_id}, pruning overhead ({unit} time, prune / no-prune - 1)",
+            by["ours-prune"], by["ours-noprune"], key, 5.0))
+    dense = 2 * sum(HPARAMS[env_id].hidden)
+    pruned = [r for r in by["ours-prune"]
+              if sum(r["actor_alive"]) + sum(r["critic_alive"]) < dense]
+    if len(pruned) < len(by["ours-prune"]):
+        verdicts.append(
+            f"- NOTE {env_id}: {len(by['ours-prune']) - len(pruned)} of "
+            f"{len(by['ours-prune'])} ours-prune runs pruned no neuron, so their overhead "
+            "covers the regulariser only, not masking or compaction")
+    return verdicts
+
+
 def report(runs: list[dict[str, Any]], envs: list[str], header: list[str]) -> str:
     """The markdown report: per-run table, summary table, ratios against the targets."""
     for r in runs:
@@ -269,14 +310,8 @@ def report(runs: list[dict[str, Any]], envs: list[str], header: list[str]) -> st
     lines = [*header, "", "### Per run", "",
              ("| rep | env | variant | steps | wall s | steps/s | CPU s | steps/CPU-s "
               "| update-only steps/s | load avg 1 min | actor ; critic alive at end |"),
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for r in runs:
-        upd = f"{r['update_steps_per_s']:.0f}" if "update_steps_per_s" in r else "-"
-        alive = ("/".join(str(a) for a in r["actor_alive"]) + " ; "
-                 + "/".join(str(a) for a in r["critic_alive"])) if "actor_alive" in r else "-"
-        lines.append(f"| {r['rep']} | {r['env']} | {r['variant']} | {r['steps']} | "
-                     f"{r['wall_s']:.2f} | {r['steps_per_s']:.0f} | {r['cpu_s']:.2f} | "
-                     f"{r['cpu_steps_per_s']:.0f} | {upd} | {r['load_before']:.2f} | {alive} |")
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+             *(_run_row(r) for r in runs)]
     lines += ["", "### Summary (median over repetitions, min..max)", "",
               "| env | variant | steps/s (wall) | steps/CPU-s | update-only steps/s |",
               "|---|---|---:|---:|---:|"]
@@ -284,29 +319,11 @@ def report(runs: list[dict[str, Any]], envs: list[str], header: list[str]) -> st
     for env_id in envs:
         by = {v: [r for r in runs if r["env"] == env_id and r["variant"] == v]
               for v in VARIANTS}
-        for v in VARIANTS:
-            upd = [r["update_steps_per_s"] for r in by[v] if "update_steps_per_s" in r]
-            lines.append(f"| {env_id} | {v} | {_spread([r['steps_per_s'] for r in by[v]])} | "
-                         f"{_spread([r['cpu_steps_per_s'] for r in by[v]])} | "
-                         f"{_spread(upd) if upd else '-'} |")
-        for v in ("ours-prune", "ours-noprune"):
-            for key, unit in (("steps_per_s", "wall"), ("cpu_steps_per_s", "CPU")):
-                verdicts.append("- " + _ratio_line(f"{env_id}, {v} / sb3 steps/s ({unit})",
-                                                   by[v], by["sb3"], key, 1.0))
-        for key, unit in (("wall_s", "wall"), ("cpu_s", "CPU")):
-            verdicts.append("- " + _overhead_line(
-                f"{env_id}, pruning overhead ({unit} time, prune / no-prune - 1)",
-                by["ours-prune"], by["ours-noprune"], key, 5.0))
-        dense = 2 * sum(HPARAMS[env_id].hidden)
-        pruned = [r for r in by["ours-prune"]
-                  if sum(r["actor_alive"]) + sum(r["critic_alive"]) < dense]
-        if len(pruned) < len(by["ours-prune"]):
-            verdicts.append(
-                f"- NOTE {env_id}: {len(by['ours-prune']) - len(pruned)} of "
-                f"{len(by['ours-prune'])} ours-prune runs pruned no neuron, so their overhead "
-                "covers the regulariser only, not masking or compaction")
+        lines += _summary_rows(env_id, by)
+        verdicts += _verdicts(env_id, by)
     lines += ["", "### Against the targets", "", *verdicts]
     return "\n".join(lines) + "\n"
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
