@@ -13,10 +13,12 @@ extras = {
     "export": ["onnx>=1.17", "onnxscript>=0.2"],
     "dds": ["cyclonedds==11.0.1"],  # in install_requires too; the name is kept for old commands
     "bench": ["stable-baselines3>=2.4", "gymnasium[box2d,mujoco]>=1.1"],
+    # dsp-driving sweep (Ray Tune) and table (scipy's bootstrap); docs/experiments.md
+    "sweep": ["ray[tune]>=2.40,<3", "scipy>=1.11"],
 }
 # colcon: the test suite builds the ROS 2 install tree (test/test_colcon.py)
 extras["test"] = ["pytest>=8", "tensorboard>=2.14", *extras["export"], *extras["dds"],
-                  *extras["highway"], *extras["carla"], "colcon-core>=0.15",
+                  *extras["highway"], *extras["carla"], *extras["sweep"], "colcon-core>=0.15",
                   "colcon-ros>=0.4", "colcon-python-setup-py>=0.2.8", "ruff>=0.6"]
 
 setup(
@@ -28,6 +30,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config/paper", glob("config/paper/*.yaml")),
     ],
     python_requires=">=3.10",
     install_requires=[

@@ -197,6 +197,9 @@ class TrainConfig:
     progress: bool = True
     export_onnx: bool = True  # write policy.onnx at the end when the export extra is installed
     export_every: int = 0  # also export the compact actor every N updates (0: only at the end)
+    # a trained run (its folder or checkpoint.pt) whose agent starts this one, each hidden
+    # layer cut to net.*_hidden by neuron importance (the posthoc baseline; "" = from scratch)
+    init_from: str = ""
     # keyword arguments of gym.make for every env of the run (training, evaluation, export),
     # saved with it: dsp_driving/Carla-v0 gets {"config": {...}}, its bridge settings
     env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -48,6 +48,17 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def read_init_from(path: str | Path) -> dict[str, Any]:
+    """train.init_from's checkpoint: a run folder (its checkpoint.pt) or the file itself."""
+    path = Path(path)
+    if path.is_dir():
+        return load_checkpoint(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_from={str(path)!r}: no such run folder or "
+                                "checkpoint file")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def _trim_stats(path: Path, last_update: int) -> None:
     """Drop stats lines written after the checkpoint being resumed (and any torn last line)."""
     if not path.is_file():
@@ -185,6 +196,11 @@ class Runner:
                 learner.load_state_dict(self.checkpoint["state"])
                 log.info(f"resumed {run_dir} at update {learner.update}, step "
                          f"{learner.global_step}")
+            elif cfg.train.init_from:
+                learner.warm_start(read_init_from(cfg.train.init_from)["state"])
+                log.info(f"started from {cfg.train.init_from}, cut to actor "
+                         f"{learner.agent.actor.hidden_sizes}, critic "
+                         f"{learner.agent.critic.hidden_sizes} by neuron importance")
             sinks.extend(self._own_sinks(learner))
             sinks.extend(self.callbacks)
             sink = CallbackList(sinks)

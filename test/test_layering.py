@@ -8,7 +8,8 @@ import sys
 
 from import_checks import import_with_blocked
 
-BLOCKED = ("rclpy", "carla", "cyclonedds", "launch_ros", "launch", "ament_index_python")
+BLOCKED = ("rclpy", "carla", "cyclonedds", "launch_ros", "launch", "ament_index_python",
+           "ray")
 CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.pruning",
         "dsp_driving.trainer", "dsp_driving.cli", "dsp_driving.actor_file",
         "dsp_driving.evaluation", "dsp_driving.callbacks", "dsp_driving.export",
@@ -18,7 +19,9 @@ CORE = ("dsp_driving", "dsp_driving.config", "dsp_driving.rl.ppo", "dsp_driving.
         "dsp_driving.driving.registry",
         "dsp_driving.controller", "dsp_driving.nodes.trainer_node",
         "dsp_driving.nodes.policy_node", "dsp_driving.nodes.launch_support",
-        "dsp_driving.rosbag.writer", "dsp_driving.analysis.report")
+        "dsp_driving.rosbag.writer", "dsp_driving.analysis.report",
+        "dsp_driving.experiments.sweep", "dsp_driving.experiments.table",
+        "dsp_driving.pruning.oneshot")
 # What runs on the car: never torch.
 CAR = ("dsp_driving.controller", "dsp_driving.inference", "dsp_driving.driving.contract",
        "dsp_driving.nodes.policy_node", "dsp_driving.cli.drive", "dsp_driving.rosbag.writer",

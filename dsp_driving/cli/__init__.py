@@ -7,10 +7,10 @@ import argparse
 import logging
 import sys
 
-from dsp_driving.cli import drive, evaluate, export, report, topic, train
+from dsp_driving.cli import drive, evaluate, export, report, sweep, table, topic, train
 from dsp_driving.transport.base import interrupt_on_signals, package_logging_to
 
-SUBCOMMANDS = (train, evaluate, export, topic, drive, report)
+SUBCOMMANDS = (train, evaluate, export, topic, drive, report, sweep, table)
 
 
 def build_parser() -> argparse.ArgumentParser:

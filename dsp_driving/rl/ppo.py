@@ -18,6 +18,7 @@ from torch import nn
 
 from dsp_driving.config import Config
 from dsp_driving.pruning import DynamicPruner, compact_mlp
+from dsp_driving.pruning.oneshot import prune_to_sizes
 from dsp_driving.rl.losses import compute_gae, ppo_loss_terms
 from dsp_driving.rl.networks import ActionSpec, Agent, DeployedActor
 from dsp_driving.rl.normalization import RewardScaler
@@ -39,6 +40,13 @@ def training_seed_range(cfg: Config, updates: int) -> range:
     Start: seed .. seed + num_envs - 1; a resume at update u reseeds from seed + num_envs * u.
     """
     return range(cfg.train.seed, cfg.train.seed + cfg.train.num_envs * updates)
+
+
+def _hidden_sizes(agent_state: dict[str, torch.Tensor], name: str) -> list[int]:
+    """Hidden widths of the ``name`` MLP ('actor' or 'critic') in an Agent's state dict."""
+    rows = [(int(k.split(".")[2]), v.shape[0]) for k, v in agent_state.items()
+            if k.startswith(f"{name}.layers.") and k.endswith(".weight")]
+    return [n for _, n in sorted(rows)][:-1]
 
 
 def _mean_or_none(values: Any) -> float | None:
@@ -261,6 +269,31 @@ class PPO:
     def compact_critic_hidden(self) -> list[int]:
         """Alive neurons per critic hidden layer."""
         return self.pruner.nets["critic"].masks.alive()
+
+    @torch.no_grad()
+    def warm_start(self, state: dict[str, Any]) -> None:
+        """Start from another run's trained agent (``state``: its checkpoint's learner state),
+        every hidden layer cut to this learner's sizes by keeping its neurons of highest
+        importance s_j (pruning/oneshot.py): the posthoc route. The observation normaliser
+        and reward scaler come along; the optimiser starts afresh."""
+        source_agent = state["agent"]
+        hidden = {name: _hidden_sizes(source_agent, name) for name in ("actor", "critic")}
+        source = Agent(self.obs_dim, self.action, hidden["actor"], hidden["critic"],
+                       self.cfg.net.activation, self.cfg.net.init_log_std,
+                       self.cfg.ppo.norm_obs, self.cfg.ppo.clip_obs)
+        try:
+            source.load_state_dict(source_agent)
+        except RuntimeError as exc:
+            raise ValueError(f"train.init_from: that agent does not fit this run's "
+                             f"environment or settings ({exc})") from None
+        for name in ("actor", "critic"):
+            prune_to_sizes(getattr(source, name), getattr(self.agent, name).hidden_sizes)
+        self.agent.load_state_dict(source.state_dict())
+        self.optimizer = self._make_optimizer()
+        if self.reward_scaler is not None and state.get("reward_scaler") is not None:
+            self.reward_scaler.load_state_dict(
+                {k: v.numpy() if v.ndim else float(v) for k, v in
+                 state["reward_scaler"].items()})
 
     # -- checkpointing -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

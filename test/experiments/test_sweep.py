@@ -1,0 +1,133 @@
+"""`dsp-driving sweep` on a real local Ray: trials, dependencies, interruption and rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from dsp_driving.config import Config, from_dict
+from dsp_driving.experiments.sweep import SweepSpec, base_config, plan, trial_status
+from dsp_driving.experiments.variants import variant_config
+
+pytest.importorskip("ray")
+pytest.importorskip("onnxscript")
+
+# TINY CartPole (test/conftest.py) with a budget of a few seconds per trial
+TINY = {"net": {"actor_hidden": [16, 16], "critic_hidden": [16, 16]},
+        "ppo": {"num_steps": 128, "num_minibatches": 4, "update_epochs": 4},
+        "pruning": {"kappa_final": 1.0, "t_start": 0.0, "t_end": 0.5, "max_prune_frac": 0.5,
+                    "lambda_actor": 0.01},
+        "train": {"num_envs": 4, "eval_episodes": 2, "checkpoint_every": 1,
+                  "tensorboard": False}}
+
+
+def _sweep(config: Path, out: Path, steps: int) -> list[str]:
+    return [sys.executable, "-m", "dsp_driving", "sweep", "--env", "CartPole-v1",
+            "--variants", "dsp,small_dense", "--seeds", "1,2", "--total-steps", str(steps),
+            "--config", str(config), "--out", str(out), "--eval-episodes", "3",
+            "--max-concurrent", "2"]
+
+
+def _files(run: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
+
+
+def test_interrupted_sweep_reruns_without_retraining(tmp_path: Path) -> None:
+    config, out = tmp_path / "tiny.yaml", tmp_path / "sweep"
+    config.write_text(yaml.safe_dump(TINY))
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    proc = subprocess.Popen(_sweep(config, out, 25_600), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    runs = {v: [out / "cartpole" / v / f"seed{k}" for k in (1, 2)]
+            for v in ("dsp", "small_dense")}
+    try:  # interrupt phase 1 as soon as both dsp runs have checkpoints
+        deadline = time.monotonic() + 300  # a guard against hanging, not a speed check
+        while time.monotonic() < deadline and proc.poll() is None:
+            if all((r / "checkpoint.pt").is_file() for r in runs["dsp"]):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stdout.read()
+        os.killpg(proc.pid, signal.SIGINT)
+        first, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0, first
+    assert [trial_status(r) for r in runs["small_dense"]] == ["new", "new"]
+    interrupted = [r for r in runs["dsp"] if trial_status(r) == "resume"]
+    finished = [r for r in runs["dsp"] if trial_status(r) == "done"]
+    kept = {r: _files(r) for r in finished}
+    lines_before = {r: (r / "stats.jsonl").read_text().splitlines() for r in interrupted}
+
+    second = subprocess.run(_sweep(config, out, 25_600), capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "4 trials" in second.stdout
+    for r in [*runs["dsp"], *runs["small_dense"]]:
+        assert trial_status(r) == "done"
+    for r, files in kept.items():  # finished before the interruption: untouched
+        assert _files(r) == files
+    for r, before in lines_before.items():  # resumed from its checkpoint, not restarted
+        log = (r / "trial.log").read_text()
+        assert "resumed" in log
+        after = (r / "stats.jsonl").read_text().splitlines()
+        assert len(after) == 50 and after[:2] == before[:2]
+    for k, dsp in enumerate(runs["dsp"]):  # small_dense of seed k has dsp's sizes of seed k
+        dsp_summary = json.loads((dsp / "summary.json").read_text())
+        small = json.loads((runs["small_dense"][k] / "summary.json").read_text())
+        assert small["actor"]["hidden_dense"] == dsp_summary["actor"]["hidden_compact"]
+        assert small["critic"]["hidden_dense"] == dsp_summary["critic"]["hidden_compact"]
+        result = json.loads((runs["small_dense"][k] / "eval.json").read_text())
+        assert result["runtime"] == "onnxruntime" and result["episodes"] == 3
+        assert result["seeds"] == [2_000_000, 2_000_002]
+
+    third = subprocess.run(_sweep(config, out, 25_600), capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert third.returncode == 0 and "4 trials (4 done)" in third.stdout
+    assert "Ray" not in third.stdout  # nothing to run: Ray is not even started
+
+
+def _started(run: Path, cfg: Config) -> None:
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    (run / "checkpoint.pt").write_bytes(b"")
+
+
+def test_settings_of_an_env_folder_cannot_change(tmp_path: Path) -> None:
+    spec = SweepSpec(env="CartPole-v1", variants=("dense", "dsp"), seeds=(1,), out=tmp_path,
+                     total_steps=1000)
+    assert [t.name for phase in plan(spec) for t in phase] == ["cartpole/dense/seed1",
+                                                               "cartpole/dsp/seed1"]
+    base = base_config(spec)
+    other_lambda = from_dict({"pruning": {"lambda_actor": 1e-3}}, base)
+    # a started dense trial never used the pruning settings: still this sweep's
+    _started(tmp_path / "cartpole" / "dense" / "seed1",
+             variant_config("dense", other_lambda, 1, 1000))
+    assert len(plan(spec)[0]) == 2
+    _started(tmp_path / "cartpole" / "dsp" / "seed1",
+             variant_config("dsp", other_lambda, 1, 1000))
+    with pytest.raises(ValueError, match=r"cartpole/dsp/seed1 was started with "
+                       r"pruning.lambda_actor=0.001, this command gives 0.0003"):
+        plan(spec)
+    other = SweepSpec(env="CartPole-v1", variants=("dense",), seeds=(1, 2), out=tmp_path,
+                      total_steps=2000)
+    with pytest.raises(ValueError, match="train.total_steps=1000.*2000"):
+        plan(other)
+    with pytest.raises(ValueError, match="small_dense needs the dsp run of seed 1"):
+        plan(SweepSpec(env="CartPole-v1", variants=("small_dense",), seeds=(1,),
+                       out=tmp_path, total_steps=1000))
+    with pytest.raises(ValueError, match="seeds=.*each seed may be named once"):
+        SweepSpec.from_mapping({"env": "CartPole-v1", "variants": "dense",
+                                "seeds": "1,1", "out": str(tmp_path)})
+    with pytest.raises(ValueError, match="unknown key 'seed'"):
+        SweepSpec.from_mapping({"env": "CartPole-v1", "seed": 1})

@@ -1,0 +1,97 @@
+"""The sweep's variants: each overlay, the runs they need, and posthoc's warm start."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsp_driving.config import Config, from_dict
+from dsp_driving.experiments.variants import (
+    VARIANTS,
+    check_variants,
+    posthoc_steps,
+    variant_config,
+)
+from dsp_driving.pruning.oneshot import prune_to_sizes
+from dsp_driving.rl.envs import make_vec_env
+from dsp_driving.rl.ppo import PPO
+from dsp_driving.trainer import Runner
+
+
+def _finished(run: Path, actor: list[int], critic: list[int]) -> Path:
+    """A run folder whose summary.json says it ended with these sizes."""
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({
+        "actor": {"hidden_compact": actor}, "critic": {"hidden_compact": critic}}))
+    return run
+
+
+def test_the_fixed_overlays() -> None:
+    base = Config()
+    assert variant_config("dense", base, 3, 5000).pruning.enabled is False
+    dsp = variant_config("dsp", from_dict({"pruning": {"enabled": False}}), 3, 5000)
+    assert dsp.pruning.enabled is True and dsp.train.seed == 3
+    assert dsp.train.total_steps == 5000
+    assert dsp.pruning == base.pruning  # the method as the base config sets it
+    gl = variant_config("group_lasso", base, 1, 5000).pruning
+    assert (gl.regulariser, gl.lambda_actor, gl.mode) == ("group_lasso", base.pruning
+                                                          .lambda_actor, "dynamic")
+    mg = variant_config("magnitude_gradual", base, 1, 5000).pruning
+    assert (mg.lambda_actor, mg.lambda_critic, mg.mode, mg.kappa_final) == (
+        0.0, 0.0, "dynamic", base.pruning.kappa_final)
+
+
+def test_small_dense_gets_dsps_sizes_and_posthoc_starts_from_dense(tmp_path: Path) -> None:
+    dsp = _finished(tmp_path / "dsp" / "seed2", [7, 12], [30, 9])
+    dense = tmp_path / "dense" / "seed2"
+    small = variant_config("small_dense", Config(), 2, 200_000, {"dsp": dsp})
+    assert (small.net.actor_hidden, small.net.critic_hidden) == ((7, 12), (30, 9))
+    assert small.pruning.enabled is False and small.train.total_steps == 200_000
+    post = variant_config("posthoc", Config(), 2, 200_000, {"dsp": dsp, "dense": dense})
+    assert (post.net.actor_hidden, post.net.critic_hidden) == ((7, 12), (30, 9))
+    assert post.pruning.enabled is False
+    assert post.train.total_steps == posthoc_steps(200_000) == 20_000
+    assert post.train.init_from == str(dense.resolve())
+
+
+def test_needed_runs_and_names_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs the dsp run"):
+        variant_config("small_dense", Config(), 1, 100)
+    with pytest.raises(FileNotFoundError, match="has not finished"):
+        variant_config("small_dense", Config(), 1, 100, {"dsp": tmp_path / "nothing"})
+    with pytest.raises(ValueError, match="unknown variant 'lasso'"):
+        check_variants(["dense", "lasso"])
+    assert VARIANTS["posthoc"].needs == ("dense", "dsp")
+
+
+def test_posthoc_warm_start_is_the_dense_agent_pruned_once(tmp_path: Path,
+                                                           tiny_config) -> None:
+    dense_cfg = tiny_config(pruning={"enabled": False}, train={"total_steps": 1024})
+    Runner.new(dense_cfg, tmp_path / "dense").learn()
+    checkpoint = torch.load(tmp_path / "dense" / "checkpoint.pt", weights_only=False)
+    cfg = from_dict({"net": {"actor_hidden": [5, 3], "critic_hidden": [4, 6]},
+                     "train": {"init_from": str(tmp_path / "dense")}}, dense_cfg)
+    envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs)
+    try:
+        learner = PPO(cfg, envs)
+        learner.warm_start(checkpoint["state"])
+    finally:
+        envs.close()
+    dense_envs = make_vec_env(dense_cfg.train.env_id, dense_cfg.train.num_envs)
+    try:
+        dense = PPO(dense_cfg, dense_envs)
+        dense.load_state_dict(checkpoint["state"])
+    finally:
+        dense_envs.close()
+    x = torch.randn(64, 4)
+    for name, sizes in (("actor", [5, 3]), ("critic", [4, 6])):
+        expected = copy.deepcopy(getattr(dense.agent, name))
+        prune_to_sizes(expected, sizes)
+        assert getattr(learner.agent, name).hidden_sizes == sizes
+        torch.testing.assert_close(getattr(learner.agent, name)(x), expected(x))
+    torch.testing.assert_close(learner.agent.obs_norm.mean, dense.agent.obs_norm.mean)
+    assert learner.agent.obs_norm.count == dense.agent.obs_norm.count

@@ -1,0 +1,58 @@
+"""One-shot structured pruning (the posthoc baseline): the kept neurons, hand-checked."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dsp_driving.modules.mlp import MLP
+from dsp_driving.pruning.importance import neuron_importance
+from dsp_driving.pruning.oneshot import prune_to_sizes, top_neurons
+
+
+def _mlp_with_known_importance() -> MLP:
+    """2 -> [3] -> 1 with s = [row^2 + bias^2 + out-col^2] = [1+0+4, 9+0+0, 0+1+1]."""
+    mlp = MLP(2, [3], 1, "tanh", out_gain=1.0)
+    with torch.no_grad():
+        mlp.layers[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 3.0], [0.0, 0.0]]))
+        mlp.layers[0].bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
+        mlp.layers[1].weight.copy_(torch.tensor([[2.0, 0.0, 1.0]]))
+        mlp.layers[1].bias.copy_(torch.tensor([0.5]))
+    return mlp
+
+
+def test_top_neurons_keeps_the_highest_importance_in_index_order() -> None:
+    mlp = _mlp_with_known_importance()
+    assert neuron_importance(mlp)[0].tolist() == [5.0, 9.0, 2.0]
+    assert top_neurons(mlp, [1])[0].tolist() == [1]
+    assert top_neurons(mlp, [2])[0].tolist() == [0, 1]  # ascending, not by rank
+    assert top_neurons(mlp, [3])[0].tolist() == [0, 1, 2]
+
+
+def test_prune_to_sizes_is_the_network_without_the_dropped_neurons() -> None:
+    torch.manual_seed(0)
+    mlp = MLP(5, [8, 6], 2, "tanh", out_gain=1.0)
+    x = torch.randn(32, 5)
+    first, second = mlp.layers[0], mlp.layers[1]
+    keep = top_neurons(mlp, [3, 4])
+    # the reference: zero every dropped neuron's outgoing weights in a copy
+    with torch.no_grad():
+        ref = MLP(5, [8, 6], 2, "tanh", out_gain=1.0)
+        ref.load_state_dict(mlp.state_dict())
+        for layer, kept in zip(ref.layers[1:], keep):
+            dropped = torch.ones(layer.in_features, dtype=torch.bool)
+            dropped[kept] = False
+            layer.weight[:, dropped] = 0.0
+        expected = ref(x)
+    prune_to_sizes(mlp, [3, 4])
+    assert mlp.hidden_sizes == [3, 4]
+    assert mlp.layers[0] is first and mlp.layers[1] is second  # in place
+    torch.testing.assert_close(mlp(x), expected)
+
+
+@pytest.mark.parametrize("sizes, field", [([3], "sizes"), ([0, 2], "sizes[0]"),
+                                          ([8, 7], "sizes[1]")])
+def test_bad_sizes_are_refused_by_name(sizes: list[int], field: str) -> None:
+    mlp = MLP(5, [8, 6], 2, "tanh", out_gain=1.0)
+    with pytest.raises(ValueError, match=rf"{field.replace('[', '.').replace(']', '.')}"):
+        top_neurons(mlp, sizes)
