@@ -362,7 +362,8 @@ def _run_on_ray(spec: SweepSpec, phases: Sequence[Sequence[Trial]],
                                   "'.[sweep]'") from None
     started = not ray.is_initialized()
     if started:
-        ray.init(address=spec.address, include_dashboard=False, log_to_driver=False,
+        # "local": a Ray of this sweep's own, never one another sweep on this machine started
+        ray.init(address=spec.address or "local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     outcome: dict[str, str] = {}
     storage = spec.out.resolve() / "_ray"
