@@ -14,7 +14,7 @@ extras = {
     "dds": ["cyclonedds==11.0.1"],  # in install_requires too; the name is kept for old commands
     "bench": ["stable-baselines3>=2.4", "gymnasium[box2d,mujoco]>=1.1"],
     # dsp-driving sweep (Ray Tune) and table (scipy's bootstrap); docs/experiments.md
-    "sweep": ["ray[tune]>=2.40,<3", "scipy>=1.11"],
+    "sweep": ["ray[tune]>=2.41,<3", "scipy>=1.15"],
 }
 # colcon: the test suite builds the ROS 2 install tree (test/test_colcon.py)
 extras["test"] = ["pytest>=8", "tensorboard>=2.14", *extras["export"], *extras["dds"],
@@ -31,6 +31,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
         ("share/" + package_name + "/config/paper", glob("config/paper/*.yaml")),
+        ("share/" + package_name + "/config/paper/sweeps", glob("config/paper/sweeps/*.yaml")),
     ],
     python_requires=">=3.10",
     install_requires=[

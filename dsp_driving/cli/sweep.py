@@ -51,4 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from dsp_driving.experiments.sweep import run_sweep
 
     outcome = run_sweep(spec_from_args(args))
+    if "interrupted" in outcome.values():
+        print("interrupted: run the same command again to resume")
+        return 130
     return 0 if all(s == "done" for s in outcome.values()) else 1

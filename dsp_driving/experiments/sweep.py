@@ -1,26 +1,26 @@
-"""Sweeps of one env x variants x seeds on Ray Tune (docs/experiments.md).
+"""Sweeps of one env x variants x seeds (docs/experiments.md): the spec, the trials, and one
+trial's work in whichever process runs it. ``ray_tune.py`` schedules them on Ray Tune.
 
 Every trial is an ordinary run folder, DIR/<env>/<variant>/seed<k>/, and the state of a
 sweep is those folders: a trial with eval.json is done, one with summary.json only needs its
-evaluation, one with checkpoint.pt resumes from it, anything else starts. So rerunning the
-same command re-trains nothing that finished and picks up what was interrupted, on this
-machine or another that sees DIR. Variants that need other variants' runs (small_dense and
-posthoc) run in a second phase, after every trial they need.
-
-Ray Tune schedules the trials, one CPU each: a local Ray by default, or an existing cluster
-(``address``, as ``ray start --head`` / ``ray up`` print it; DIR must then be on storage
-every node sees, and dsp_driving installed on each).
+export and evaluation, one with checkpoint.pt resumes from it, anything else starts. So
+rerunning the same command re-trains nothing that finished and picks up what was
+interrupted, on this machine or another that sees DIR. Variants that need other variants'
+runs of the same seed (small_dense, posthoc) run in a second phase, each once its own needs
+are done.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+import contextlib
 import dataclasses
 import json
 import logging
 from pathlib import Path
 import time
 from typing import Any
+import warnings
 
 import yaml
 
@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 EVAL = "eval.json"  # the table's evaluation: policy.onnx through onnxruntime
 SWEEP = "sweep.yaml"  # DIR/<env>/sweep.yaml: the settings every trial of the env shares
+LOCK = ".sweep.lock"  # DIR/<env>/.sweep.lock: one sweep command at a time per env folder
 TRIAL_LOG = "trial.log"
 EVAL_SEED = 2_000_000  # held out: training uses seed.., summary.json's eval 1_000_000..
-EVAL_EPISODES = 20
+EVAL_EPISODES = 20  # the protocol's minimum
 # short folder names of the paper's environments (others: the id, lower case, "/" -> "_")
 ENV_FOLDERS = {"CartPole-v1": "cartpole", "LunarLander-v3": "lunarlander",
                "Hopper-v5": "hopper", "Walker2d-v5": "walker2d",
@@ -59,6 +60,10 @@ def paper_config(env_id: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
     """What ``dsp-driving sweep`` runs (from its options or a YAML spec file)."""
@@ -71,21 +76,28 @@ class SweepSpec:
     total_steps: int | None = None  # None: the config's train.total_steps
     eval_episodes: int = EVAL_EPISODES
     max_concurrent: int | None = None  # None: one trial per CPU Ray sees
-    address: str | None = None  # None: a local Ray
+    address: str | None = None  # None: a Ray of this sweep's own
 
     def __post_init__(self) -> None:
-        require(bool(self.env), "env", self.env, "must name a gymnasium env id")
-        check_variants(list(self.variants))
+        require(isinstance(self.env, str) and bool(self.env), "env", self.env,
+                "must name a gymnasium env id")
         require(len(self.variants) > 0, "variants", list(self.variants), "must not be empty")
-        require(len(self.seeds) > 0 and all(s >= 0 for s in self.seeds), "seeds",
-                list(self.seeds), "must be a non-empty list of seeds >= 0")
+        check_variants(list(self.variants))
+        require(len(self.seeds) > 0 and all(_is_int(s) and s >= 0 for s in self.seeds),
+                "seeds", list(self.seeds), "must be a non-empty list of integers >= 0")
         require(len(set(self.seeds)) == len(self.seeds), "seeds", list(self.seeds),
                 "each seed may be named once")
-        require(self.total_steps is None or self.total_steps > 0, "total_steps",
-                self.total_steps, "must be > 0")
-        require(self.eval_episodes >= 1, "eval_episodes", self.eval_episodes, "must be >= 1")
-        require(self.max_concurrent is None or self.max_concurrent >= 1, "max_concurrent",
-                self.max_concurrent, "must be >= 1")
+        for name, minimum in (("total_steps", 1), ("eval_episodes", 1),
+                              ("max_concurrent", 1)):
+            value = getattr(self, name)
+            if value is not None or name == "eval_episodes":
+                require(_is_int(value) and value >= minimum, name, value,
+                        f"must be an integer >= {minimum}")
+        require(self.address is None or isinstance(self.address, str), "address",
+                self.address, "must be a Ray address such as HOST:6379 or auto")
+        if self.eval_episodes < EVAL_EPISODES:
+            warnings.warn(f"eval_episodes={self.eval_episodes}: the table's protocol asks "
+                          f"for at least {EVAL_EPISODES}", UserWarning, stacklevel=3)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> SweepSpec:
@@ -100,9 +112,11 @@ class SweepSpec:
         values = dict(data)
         values["variants"] = tuple(_split(values["variants"], str, "variants"))
         values["seeds"] = tuple(_split(values["seeds"], int, "seeds"))
-        values["out"] = Path(values["out"])
-        if values.get("config") is not None:
-            values["config"] = Path(values["config"])
+        for key in ("out", "config"):
+            if values.get(key) is not None:
+                require(isinstance(values[key], (str, Path)), key, values[key],
+                        "must be a path")
+                values[key] = Path(values[key])
         return cls(**values)
 
 
@@ -132,6 +146,15 @@ class Trial:
     def name(self) -> str:
         return f"{env_folder(self.env)}/{self.variant}/seed{self.seed}"
 
+    def config(self) -> Config:
+        """The run's config: the base, the variant's overlay, the seed and budget."""
+        return variant_config(self.variant, from_dict(self.base), self.seed,
+                              self.base["train"]["total_steps"],
+                              {k: Path(v) for k, v in self.needs.items()})
+
+    def needs_done(self) -> bool:
+        return all(trial_status(path) == "done" for path in self.needs.values())
+
 
 def trial_status(run_dir: str | Path) -> str:
     """done (evaluated) | evaluate (trained) | resume (checkpointed) | new."""
@@ -155,59 +178,67 @@ def base_config(spec: SweepSpec) -> Config:
 
 
 def plan(spec: SweepSpec) -> list[list[Trial]]:
-    """The trials in phases (a trial runs after every trial it needs); checks the env's
-    sweep.yaml (an env folder holds one set of settings) and the needed runs."""
+    """The trials in phases (a trial runs after the trials it needs), every check done
+    before anything is written: the env's settings (sweep.yaml), each started trial's own
+    config, and the needed runs. Then sweep.yaml is written (the first time)."""
     base = base_config(spec)
     env_dir = spec.out.resolve() / env_folder(spec.env)
-    _check_sweep_file(env_dir, base, spec)
+    settings = _settings(spec, base)
+    _check_settings(env_dir, settings)
     first, second = [], []
     for variant in spec.variants:
         for seed in spec.seeds:
             needs = {n: str(env_dir / n / f"seed{seed}") for n in VARIANTS[variant].needs}
             for need, path in needs.items():
-                if need not in spec.variants and trial_status(path) not in ("done",
-                                                                            "evaluate"):
+                if need not in spec.variants and trial_status(path) != "done":
                     raise ValueError(f"variant {variant} needs the {need} run of seed {seed}"
                                      f" ({path}): add {need} to the variants")
             trial = Trial(spec.env, variant, seed, str(env_dir / variant / f"seed{seed}"),
                           base.to_dict(), needs, spec.eval_episodes, EVAL_SEED)
-            if not needs:
-                check_trial(trial)
+            check_trial(trial)
             (second if needs else first).append(trial)
+    if not (env_dir / SWEEP).is_file():
+        env_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(env_dir / SWEEP, yaml.safe_dump(settings, sort_keys=False))
     return [phase for phase in (first, second) if phase]
 
 
-def _check_sweep_file(env_dir: Path, base: Config, spec: SweepSpec) -> None:
-    """Write DIR/<env>/sweep.yaml, or check this command's settings against it: what every
-    variant shares (net, ppo, train, evaluation). The pruning settings only the pruning
-    variants use are checked per trial (``check_trial``)."""
+def _settings(spec: SweepSpec, base: Config) -> dict[str, Any]:
+    """What every variant of the env shares (net, ppo, train, the evaluation); the pruning
+    settings only the pruning variants use are checked per trial (``check_trial``)."""
     shared = {k: v for k, v in base.to_dict().items() if k != "pruning"}
-    settings = {"env": spec.env, "config": shared,
-                "eval": {"episodes": spec.eval_episodes, "seed": EVAL_SEED}}
+    return json.loads(json.dumps({"env": spec.env, "config": shared, "eval": {
+        "episodes": spec.eval_episodes, "seed": EVAL_SEED}}))
+
+
+def _check_settings(env_dir: Path, settings: dict[str, Any]) -> None:
+    """This command's settings against DIR/<env>/sweep.yaml; while no trial of the env has
+    started, a sweep.yaml left by a refused or mistyped command is simply replaced."""
     path = env_dir / SWEEP
-    if path.is_file():
-        saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        diff = _first_difference(saved, json.loads(json.dumps(settings)))
-        if diff is not None:
-            key, old, new = diff
-            raise ValueError(f"{path} was made with {key}={old!r}, this command gives "
-                             f"{new!r}: one env folder holds one set of settings (choose "
-                             "another --out, or the same settings)")
+    if not path.is_file():
         return
-    env_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, yaml.safe_dump(settings, sort_keys=False))
+    if not any(p.is_dir() for p in env_dir.glob("*/seed*")):
+        path.unlink()
+        return
+    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    diff = _first_difference(saved, settings)
+    if diff is not None:
+        key, old, new = diff
+        raise ValueError(f"{path} was made with {key}={old!r}, this command gives {new!r}: "
+                         "one env folder holds one set of settings (choose another --out, "
+                         "or the same settings)")
 
 
 def check_trial(trial: Trial) -> None:
     """A started trial must have been started with the config this command gives it (its
-    saved config.yaml; pruning settings count only where pruning is on)."""
+    saved config.yaml; pruning settings count only where pruning is on). A dependent trial
+    is checked once its needs are done (its sizes come from them)."""
     saved_path = Path(trial.run_dir) / "config.yaml"
-    if trial_status(trial.run_dir) == "new" or not saved_path.is_file():
+    if trial_status(trial.run_dir) == "new" or not saved_path.is_file() \
+            or not trial.needs_done():
         return
     saved = _comparable(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
-    expected = _comparable(variant_config(trial.variant, from_dict(trial.base), trial.seed,
-                                          trial.base["train"]["total_steps"]).to_dict())
-    diff = _first_difference(saved, expected)
+    diff = _first_difference(saved, _comparable(trial.config().to_dict()))
     if diff is not None:
         key, old, new = diff
         raise ValueError(f"{trial.name} was started with {key}={old!r}, this command gives "
@@ -236,15 +267,33 @@ def _first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any]
     return None if old == new else (key, old, new)
 
 
+@contextlib.contextmanager
+def sweep_lock(env_dir: Path) -> Iterator[None]:
+    """Hold DIR/<env>/.sweep.lock: a second sweep command on the same env folder would train
+    the same run folders twice (a lock on shared storage works where it supports flock)."""
+    import fcntl
+
+    env_dir.mkdir(parents=True, exist_ok=True)
+    with open(env_dir / LOCK, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{env_dir} is in use by another dsp-driving sweep; wait for "
+                               "it, or stop it (its trials resume on the next run)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 # ---- a trial, in whichever process runs it ------------------------------------------------
 
 
 def run_trial(trial: Trial, report: Callable[[dict[str, Any]], None] | None = None
               ) -> dict[str, Any]:
-    """Train (or resume) the trial's run, then evaluate its policy.onnx; returns eval.json's
-    content. A finished trial is only read."""
-    from dsp_driving.trainer import Runner
-
+    """Train (or resume) the trial's run, export it if it has no policy.onnx yet, evaluate
+    that policy; returns eval.json's content. A finished trial is only read. Everything,
+    a failure's traceback included, is logged to RUN_DIR/trial.log."""
     run_dir = Path(trial.run_dir)
     status = trial_status(run_dir)
     if status == "done":
@@ -257,20 +306,31 @@ def run_trial(trial: Trial, report: Callable[[dict[str, Any]], None] | None = No
     package.setLevel(logging.INFO)
     try:
         if status in ("resume", "new"):
-            if status == "resume":
-                runner = Runner.resume(run_dir)
-            else:
-                cfg = variant_config(trial.variant, from_dict(trial.base), trial.seed,
-                                     trial.base["train"]["total_steps"],
-                                     {k: Path(v) for k, v in trial.needs.items()})
-                runner = Runner.new(cfg, run_dir)
-            if report is not None:
-                runner.add_callback(_Progress(report))
-            runner.learn()
+            _train(trial, status, report)
+        if not all((run_dir / f).is_file() for f in ("policy.onnx", "policy.json")):
+            from dsp_driving.export import export_run
+
+            export_run(run_dir)  # raises: a trial without its policy is not done
         return evaluate_policy(run_dir, trial.eval_episodes, trial.eval_seed)
+    except Exception:
+        log.exception(f"trial {trial.name} failed")
+        raise
     finally:
         package.removeHandler(handler)
         handler.close()
+
+
+def _train(trial: Trial, status: str, report: Callable[[dict[str, Any]], None] | None
+           ) -> None:
+    from dsp_driving.trainer import Runner
+
+    if status == "resume":
+        runner = Runner.resume(trial.run_dir)
+    else:
+        runner = Runner.new(trial.config(), trial.run_dir)
+    if report is not None:
+        runner.add_callback(_Progress(report))
+    runner.learn()
 
 
 def evaluate_policy(run_dir: Path, episodes: int, seed: int) -> dict[str, Any]:
@@ -279,22 +339,18 @@ def evaluate_policy(run_dir: Path, episodes: int, seed: int) -> dict[str, Any]:
     from dsp_driving.evaluation import evaluate
     from dsp_driving.inference import OnnxPolicy
 
-    path = run_dir / "policy.onnx"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the run has no exported policy (pip install -e "
-                                f"'.[export]', then `dsp-driving export {run_dir}`)")
-    policy = OnnxPolicy(path)
+    policy = OnnxPolicy(run_dir / "policy.onnx")
     env_kwargs = policy.metadata.get("config", {}).get("train", {}).get("env_kwargs")
     result = evaluate(policy.act, policy.env_id, episodes, seed, env_kwargs=env_kwargs)
-    out = {"policy": path.name, "sha256": policy.sha256, "runtime": "onnxruntime",
+    out = {"policy": "policy.onnx", "sha256": policy.sha256, "runtime": "onnxruntime",
            "deterministic": True, **result}
     atomic_write_json(run_dir / EVAL, out)
     return out
 
 
 class _Progress(BaseCallback):
-    """Reports a trial's progress to Ray Tune at most every PROGRESS_EVERY_S (and at its
-    last update)."""
+    """Reports a trial's progress to the scheduler at most every PROGRESS_EVERY_S (and at
+    its last update)."""
 
     def __init__(self, report: Callable[[dict[str, Any]], None]) -> None:
         self.report, self._last = report, -float("inf")
@@ -306,39 +362,31 @@ class _Progress(BaseCallback):
         self._last = now
         self.report({"step": stats["step"], "progress": stats["progress"],
                      "ep_return_mean": stats["ep_return_mean"],
-                     "actor_neurons": stats["actor"]["neurons_alive"],
-                     "done": False})
+                     "actor_neurons": stats["actor"]["neurons_alive"], "done": False})
 
 
-# ---- the sweep, on Ray Tune ---------------------------------------------------------------
-
-
-def _trainable(config: dict[str, Any]) -> None:
-    """Ray Tune's function trainable: one trial."""
-    from ray import tune
-
-    trial = Trial(**config["trial"])
-    result = run_trial(trial, tune.report)
-    tune.report({"done": True, "return_mean": result["return_mean"],
-                 "return_std": result["return_std"]})
+# ---- the sweep ----------------------------------------------------------------------------
 
 
 def run_sweep(spec: SweepSpec, out: Callable[[str], None] = print) -> dict[str, str]:
-    """Run every trial of ``spec`` that is not done; returns trial name -> final status
-    (done, or failed: why). Prints a line per trial as it progresses, then a summary."""
+    """Run every trial of ``spec`` that is not done, on Ray Tune; returns trial name ->
+    final status (done | failed: why | skipped: why | interrupted). Prints a line per
+    trial as it progresses, then a summary."""
     phases = plan(spec)
     trials = [t for phase in phases for t in phase]
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[trial_status(t.run_dir)] = counts.get(trial_status(t.run_dir), 0) + 1
+    statuses = [trial_status(t.run_dir) for t in trials]
+    counts = {s: statuses.count(s) for s in sorted(set(statuses))}
     out(f"sweep {env_folder(spec.env)}: {len(trials)} trials ("
-        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
-    todo = [[t for t in phase if trial_status(t.run_dir) != "done"] for phase in phases]
+        + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
     outcome = {t.name: "done" for t in trials if trial_status(t.run_dir) == "done"}
+    todo = [[t for t in phase if t.name not in outcome] for phase in phases]
     if any(todo):
         _check_export()
-        outcome.update(_run_on_ray(spec, [p for p in todo if p], out))
-    _print_summary(trials, outcome, out)
+        from dsp_driving.experiments.ray_tune import run_phases
+
+        with sweep_lock(spec.out.resolve() / env_folder(spec.env)):
+            outcome.update(run_phases(spec, [p for p in todo if p], out))
+    print_summary(trials, outcome, out)
     return outcome
 
 
@@ -352,95 +400,20 @@ def _check_export() -> None:
                                   "'.[export,sweep]')")
 
 
-def _run_on_ray(spec: SweepSpec, phases: Sequence[Sequence[Trial]],
-                out: Callable[[str], None]) -> dict[str, str]:
-    try:
-        import ray
-        from ray import tune
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError("dsp-driving sweep runs on Ray Tune: pip install -e "
-                                  "'.[sweep]'") from None
-    started = not ray.is_initialized()
-    if started:
-        # "local": a Ray of this sweep's own, never one another sweep on this machine started
-        ray.init(address=spec.address or "local", include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-    outcome: dict[str, str] = {}
-    storage = spec.out.resolve() / "_ray"
-    try:
-        for i, phase in enumerate(phases, 1):
-            if i > 1 and any(s != "done" for s in outcome.values()):
-                failed = sorted(n for n, s in outcome.items() if s != "done")
-                for t in phase:
-                    outcome[t.name] = f"skipped: needs runs that failed ({', '.join(failed)})"
-                break
-            by_name = {t.name: t for t in phase}
-            printer = _progress_printer(out)
-            tuner = tune.Tuner(
-                tune.with_resources(_trainable, {"cpu": 1}),
-                param_space={"trial": tune.grid_search(
-                    [dataclasses.asdict(t) for t in phase])},
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=spec.max_concurrent,
-                    trial_name_creator=lambda tr: Trial(**tr.config["trial"]).name,
-                    trial_dirname_creator=lambda tr: Trial(**tr.config["trial"]).name
-                    .replace("/", "_")),
-                run_config=tune.RunConfig(
-                    name=f"{env_folder(spec.env)}_phase{i}_{time.strftime('%Y%m%d-%H%M%S')}",
-                    storage_path=str(storage), verbose=0, callbacks=[printer],
-                    failure_config=tune.FailureConfig(max_failures=0)))
-            for result in tuner.fit():
-                name = Trial(**result.config["trial"]).name
-                outcome[name] = ("done" if result.error is None else
-                                 f"failed: {type(result.error).__name__}: "
-                                 f"{str(result.error).strip().splitlines()[-1]} (log: "
-                                 f"{Path(by_name[name].run_dir) / TRIAL_LOG})")
-    finally:
-        if started:
-            ray.shutdown()
-    return outcome
-
-
-def _progress_printer(out: Callable[[str], None]) -> Any:
-    """A Ray Tune callback printing a line per trial report (ray is imported only here)."""
-    from ray import tune
-
-    class Printer(tune.Callback):
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                            **info: Any) -> None:
-            out(_progress_line(trial.config["trial"], result))
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any,
-                           **info: Any) -> None:
-            t = Trial(**trial.config["trial"])
-            out(f"{t.name}: FAILED (log: {Path(t.run_dir) / TRIAL_LOG})")
-
-    return Printer()
-
-
-def _progress_line(trial: dict[str, Any], result: dict[str, Any]) -> str:
-    name = Trial(**trial).name
-    if result.get("done"):
-        return (f"{name}: done, policy.onnx return {result['return_mean']:.2f} +/- "
-                f"{result['return_std']:.2f}")
-    ret = result.get("ep_return_mean")
-    return (f"{name}: {100 * result['progress']:5.1f} % (step {result['step']}), "
-            f"training return {'-' if ret is None else f'{ret:.1f}'}, actor "
-            f"{result['actor_neurons']} neurons")
-
-
-def _print_summary(trials: list[Trial], outcome: dict[str, str],
-                   out: Callable[[str], None]) -> None:
-    out(f"{'trial':<32} {'status':<8} {'return':>16} {'actor':>12}")
+def print_summary(trials: list[Trial], outcome: dict[str, str],
+                  out: Callable[[str], None]) -> None:
+    """A line per trial: its status and, when done, its return and actor sizes."""
+    width = max(len(t.name) for t in trials) + 2
+    out(f"{'trial':<{width}} {'status':<12} {'return':>18} {'actor':>12}")
     for t in trials:
         status = outcome.get(t.name, "not run")
-        ret, actor = "", ""
-        if status == "done":
+        ret = actor = ""
+        if status == "done" and trial_status(t.run_dir) == "done":
             result = json.loads((Path(t.run_dir) / EVAL).read_text(encoding="utf-8"))
             summary = json.loads((Path(t.run_dir) / "summary.json").read_text(
                 encoding="utf-8"))
             ret = f"{result['return_mean']:.2f} +/- {result['return_std']:.2f}"
             actor = str(summary["actor"]["hidden_compact"])
-        out(f"{t.name:<32} {status.split(':')[0]:<8} {ret:>16} {actor:>12}")
-        if status not in ("done",):
+        out(f"{t.name:<{width}} {status.split(':')[0]:<12} {ret:>18} {actor:>12}")
+        if ":" in status:
             out(f"    {status}")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import csv
 import io
 import json
+import logging
 import math
 from pathlib import Path
 import shutil
@@ -29,6 +30,8 @@ from dsp_driving.io_utils import atomic_write, atomic_write_text
 from dsp_driving.modules.mlp import macs_of_sizes, params_of_sizes
 from dsp_driving.policy_format import METADATA_KEY
 from dsp_driving.stats import removed_pct
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("env", "variant", "seeds", "neurons_removed_pct", "weights_removed_pct", "macs",
            "return_mean", "return_std", "return_iqm", "return_ci_low", "return_ci_high",
@@ -88,6 +91,7 @@ def read_trials(env_dir: Path) -> list[dict[str, Any]]:
         for run in sorted((env_dir / variant).glob("seed*"), key=_seed_of):
             if not all((run / name).is_file() for name in (EVAL, "summary.json",
                                                             "policy.json")):
+                log.warning(f"{run}: not in the table (not done: run the sweep again)")
                 continue
             summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
             result = json.loads((run / EVAL).read_text(encoding="utf-8"))
@@ -121,8 +125,7 @@ def table_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for env in dict.fromkeys(t["env"] for t in trials):
         of_env = [t for t in trials if t["env"] == env]
-        dense = [t["return"] for t in of_env if t["variant"] == "dense"]
-        dense_mean = float(np.mean(dense)) if dense else math.nan
+        dense = {t["seed"]: t["return"] for t in of_env if t["variant"] == "dense"}
         for variant in dict.fromkeys(t["variant"] for t in of_env):
             group = [t for t in of_env if t["variant"] == variant]
             st = interval_stats([t["return"] for t in group])
@@ -133,9 +136,23 @@ def table_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "macs": _mean(t["actor"]["macs"] for t in group),
                 "return_mean": st["mean"], "return_std": st["std"], "return_iqm": st["iqm"],
                 "return_ci_low": st["ci_low"], "return_ci_high": st["ci_high"],
-                "return_pct_of_dense": (100.0 * st["mean"] / dense_mean
-                                        if dense and dense_mean != 0 else math.nan)})
+                "return_pct_of_dense": pct_of_dense(group, dense)})
     return rows
+
+
+def pct_of_dense(group: list[dict[str, Any]], dense: dict[int, float]) -> float:
+    """100 x the variant's mean return over dense's, on the seeds both have (paired; all of
+    dense's when they share none); NaN without a dense run or when dense's mean is <= 0
+    (a ratio of returns means nothing there)."""
+    shared = [t for t in group if t["seed"] in dense]
+    if not dense:
+        return math.nan
+    if shared:
+        ours, theirs = _mean(t["return"] for t in shared), _mean(dense[t["seed"]]
+                                                                  for t in shared)
+    else:
+        ours, theirs = _mean(t["return"] for t in group), _mean(dense.values())
+    return 100.0 * ours / theirs if theirs > 0 else math.nan
 
 
 def _mean(values: Any) -> float:
@@ -177,8 +194,11 @@ def markdown_text(rows: list[dict[str, Any]], trials: list[dict[str, Any]]) -> s
     lines = [f"Return: each seed's policy.onnx (onnxruntime, deterministic) over its held-out "
              f"evaluation episodes (eval.json); over seeds the mean +/- std (ddof 1), the "
              f"interquartile mean and a {100 * CONFIDENCE:.0f} % percentile-bootstrap CI of "
-             f"the mean ({BOOTSTRAP_RESAMPLES} resamples). Sizes: the actor's hidden "
-             "neurons and weights (biases included), mean over seeds.", "",
+             f"the mean ({BOOTSTRAP_RESAMPLES} resamples; with 3-5 seeds it is narrow, "
+             f"close to [min, max], and with fewer than 4 the IQM is the mean). % of dense: "
+             f"on the seeds the variant shares with dense. Sizes: the actor's hidden "
+             "neurons and weights (biases included) against the env's dense actor, mean "
+             "over seeds.", "",
              rows_markdown(rows), "Per seed:", "",
              "| env | variant | seed | actor hidden | neurons removed % | weights removed % "
              "| return |", "|---|---|---|---|---|---|---|"]
@@ -243,13 +263,17 @@ def _copy_results(root: Path, dirs: list[Path], trials: list[dict[str, Any]],
                   dest: Path) -> None:
     for d in dirs:
         rel = d.relative_to(root) if d != root else Path()
-        (dest / rel).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(d / SWEEP, dest / rel / SWEEP)
+        _copy(d / SWEEP, dest / rel / SWEEP)
     for t in trials:
         run: Path = t["run_dir"]
-        target = dest / run.relative_to(root)
-        target.mkdir(parents=True, exist_ok=True)
         names = TRIAL_FILES + (POLICY_FILES if t["variant"] == "dsp" else ())
         for name in names:
             if (run / name).is_file():
-                shutil.copyfile(run / name, target / name)
+                _copy(run / name, dest / run.relative_to(root) / name)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """Copy a file atomically (temp file + rename), making its folder."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as fh:
+        atomic_write(dst, lambda out: shutil.copyfileobj(fh, out))

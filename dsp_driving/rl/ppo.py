@@ -294,6 +294,8 @@ class PPO:
             self.reward_scaler.load_state_dict(
                 {k: v.numpy() if v.ndim else float(v) for k, v in
                  state["reward_scaler"].items()})
+            # its statistics carry over; the running returns belong to the source's episodes
+            self.reward_scaler.returns = np.zeros(self.cfg.train.num_envs)
 
     # -- checkpointing -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
