@@ -133,3 +133,20 @@ def test_settings_of_an_env_folder_cannot_change(tmp_path: Path) -> None:
                                 "seeds": "1,1", "out": str(tmp_path)})
     with pytest.raises(ValueError, match="unknown key 'seed'"):
         SweepSpec.from_mapping({"env": "CartPole-v1", "seed": 1})
+
+
+def test_a_trained_trial_without_its_policy_is_exported_then_evaluated(
+        tmp_path: Path, tiny_config) -> None:
+    from dsp_driving.experiments.sweep import EVAL_SEED, Trial, run_trial
+    from dsp_driving.trainer import Runner
+
+    cfg = tiny_config(train={"total_steps": 512, "export_onnx": False})
+    run = tmp_path / "cartpole" / "dsp" / "seed1"
+    Runner.new(cfg, run).learn()
+    assert trial_status(run) == "evaluate" and not (run / "policy.onnx").exists()
+    trial = Trial("CartPole-v1", "dsp", 1, str(run), cfg.to_dict(), {}, 2, EVAL_SEED)
+    result = run_trial(trial)
+    assert trial_status(run) == "done" and (run / "policy.json").is_file()
+    assert json.loads((run / "eval.json").read_text()) == result
+    assert result["episodes"] == 2 and result["seeds"] == [EVAL_SEED, EVAL_SEED + 1]
+    assert "trial cartpole/dsp/seed1" not in (run / "trial.log").read_text()  # no failure

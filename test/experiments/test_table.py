@@ -107,3 +107,14 @@ def test_table_errors_name_the_folder(tmp_path: Path, capsys: pytest.CaptureFixt
                                       ) -> None:
     assert cli.main(["table", str(tmp_path)]) == 2
     assert f"{tmp_path}: no sweep here" in capsys.readouterr().err
+
+
+def test_pct_of_dense_pairs_seeds_and_refuses_a_non_positive_dense() -> None:
+    from dsp_driving.experiments.table import pct_of_dense
+
+    group = [{"seed": 1, "return": 90.0}, {"seed": 2, "return": 50.0}]
+    # paired: dense's seeds 1 and 2 only (seed 5 has no partner)
+    assert pct_of_dense(group, {1: 100.0, 2: 100.0, 5: 400.0}) == pytest.approx(70.0)
+    assert pct_of_dense(group, {7: 200.0}) == pytest.approx(35.0)  # none shared: all
+    assert math.isnan(pct_of_dense(group, {}))
+    assert math.isnan(pct_of_dense(group, {1: -20.0, 2: 10.0}))
