@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import copy
 import json
 from pathlib import Path
@@ -68,6 +69,16 @@ def test_needed_runs_and_names_are_checked(tmp_path: Path) -> None:
     assert VARIANTS["posthoc"].needs == ("dense", "dsp")
 
 
+def _learner(cfg: Config, start: Callable[[PPO], None]) -> PPO:
+    envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs)
+    try:
+        learner = PPO(cfg, envs)
+        start(learner)
+    finally:
+        envs.close()
+    return learner
+
+
 def test_posthoc_warm_start_is_the_dense_agent_pruned_once(tmp_path: Path,
                                                            tiny_config) -> None:
     dense_cfg = tiny_config(pruning={"enabled": False}, train={"total_steps": 1024})
@@ -75,18 +86,8 @@ def test_posthoc_warm_start_is_the_dense_agent_pruned_once(tmp_path: Path,
     checkpoint = torch.load(tmp_path / "dense" / "checkpoint.pt", weights_only=False)
     cfg = from_dict({"net": {"actor_hidden": [5, 3], "critic_hidden": [4, 6]},
                      "train": {"init_from": str(tmp_path / "dense")}}, dense_cfg)
-    envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs)
-    try:
-        learner = PPO(cfg, envs)
-        learner.warm_start(checkpoint["state"])
-    finally:
-        envs.close()
-    dense_envs = make_vec_env(dense_cfg.train.env_id, dense_cfg.train.num_envs)
-    try:
-        dense = PPO(dense_cfg, dense_envs)
-        dense.load_state_dict(checkpoint["state"])
-    finally:
-        dense_envs.close()
+    learner = _learner(cfg, lambda ppo: ppo.warm_start(checkpoint["state"]))
+    dense = _learner(dense_cfg, lambda ppo: ppo.load_state_dict(checkpoint["state"]))
     x = torch.randn(64, 4)
     for name, sizes in (("actor", [5, 3]), ("critic", [4, 6])):
         expected = copy.deepcopy(getattr(dense.agent, name))
