@@ -221,14 +221,17 @@ def plot(trials: list[dict[str, Any]], path: Path) -> None:
     envs = list(dict.fromkeys(t["env"] for t in trials))
     fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4.2), squeeze=False)
     colours = {v: plt.get_cmap("tab10")(i) for i, v in enumerate(VARIANTS)}
+    markers = dict(zip(VARIANTS, "osD^vP"))
     for ax, env in zip(axes[0], envs):
         for variant in dict.fromkeys(t["variant"] for t in trials if t["env"] == env):
             group = [t for t in trials if t["env"] == env and t["variant"] == variant]
-            ax.scatter([t["actor"]["compact_weights"] for t in group],
+            # variants of the same size (dsp, small_dense, posthoc) side by side, not on top
+            shift = 1.0 + 0.03 * (list(VARIANTS).index(variant) - len(VARIANTS) / 2)
+            ax.scatter([t["actor"]["compact_weights"] * shift for t in group],
                        [t["return"] for t in group], color=colours[variant], label=variant,
-                       alpha=0.8, edgecolors="none")
+                       marker=markers[variant], alpha=0.8, edgecolors="none")
         ax.set_xscale("log")
-        ax.set_xlabel("actor weights kept (log)")
+        ax.set_xlabel("actor weights kept (log; variants nudged apart)")
         ax.set_ylabel("policy.onnx return (held-out episodes)")
         ax.set_title(env)
         ax.grid(True, alpha=0.3)
