@@ -378,7 +378,7 @@ def run_sweep(spec: SweepSpec, out: Callable[[str], None] = print) -> dict[str, 
     counts = {s: statuses.count(s) for s in sorted(set(statuses))}
     out(f"sweep {env_folder(spec.env)}: {len(trials)} trials ("
         + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
-    outcome = {t.name: "done" for t in trials if trial_status(t.run_dir) == "done"}
+    outcome = {t.name: "done" for t, status in zip(trials, statuses) if status == "done"}
     todo = [[t for t in phase if t.name not in outcome] for phase in phases]
     if any(todo):
         _check_export()

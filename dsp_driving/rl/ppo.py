@@ -270,6 +270,14 @@ class PPO:
         """Alive neurons per critic hidden layer."""
         return self.pruner.nets["critic"].masks.alive()
 
+    def _load_reward_scaler(self, saved: dict[str, torch.Tensor] | None) -> bool:
+        """Restore the reward scaler from a state_dict's entry; whether one was restored."""
+        if self.reward_scaler is None or saved is None:
+            return False
+        self.reward_scaler.load_state_dict(
+            {k: v.numpy() if v.ndim else float(v) for k, v in saved.items()})
+        return True
+
     @torch.no_grad()
     def warm_start(self, state: dict[str, Any]) -> None:
         """Start from another run's trained agent (``state``: its checkpoint's learner state),
@@ -290,10 +298,7 @@ class PPO:
             prune_to_sizes(getattr(source, name), getattr(self.agent, name).hidden_sizes)
         self.agent.load_state_dict(source.state_dict())
         self.optimizer = self._make_optimizer()
-        if self.reward_scaler is not None and state.get("reward_scaler") is not None:
-            self.reward_scaler.load_state_dict(
-                {k: v.numpy() if v.ndim else float(v) for k, v in
-                 state["reward_scaler"].items()})
+        if self._load_reward_scaler(state.get("reward_scaler")):
             # its statistics carry over; the running returns belong to the source's episodes
             self.reward_scaler.returns = np.zeros(self.cfg.train.num_envs)
 
@@ -321,10 +326,7 @@ class PPO:
         self.optimizer = self._make_optimizer()
         self.agent.load_state_dict(state["agent"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.reward_scaler is not None and state["reward_scaler"] is not None:
-            self.reward_scaler.load_state_dict(
-                {k: v.numpy() if v.ndim else float(v) for k, v in
-                 state["reward_scaler"].items()})
+        self._load_reward_scaler(state["reward_scaler"])
         progress = state["progress"]
         self.global_step = int(progress["global_step"])
         self.update = int(progress["update"])
