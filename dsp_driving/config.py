@@ -23,13 +23,15 @@ from dsp_driving.validation import (
 
 Activation = Literal["tanh", "relu"]
 Regulariser = Literal["importance_weighted", "group_lasso"]
-ThresholdMode = Literal["dynamic", "ratio"]
+ThresholdMode = Literal["hybrid", "dynamic", "ratio"]
+LambdaUnits = Literal["dose", "step"]
 GroupSize = Literal["alive", "dense"]
 VectorMode = Literal["sync", "async"]
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 REGULARISERS: tuple[str, ...] = get_args(Regulariser)
 THRESHOLD_MODES: tuple[str, ...] = get_args(ThresholdMode)
 GROUP_SIZES: tuple[str, ...] = get_args(GroupSize)
+LAMBDA_UNITS: tuple[str, ...] = get_args(LambdaUnits)
 VECTOR_MODES: tuple[str, ...] = get_args(VectorMode)
 # Renamed pruning choices, old -> new; old names still load (config files, --set, the
 # config.yaml of older runs) with a FutureWarning (users see it; a DeprecationWarning they
@@ -126,30 +128,39 @@ class PPOConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PruningConfig:
-    """Dynamic structured pruning (docs/method.md).
+    """Dynamic structured pruning (docs/method.md; the defaults are the one recipe of
+    section 11, the same for every env).
 
     ``regulariser``: importance_weighted (c_j = clip(1/r_j, c_min, c_max)) or group_lasso
-    (c_j = 1, the ablation). ``mode``: dynamic (threshold kappa(t) * mean alive importance)
-    or ratio (cubic target fraction). The old name "adaptive" of either still loads, with a
-    FutureWarning.
+    (c_j = 1, the ablation). ``lambda_units``: dose (lambda_* is the regulariser's dose: the
+    lambda applied per gradient step is lambda_* / sum of the learning rate over the gradient
+    steps it acts on, so the same number suits any PPO) or step (lambda_* per gradient step,
+    as the paper writes it). ``regularise_after_ramp``: false stops the regulariser at t_end
+    so the pruned net recovers. ``mode``: hybrid (the dynamic threshold, held between the
+    cubic ratio schedule and its final size: at least p(t) and at most ratio_final of each
+    layer pruned), dynamic (threshold kappa(t) * mean alive importance only) or ratio (the
+    cubic target fraction only). The old name "adaptive" of either choice still loads, with
+    a FutureWarning.
     """
 
     enabled: bool = True
     prune_actor: bool = True
-    prune_critic: bool = True
+    prune_critic: bool = False
     regulariser: Regulariser = "importance_weighted"
     group_size: GroupSize = "alive"
-    lambda_actor: float = 3e-4
-    lambda_critic: float = 3e-4
+    lambda_units: LambdaUnits = "dose"
+    lambda_actor: float = 4e-4
+    lambda_critic: float = 4e-4
+    regularise_after_ramp: bool = False
     eps: float = 1e-8
     c_min: float = 0.1
     c_max: float = 10.0
-    mode: ThresholdMode = "dynamic"
-    kappa_final: float = 0.8
-    t_start: float = 0.05
-    t_end: float = 0.5
+    mode: ThresholdMode = "hybrid"
+    kappa_final: float = 0.5
+    t_start: float = 0.1
+    t_end: float = 0.6
     ratio_initial: float = 0.0
-    ratio_final: float = 0.9
+    ratio_final: float = 0.94
     prune_every: int = 1
     min_alive: int = 2
     max_prune_frac: float = 0.2
@@ -164,6 +175,8 @@ class PruningConfig:
                 f"must be one of {GROUP_SIZES}")
         require(self.mode in THRESHOLD_MODES, "pruning.mode", self.mode,
                 f"must be one of {THRESHOLD_MODES}")
+        require(self.lambda_units in LAMBDA_UNITS, "pruning.lambda_units", self.lambda_units,
+                f"must be one of {LAMBDA_UNITS}")
         for name in ("lambda_actor", "lambda_critic", "kappa_final"):
             value = getattr(self, name)
             require(value >= 0, f"pruning.{name}", value, "must be >= 0")
@@ -300,6 +313,25 @@ def from_dict(data: Mapping[str, Any], base: Config | None = None) -> Config:
             f"invalid config: unknown section {unknown_sections[0]!r} (known: {list(SECTIONS)})"
         )
     return Config(**sections)
+
+
+# Fields added to a section after runs were saved with every field written out: the value
+# that reproduces what those runs did (a saved run config lacking the field predates it).
+ADDED_FIELDS_OLD_MEANING: dict[str, dict[str, Any]] = {
+    "pruning": {"lambda_units": "step", "regularise_after_ramp": True},
+}
+
+
+def from_saved_run(data: Mapping[str, Any]) -> Config:
+    """The Config of a saved run (a checkpoint's or config.yaml's complete dict): fields
+    added since it was saved take the value that reproduces what it did, not today's
+    default (a run from before pruning.lambda_units applied lambda per gradient step)."""
+    data = dict(unwrap_ros_params(data))
+    for section, old in ADDED_FIELDS_OLD_MEANING.items():
+        given = data.get(section)
+        if isinstance(given, Mapping) and given:
+            data[section] = {**{k: v for k, v in old.items() if k not in given}, **given}
+    return from_dict(data)
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:

@@ -36,6 +36,7 @@ class NetworkStats(TypedDict):
     weights_alive: int
     weights_total: int
     R: float
+    lam: float  # lambda per gradient step the update applied (0: not regularised)
 
 
 class LossStats(TypedDict):

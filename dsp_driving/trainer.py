@@ -20,7 +20,7 @@ from dsp_driving.callbacks import (
     ProgressBar,
     TensorBoardSink,
 )
-from dsp_driving.config import Config, from_dict
+from dsp_driving.config import Config, from_dict, from_saved_run
 from dsp_driving.evaluation import evaluate
 from dsp_driving.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from dsp_driving.modules.mlp import count_params, macs, macs_of_sizes, params_of_sizes
@@ -153,7 +153,7 @@ class Runner:
         the checkpoint are dropped."""
         run_dir = Path(run_dir)
         checkpoint = load_checkpoint(run_dir)
-        cfg = from_dict(checkpoint["config"])
+        cfg = from_saved_run(checkpoint["config"])
         if total_steps is not None:
             cfg = from_dict({"train": {"total_steps": total_steps}}, cfg)
         _trim_stats(run_dir / STATS, checkpoint["state"]["progress"]["update"])

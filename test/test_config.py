@@ -18,6 +18,7 @@ from dsp_driving.config import (
     TrainConfig,
     default_config_path,
     from_dict,
+    from_saved_run,
     load_config,
     parse_overrides,
 )
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
         (lambda: PPOConfig(ent_coef=-0.1), "ppo.ent_coef=-0.1"),
         (lambda: PruningConfig(mode="foo"), "pruning.mode='foo'"),
         (lambda: PruningConfig(regulariser="l1"), "pruning.regulariser='l1'"),
+        (lambda: PruningConfig(lambda_units="epoch"), "pruning.lambda_units='epoch'"),
         (lambda: PruningConfig(t_start=0.5, t_end=0.5), "pruning.t_end=0.5"),
         (lambda: PruningConfig(t_start=0.6, t_end=0.2), "pruning.t_end=0.2"),
         (lambda: PruningConfig(c_min=1.0, c_max=0.5), "pruning.c_max=0.5"),
@@ -142,8 +144,12 @@ def test_repo_train_yaml_loads_and_matches_the_defaults() -> None:
     path = REPO / "config" / "train.yaml"
     cfg = load_config(path)
     assert cfg.net.actor_hidden == (256, 256)
-    assert cfg.pruning.lambda_actor == 3e-4
-    assert cfg.pruning.mode == "dynamic"
+    # the one recipe
+    assert (cfg.pruning.lambda_units, cfg.pruning.lambda_actor) == ("dose", 4e-4)
+    assert cfg.pruning.mode == "hybrid"
+    assert (cfg.pruning.kappa_final, cfg.pruning.t_start, cfg.pruning.t_end,
+            cfg.pruning.ratio_final) == (0.5, 0.1, 0.6, 0.94)
+    assert (cfg.pruning.prune_critic, cfg.pruning.regularise_after_ramp) == (False, False)
     assert cfg.pruning.regulariser == "importance_weighted"
     assert cfg.train.env_id == "CartPole-v1"
     assert cfg.train.eval_seed == 1_000_000
@@ -164,11 +170,13 @@ def test_derived_sizes_round_trip_and_frozen() -> None:
 
 def test_pruning_choices_are_literals_with_distinct_names() -> None:
     hints = typing.get_type_hints(PruningConfig)
-    assert typing.get_args(hints["mode"]) == ("dynamic", "ratio")
+    assert typing.get_args(hints["mode"]) == ("hybrid", "dynamic", "ratio")
+    assert typing.get_args(hints["lambda_units"]) == ("dose", "step")
     assert typing.get_args(hints["regulariser"]) == ("importance_weighted", "group_lasso")
     assert typing.get_args(hints["group_size"]) == ("alive", "dense")
-    assert (PruningConfig().mode, PruningConfig().regulariser) == ("dynamic",
+    assert (PruningConfig().mode, PruningConfig().regulariser) == ("hybrid",
                                                                    "importance_weighted")
+    assert PruningConfig().lambda_units == "dose"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the new names load without a warning
         cfg = load_config(None, ["pruning.mode=ratio", "pruning.regulariser=group_lasso"])
@@ -183,7 +191,7 @@ def test_old_adaptive_names_load_with_a_deprecation_warning(field: str, new: str
     assert getattr(cfg.pruning, field) == new
     with pytest.warns(FutureWarning):
         direct = PruningConfig(**{field: "adaptive"})
-    assert direct == PruningConfig()
+    assert direct == PruningConfig(**{field: new})
 
 
 def test_an_old_run_folders_config_yaml_still_loads(tmp_path: Path) -> None:
@@ -194,10 +202,57 @@ def test_an_old_run_folders_config_yaml_still_loads(tmp_path: Path) -> None:
     with pytest.warns(FutureWarning) as record:
         cfg = load_config(path)
     assert len(record) == 2
-    assert cfg == Config()
+    # "adaptive" was the dynamic mode, not today's default (hybrid)
+    assert cfg == dataclasses.replace(Config(), pruning=PruningConfig(mode="dynamic"))
     # saved again (a resume rewrites config.yaml), it carries the new names
     assert (cfg.to_dict()["pruning"]["mode"], cfg.to_dict()["pruning"]["regulariser"]) == (
         "dynamic", "importance_weighted")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert from_dict(cfg.to_dict()) == cfg
+
+
+def _saved_run(pruning: dict | None) -> dict:
+    """A complete saved run config (every field written out), its pruning section replaced."""
+    data = Config().to_dict()
+    if pruning is None:
+        del data["pruning"]
+    else:
+        data["pruning"] = pruning
+    return data
+
+
+def test_a_saved_run_from_before_lambda_units_loads_with_the_old_meaning() -> None:
+    # the pruning section a run saved before lambda_units existed: every field written out
+    old = Config().to_dict()["pruning"]
+    del old["lambda_units"], old["regularise_after_ramp"]
+    old.update(lambda_actor=3e-4, lambda_critic=3e-4, mode="dynamic", kappa_final=0.8,
+               t_start=0.05, t_end=0.5, ratio_final=0.9, prune_critic=True)
+    cfg = from_saved_run(_saved_run(old))
+    assert (cfg.pruning.lambda_units, cfg.pruning.regularise_after_ramp) == ("step", True)
+    assert cfg.pruning == PruningConfig(**old, lambda_units="step", regularise_after_ramp=True)
+    assert (cfg.net, cfg.ppo, cfg.train) == (Config().net, Config().ppo, Config().train)
+    # the same dict through from_dict takes today's defaults instead
+    assert from_dict(_saved_run(old)).pruning.lambda_units == "dose"
+    # in the ROS 2 parameter-file form too
+    wrapped = {"trainer_node": {"ros__parameters": _saved_run(old)}}
+    assert from_saved_run(wrapped).pruning.lambda_units == "step"
+    # field by field: a run saved with only regularise_after_ramp keeps it
+    partial = dict(old, regularise_after_ramp=False)
+    cfg = from_saved_run(_saved_run(partial))
+    assert (cfg.pruning.lambda_units, cfg.pruning.regularise_after_ramp) == ("step", False)
+
+
+def test_a_saved_run_with_lambda_units_keeps_them() -> None:
+    for units, after in (("dose", False), ("step", False), ("dose", True)):
+        section = dict(Config().to_dict()["pruning"], lambda_units=units,
+                       regularise_after_ramp=after)
+        cfg = from_saved_run(_saved_run(section))
+        assert (cfg.pruning.lambda_units, cfg.pruning.regularise_after_ramp) == (units, after)
+    assert from_saved_run(Config().to_dict()) == Config()
+
+
+def test_a_saved_run_without_a_pruning_section_gets_todays_defaults() -> None:
+    assert from_saved_run(_saved_run(None)) == Config()
+    assert from_saved_run(_saved_run({})) == Config()
+    assert from_saved_run({"train": {"total_steps": 4096}}).pruning == PruningConfig()

@@ -33,7 +33,7 @@ def test_stats_jsonl_records_have_exactly_the_typed_fields(cartpole_run: Path,
             for layer in rec[net]["layers"]:
                 assert set(layer) == set(get_type_hints(LayerStats))
                 assert 0 <= layer["alive"] <= layer["total"]
-            assert rec[net]["R"] >= 0
+            assert rec[net]["R"] >= 0 and rec[net]["lam"] >= 0
         assert rec["losses"]["lambda_R"] >= 0
 
 

@@ -158,3 +158,30 @@ def test_runner_resume_reads_the_checkpoint_once_and_keeps_its_config(
     assert summary["total_steps"] == 2048
     with pytest.raises(FileExistsError, match="already holds a run"):
         trainer.Runner.new(tiny_config(), run)
+
+
+def test_resume_of_a_run_saved_before_lambda_units_keeps_lambda_per_step(
+        tmp_path: Path, tiny_config, stats_reader) -> None:
+    from dsp_driving import trainer
+
+    run = tmp_path / "run"
+    # 4 updates of 512 steps; t_end 0.5: the regulariser acts in updates 1 and 2 (dose)
+    trainer.Runner.new(tiny_config(train={"total_steps": 1024}), run).learn()
+    # as a run from before pruning.lambda_units saved it: every other field written out
+    path = run / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    del checkpoint["config"]["pruning"]["lambda_units"]
+    del checkpoint["config"]["pruning"]["regularise_after_ramp"]
+    torch.save(checkpoint, path)
+    runner = trainer.Runner.resume(run, 2048)
+    assert (runner.cfg.pruning.lambda_units, runner.cfg.pruning.regularise_after_ramp) == (
+        "step", True)
+    runner.learn()
+    records = stats_reader(run)
+    assert [r["update"] for r in records] == [1, 2, 3, 4]
+    # the old meaning: lambda_actor per gradient step, still acting after t_end
+    lam = runner.cfg.pruning.lambda_actor
+    assert [r["actor"]["lam"] for r in records[2:]] == [lam, lam]
+    assert all(r["losses"]["lambda_R"] > 0 for r in records[2:])
+    saved = load_checkpoint(run)["config"]["pruning"]
+    assert (saved["lambda_units"], saved["regularise_after_ramp"]) == ("step", True)

@@ -25,7 +25,13 @@ import warnings
 import yaml
 
 from dsp_driving.callbacks import BaseCallback
-from dsp_driving.config import Config, default_config_path, from_dict, load_config
+from dsp_driving.config import (
+    Config,
+    default_config_path,
+    from_dict,
+    from_saved_run,
+    load_config,
+)
 from dsp_driving.experiments.variants import VARIANTS, check_variants, variant_config
 from dsp_driving.io_utils import atomic_write_json, atomic_write_text
 from dsp_driving.stats import UpdateStats
@@ -237,7 +243,9 @@ def check_trial(trial: Trial) -> None:
     if trial_status(trial.run_dir) == "new" or not saved_path.is_file() \
             or not trial.needs_done():
         return
-    saved = _comparable(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+    # as Runner.resume reads it: fields added since it was saved take their old meaning
+    saved = _comparable(from_saved_run(
+        yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}).to_dict())
     diff = _first_difference(saved, _comparable(trial.config().to_dict()))
     if diff is not None:
         key, old, new = diff

@@ -8,7 +8,10 @@
 - ``small_dense``: a dense net trained from scratch with the per-layer sizes ``dsp`` ended
   with for the same seed, for the same steps;
 - ``posthoc``: the trained ``dense`` run of the seed, pruned once to ``dsp``'s sizes by the
-  same neuron importance (pruning/oneshot.py), then fine-tuned for 10 % of the budget.
+  same neuron importance (pruning/oneshot.py), then fine-tuned for 10 % of the budget;
+- ``dsp_fixed``: the ablation of the recipe (docs/method.md section 11): the schedule the
+  defaults held before it, fixed in gradient steps: lambda 3e-4 per step for the whole run,
+  the dynamic threshold alone (kappa 0.8, t 0.05-0.5), the critic pruned too.
 """
 
 from __future__ import annotations
@@ -72,6 +75,14 @@ def posthoc_steps(total_steps: int) -> int:
     return max(1, math.ceil(POSTHOC_BUDGET * total_steps))
 
 
+# dsp_fixed: the defaults before the one recipe (docs/method.md section 11), every pruning
+# field the recipe changed
+FIXED_SCHEDULE: dict[str, Any] = {
+    "enabled": True, "prune_critic": True, "lambda_units": "step", "lambda_actor": 3e-4,
+    "lambda_critic": 3e-4, "regularise_after_ramp": True, "mode": "dynamic",
+    "kappa_final": 0.8, "t_start": 0.05, "t_end": 0.5, "ratio_final": 0.9,
+}
+
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("dense", _fixed({"pruning": {"enabled": False}}),
             doc="no pruning: the baseline"),
@@ -86,6 +97,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             doc="dsp's final sizes from scratch: is pruning needed at all?"),
     Variant("posthoc", _posthoc, needs=("dense", "dsp"),
             doc="the trained dense net pruned once to dsp's sizes, fine-tuned 10 %"),
+    Variant("dsp_fixed", _fixed({"pruning": FIXED_SCHEDULE}),
+            doc="ablation: the fixed per-step schedule the recipe replaced"),
 )}
 
 

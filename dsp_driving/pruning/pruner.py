@@ -17,8 +17,9 @@ from dsp_driving.pruning.regulariser import (
     group_weights,
     group_widths,
     importance_coefficients,
+    regulariser_value,
 )
-from dsp_driving.pruning.schedule import kappa
+from dsp_driving.pruning.schedule import kappa, lambda_per_step, regularised
 from dsp_driving.pruning.threshold import select_to_prune
 from dsp_driving.stats import NetworkStats, PrunerStats
 
@@ -86,6 +87,10 @@ class NetworkPruner:
             s = neuron_importance(self.mlp)
         self._set_coeffs(importance_coefficients(s, self.masks.masks, self.cfg.c_min,
                                                  self.cfg.c_max))
+
+    def measure_regulariser(self) -> None:
+        """R(theta) now, for the stats of an update the regulariser does not act in."""
+        self.last_reg = regulariser_value(self.mlp, self._weights, self.cfg.eps)
 
     def add_regulariser_grad(self) -> float:
         """Add lambda * dR/dtheta to the gradients (closed form); returns lambda * R."""
@@ -158,44 +163,65 @@ class NetworkPruner:
             "weights_alive": self.masks.weights_alive(),
             "weights_total": self.dense_weights,
             "R": self.last_reg,
+            "lam": self.lam,
         }
 
 
 class DynamicPruner:
     """Prunes an agent's actor and critic while PPO trains it.
 
-    Call order inside a PPO update: ``update_regulariser()`` once; per minibatch
-    ``regularise()`` after the PPO loss's backward (adds lambda * dR/dtheta in closed form,
-    then masks the gradients) and ``mask_weights()`` after optimizer.step(); ``step()`` once
-    at the end of the update (the pruning step, every ``prune_every`` updates).
+    Call order inside a PPO update: ``update_regulariser(progress)`` once; per minibatch
+    ``regularise()`` after the PPO loss's backward (adds lambda * dR/dtheta in closed form
+    while the regulariser acts, then masks the gradients) and ``mask_weights()`` after
+    optimizer.step(); ``step()`` once at the end of the update (the pruning step, every
+    ``prune_every`` updates).
     """
 
-    def __init__(self, actor: MLP, critic: MLP, cfg: PruningConfig) -> None:
+    def __init__(self, actor: MLP, critic: MLP, cfg: PruningConfig,
+                 lr_total: float | None = None) -> None:
         """With ``compact_in_training`` the pruning step compacts ``actor`` and ``critic`` in
-        place (the same module objects, smaller Parameters); otherwise they stay dense."""
+        place (the same module objects, smaller Parameters); otherwise they stay dense.
+
+        ``lr_total``: the sum of the learning rate over the gradient steps the regulariser
+        will act on (schedule.lr_sum); needed with ``lambda_units: dose``, which divides the
+        dose lambda_* by it to get the lambda of one gradient step.
+        """
+        if cfg.lambda_units == "dose" and lr_total is None:
+            raise ValueError("pruning.lambda_units='dose' needs lr_total, the learning-rate "
+                             "sum of the regularised gradient steps (schedule.lr_sum)")
         self.cfg = cfg
         self.kappa = 0.0
+        self.acting = True  # whether the regulariser acts in the current update
+        lam_actor = lambda_per_step(cfg.lambda_actor, cfg.lambda_units, lr_total or 0.0)
+        lam_critic = lambda_per_step(cfg.lambda_critic, cfg.lambda_units, lr_total or 0.0)
         self.nets = {
-            "actor": NetworkPruner("actor", actor, cfg.lambda_actor, cfg,
+            "actor": NetworkPruner("actor", actor, lam_actor, cfg,
                                    cfg.enabled and cfg.prune_actor),
-            "critic": NetworkPruner("critic", critic, cfg.lambda_critic, cfg,
+            "critic": NetworkPruner("critic", critic, lam_critic, cfg,
                                     cfg.enabled and cfg.prune_critic),
         }
         self.active = [p for p in self.nets.values() if p.enabled]
 
-    def update_regulariser(self) -> None:
-        """Recompute the coefficients c_j of every pruned network."""
+    def update_regulariser(self, progress: float = 0.0) -> None:
+        """Start an update at training progress ``progress``: whether the regulariser acts
+        in it (``regularise_after_ramp``, t_end) and, if so, the coefficients c_j."""
+        self.acting = regularised(progress, self.cfg.t_end, self.cfg.regularise_after_ramp)
         for p in self.active:
-            p.update_regulariser()
+            if self.acting:
+                p.update_regulariser()
+            else:
+                p.measure_regulariser()
 
     def regularise(self) -> float:
-        """Add lambda * dR/dtheta to the gradients, then zero masked entries.
+        """Add lambda * dR/dtheta to the gradients (while the regulariser acts), then zero
+        masked entries.
 
-        Returns lambda_actor * R(actor) + lambda_critic * R(critic) for logging.
+        Returns lambda_actor * R(actor) + lambda_critic * R(critic) for logging (0 while
+        the regulariser does not act).
         """
         total = 0.0
         for p in self.active:
-            if p.lam != 0:
+            if self.acting and p.lam != 0:
                 total += p.add_regulariser_grad()
             p.masks.apply_to_grads()
         return total
@@ -228,9 +254,14 @@ class DynamicPruner:
         return self.nets[name].dense_masks()
 
     def stats(self) -> PrunerStats:
-        """Per-network compaction figures and kappa."""
-        return {"kappa": self.kappa, "actor": self.nets["actor"].stats(),
-                "critic": self.nets["critic"].stats()}
+        """Per-network compaction figures (``lam``: the lambda of one gradient step the
+        last update applied, 0 where it did not regularise) and kappa."""
+        out: PrunerStats = {"kappa": self.kappa, "actor": self.nets["actor"].stats(),
+                            "critic": self.nets["critic"].stats()}
+        for name, p in self.nets.items():
+            if not (p.enabled and self.acting):
+                out[name]["lam"] = 0.0
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Kept indices, masks, coefficients and thresholds of both networks, and kappa."""

@@ -63,6 +63,13 @@ def group_weights(mlp: MLP, masks: list[torch.Tensor], coeffs: list[torch.Tensor
 
 
 @torch.no_grad()
+def regulariser_value(mlp: MLP, weights: list[torch.Tensor], eps: float) -> float:
+    """R = sum_j weights_j * sqrt(s_j + eps), without touching any gradient."""
+    return sum(float((w * torch.sqrt(s + eps)).sum())
+               for w, s in zip(weights, neuron_importance(mlp)))
+
+
+@torch.no_grad()
 def accumulate_regulariser_grad(mlp: MLP, weights: list[torch.Tensor], eps: float,
                                 scale: float) -> float:
     """Add ``scale * dR/dtheta`` to the parameters' .grad in closed form; returns R.

@@ -19,6 +19,7 @@ from torch import nn
 from dsp_driving.config import Config
 from dsp_driving.pruning import DynamicPruner, compact_mlp
 from dsp_driving.pruning.oneshot import prune_to_sizes
+from dsp_driving.pruning.schedule import lr_sum
 from dsp_driving.rl.losses import compute_gae, ppo_loss_terms
 from dsp_driving.rl.networks import ActionSpec, Agent, DeployedActor
 from dsp_driving.rl.normalization import RewardScaler
@@ -40,6 +41,15 @@ def training_seed_range(cfg: Config, updates: int) -> range:
     Start: seed .. seed + num_envs - 1; a resume at update u reseeds from seed + num_envs * u.
     """
     return range(cfg.train.seed, cfg.train.seed + cfg.train.num_envs * updates)
+
+
+def regularised_lr_sum(cfg: Config) -> float:
+    """The learning-rate sum over the gradient steps the pruning regulariser acts on (the
+    divisor of ``pruning.lambda_units: dose``; early stops by target_kl are not foreseen)."""
+    ppo, pruning = cfg.ppo, cfg.pruning
+    return lr_sum(ppo.learning_rate, ppo.anneal_lr, cfg.num_updates,
+                  ppo.num_minibatches * ppo.update_epochs, pruning.t_end,
+                  pruning.regularise_after_ramp)
 
 
 def _hidden_sizes(agent_state: dict[str, torch.Tensor], name: str) -> list[int]:
@@ -70,7 +80,8 @@ class PPO:
                            net.activation, net.init_log_std, ppo.norm_obs, ppo.clip_obs)
         self.optimizer = self._make_optimizer()
         # compacts agent.actor and agent.critic in place (and the optimiser with them)
-        self.pruner = DynamicPruner(self.agent.actor, self.agent.critic, cfg.pruning)
+        self.pruner = DynamicPruner(self.agent.actor, self.agent.critic, cfg.pruning,
+                                    lr_total=regularised_lr_sum(cfg))
         n, t = cfg.train.num_envs, ppo.num_steps
         self.reward_scaler = (RewardScaler(n, ppo.gamma, ppo.clip_reward)
                               if ppo.norm_reward else None)
@@ -170,7 +181,7 @@ class PPO:
         b_values = self.buf_values.reshape(-1)
         batch, mb = cfg.batch_size, cfg.minibatch_size
         params = [p for p in agent.parameters() if p.requires_grad]
-        self.pruner.update_regulariser()
+        self.pruner.update_regulariser(self.update_start_progress)
         sums: dict[str, float] = collections.defaultdict(float)
         count = 0
         for _epoch in range(ppo.update_epochs):
@@ -252,6 +263,12 @@ class PPO:
             "steps_per_s": cfg.batch_size / elapsed,
             "wall_s": self.wall_s,
         }
+
+    @property
+    def update_start_progress(self) -> float:
+        """Training progress when the current update began: (update - 1) / num_updates,
+        the fraction the learning-rate annealing and schedule.lr_sum count with."""
+        return max(0, self.update - 1) / self.cfg.num_updates
 
     @property
     def done(self) -> bool:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from dsp_driving.config import Config, from_dict
+from dsp_driving.config import Config, PruningConfig, from_dict
 from dsp_driving.experiments.variants import (
     VARIANTS,
     check_variants,
@@ -38,12 +39,22 @@ def test_the_fixed_overlays() -> None:
     assert dsp.pruning.enabled is True and dsp.train.seed == 3
     assert dsp.train.total_steps == 5000
     assert dsp.pruning == base.pruning  # the method as the base config sets it
+    # the ablations keep the base's schedule (today's default: the hybrid threshold)
     gl = variant_config("group_lasso", base, 1, 5000).pruning
     assert (gl.regulariser, gl.lambda_actor, gl.mode) == ("group_lasso", base.pruning
-                                                          .lambda_actor, "dynamic")
+                                                          .lambda_actor, "hybrid")
+    assert gl == dataclasses.replace(base.pruning, regulariser="group_lasso")
     mg = variant_config("magnitude_gradual", base, 1, 5000).pruning
     assert (mg.lambda_actor, mg.lambda_critic, mg.mode, mg.kappa_final) == (
-        0.0, 0.0, "dynamic", base.pruning.kappa_final)
+        0.0, 0.0, "hybrid", base.pruning.kappa_final)
+    assert mg == dataclasses.replace(base.pruning, lambda_actor=0.0, lambda_critic=0.0)
+    # dsp_fixed: the pruning defaults before the one recipe, lambda per gradient step
+    fixed = variant_config("dsp_fixed", from_dict({"pruning": {"enabled": False}}), 1,
+                           5000).pruning
+    assert fixed == PruningConfig(
+        enabled=True, prune_critic=True, lambda_units="step", lambda_actor=3e-4,
+        lambda_critic=3e-4, regularise_after_ramp=True, mode="dynamic", kappa_final=0.8,
+        t_start=0.05, t_end=0.5, ratio_final=0.9)
 
 
 def test_small_dense_gets_dsps_sizes_and_posthoc_starts_from_dense(tmp_path: Path) -> None:

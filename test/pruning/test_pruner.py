@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from pruning_samples import hand_net
 import pytest
 from regulariser_oracle import pruner_loss
 import torch
@@ -12,6 +13,16 @@ from dsp_driving.config import PruningConfig
 from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning import DynamicPruner, neuron_importance
 from dsp_driving.pruning.pruner import NetworkPruner
+
+# The mechanics below are those of the dynamic threshold, lambda per gradient step, both
+# networks pruned and a regulariser that never stops: set explicitly, not the defaults.
+OLD = {"mode": "dynamic", "lambda_units": "step", "prune_critic": True,
+       "regularise_after_ramp": True}
+
+
+def _cfg(**kw: object) -> PruningConfig:
+    """PruningConfig with the OLD semantics, ``kw`` on top."""
+    return PruningConfig(**(OLD | kw))
 
 
 def _masked_entries_zero(mlp: MLP, masks: list[torch.Tensor]) -> None:
@@ -43,9 +54,9 @@ def test_masks_monotone_weights_and_adam_state_stay_zero() -> None:
     torch.manual_seed(0)
     actor, critic = MLP(4, [16, 12], 2), MLP(4, [16], 1)
     # masked, not compacted: the masks and the Adam moments at masked entries are the subject
-    cfg = PruningConfig(kappa_final=1.0, t_start=0.0, t_end=0.6, max_prune_frac=0.25,
-                        min_alive=3, lambda_actor=1e-2, lambda_critic=1e-2,
-                        compact_in_training=False)
+    cfg = _cfg(kappa_final=1.0, t_start=0.0, t_end=0.6, max_prune_frac=0.25,
+               min_alive=3, lambda_actor=1e-2, lambda_critic=1e-2,
+               compact_in_training=False)
     pruner = DynamicPruner(actor, critic, cfg)
     params = list(actor.parameters()) + list(critic.parameters())
     opt = torch.optim.Adam(params, lr=1e-2)
@@ -101,8 +112,8 @@ def test_dynamic_threshold_by_hand_and_max_prune_frac() -> None:
         mlp.layers[0].bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
         mlp.layers[1].weight.copy_(torch.tensor([[1.0, 2.0, 0.5]]))
     # s = [7, 5, 0.5]; at t >= t_end kappa = 1, tau = mean(s) = 12.5 / 3; only s_2 < tau.
-    cfg = PruningConfig(kappa_final=1.0, t_start=0.0, t_end=0.5, max_prune_frac=0.4,
-                        min_alive=1)
+    cfg = _cfg(kappa_final=1.0, t_start=0.0, t_end=0.5, max_prune_frac=0.4,
+               min_alive=1)
     pruner = NetworkPruner("actor", mlp, 1.0, cfg, True)
     assert pruner.prune(1.0, None) == 1
     assert pruner.thresholds[0] == pytest.approx(12.5 / 3)
@@ -111,20 +122,20 @@ def test_dynamic_threshold_by_hand_and_max_prune_frac() -> None:
     assert mlp.layers[1].weight[0, 2].item() == 0.0
     # Before t_start kappa = 0: nothing is below the threshold.
     early = NetworkPruner("actor", MLP(2, [3], 1), 1.0,
-                          PruningConfig(t_start=0.5, t_end=0.9, min_alive=1), True)
+                          _cfg(t_start=0.5, t_end=0.9, min_alive=1), True)
     assert early.prune(0.2, None) == 0 and early.thresholds[0] == 0.0
     # max_prune_frac * alive = 0.2 * 3 -> floor 0: the budget blocks the cut.
     blocked = NetworkPruner("actor", mlp, 1.0,
-                            PruningConfig(kappa_final=1.0, t_start=0.0, t_end=0.5,
-                                          max_prune_frac=0.2, min_alive=1), True)
+                            _cfg(kappa_final=1.0, t_start=0.0, t_end=0.5,
+                                 max_prune_frac=0.2, min_alive=1), True)
     assert blocked.prune(1.0, None) == 0
 
 
 def test_min_alive_is_respected_even_with_a_huge_threshold() -> None:
     torch.manual_seed(0)
     mlp = MLP(3, [8, 6], 2)
-    cfg = PruningConfig(kappa_final=100.0, t_start=0.0, t_end=0.1, max_prune_frac=1.0,
-                        min_alive=3)
+    cfg = _cfg(kappa_final=100.0, t_start=0.0, t_end=0.1, max_prune_frac=1.0,
+               min_alive=3)
     pruner = NetworkPruner("actor", mlp, 1.0, cfg, True)
     for _ in range(5):
         pruner.prune(1.0, None)
@@ -134,8 +145,8 @@ def test_min_alive_is_respected_even_with_a_huge_threshold() -> None:
 def test_ratio_mode_reaches_the_target_alive_count() -> None:
     torch.manual_seed(0)
     actor, critic = MLP(4, [16, 16], 2), MLP(4, [20], 1)
-    cfg = PruningConfig(mode="ratio", ratio_initial=0.0, ratio_final=0.75, t_start=0.0,
-                        t_end=0.5, max_prune_frac=0.3, min_alive=2)
+    cfg = _cfg(mode="ratio", ratio_initial=0.0, ratio_final=0.75, t_start=0.0,
+               t_end=0.5, max_prune_frac=0.3, min_alive=2)
     pruner = DynamicPruner(actor, critic, cfg)
     opt = torch.optim.Adam(list(actor.parameters()) + list(critic.parameters()))
     counts = []
@@ -156,8 +167,8 @@ def test_ratio_mode_removes_the_lowest_importance_neurons() -> None:
     torch.manual_seed(3)
     mlp = MLP(4, [20], 1)
     (s,) = neuron_importance(mlp)
-    cfg = PruningConfig(mode="ratio", ratio_final=0.6, t_start=0.0, t_end=0.5,
-                        max_prune_frac=1.0)
+    cfg = _cfg(mode="ratio", ratio_final=0.6, t_start=0.0, t_end=0.5,
+               max_prune_frac=1.0)
     pruner = NetworkPruner("critic", mlp, 1.0, cfg, True)
     assert pruner.prune(1.0, None) == 12
     dead = set(torch.nonzero(pruner.masks.masks[0] == 0).flatten().tolist())
@@ -167,8 +178,8 @@ def test_ratio_mode_removes_the_lowest_importance_neurons() -> None:
 
 def test_ratio_mode_target_is_exact_for_decimal_ratios() -> None:
     torch.manual_seed(0)
-    cfg = PruningConfig(mode="ratio", ratio_initial=0.0, ratio_final=0.7, t_start=0.0,
-                        t_end=0.5, max_prune_frac=1.0, min_alive=1)
+    cfg = _cfg(mode="ratio", ratio_initial=0.0, ratio_final=0.7, t_start=0.0,
+               t_end=0.5, max_prune_frac=1.0, min_alive=1)
     pruner = NetworkPruner("actor", MLP(4, [10], 2), 1.0, cfg, True)
     pruner.prune(1.0, None)
     assert pruner.masks.alive() == [3]  # prune 70 % of 10 neurons -> 3 alive
@@ -177,8 +188,8 @@ def test_ratio_mode_target_is_exact_for_decimal_ratios() -> None:
 def test_prune_every_and_disabled_networks() -> None:
     torch.manual_seed(0)
     actor, critic = MLP(4, [10], 2), MLP(4, [10], 1)
-    cfg = PruningConfig(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=0.1,
-                        max_prune_frac=1.0, prune_every=3, prune_critic=False)
+    cfg = _cfg(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=0.1,
+               max_prune_frac=1.0, prune_every=3, prune_critic=False)
     pruner = DynamicPruner(actor, critic, cfg)
     opt = torch.optim.Adam(list(actor.parameters()) + list(critic.parameters()))
     assert pruner.step(1, 1.0, opt) == 0  # 1 % 3 != 0
@@ -189,8 +200,8 @@ def test_prune_every_and_disabled_networks() -> None:
 
 def test_pruner_state_dict_round_trip() -> None:
     torch.manual_seed(0)
-    cfg = PruningConfig(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=0.1,
-                        max_prune_frac=1.0)
+    cfg = _cfg(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=0.1,
+               max_prune_frac=1.0)
     src = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg)
     src.step(1, 1.0, None)
     assert src.nets["actor"].mlp.hidden_sizes == [5]  # compact_in_training: shrunk in place
@@ -216,8 +227,8 @@ def test_pruner_state_dict_round_trip() -> None:
 
 def test_pruner_state_dict_of_a_masked_network_keeps_the_dense_shapes() -> None:
     torch.manual_seed(0)
-    cfg = PruningConfig(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=0.1,
-                        max_prune_frac=1.0, compact_in_training=False)
+    cfg = _cfg(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=0.1,
+               max_prune_frac=1.0, compact_in_training=False)
     src = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg)
     src.step(1, 1.0, None)
     actor = MLP(4, [10], 2)
@@ -230,8 +241,8 @@ def test_pruner_state_dict_of_a_masked_network_keeps_the_dense_shapes() -> None:
 
 def test_pruner_state_dict_onto_an_already_compacted_network() -> None:
     torch.manual_seed(0)
-    cfg = PruningConfig(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=1.0,
-                        max_prune_frac=1.0)
+    cfg = _cfg(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=1.0,
+               max_prune_frac=1.0)
     src = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg)
     src.step(1, 0.3, None)
     early = src.state_dict()
@@ -251,3 +262,104 @@ def test_pruner_state_dict_onto_an_already_compacted_network() -> None:
     assert torch.equal(actor.layers[0].bias, mark[position])
     with pytest.raises(ValueError, match="already removed"):
         dst.load_state_dict(early)  # it holds neurons this network no longer has
+
+
+def test_dose_lambda_is_spread_over_the_learning_rate_sum() -> None:
+    cfg = PruningConfig(lambda_actor=4e-4, lambda_critic=2e-4, prune_critic=True)
+    assert cfg.lambda_units == "dose"
+    pruner = DynamicPruner(MLP(2, [3], 1), MLP(2, [3], 1), cfg, lr_total=0.5)
+    assert pruner.nets["actor"].lam == pytest.approx(8e-4, rel=1e-15)  # 4e-4 / 0.5
+    assert pruner.nets["critic"].lam == pytest.approx(4e-4, rel=1e-15)
+    pruner.update_regulariser(0.0)
+    stats = pruner.stats()
+    assert stats["actor"]["lam"] == pytest.approx(8e-4, rel=1e-15)
+    assert stats["critic"]["lam"] == pytest.approx(4e-4, rel=1e-15)
+    # the defaults: the critic is not pruned, so its lam reads 0
+    default = DynamicPruner(MLP(2, [3], 1), MLP(2, [3], 1), PruningConfig(), lr_total=2.0)
+    default.update_regulariser(0.0)
+    assert default.nets["actor"].lam == pytest.approx(PruningConfig().lambda_actor / 2.0)
+    assert default.stats()["actor"]["lam"] == pytest.approx(2e-4)
+    assert default.stats()["critic"]["lam"] == 0.0
+    # lambda per step ignores lr_total
+    step = DynamicPruner(MLP(2, [3], 1), MLP(2, [3], 1),
+                         PruningConfig(lambda_units="step", lambda_actor=4e-4), lr_total=0.5)
+    assert step.nets["actor"].lam == 4e-4
+    # nothing regularised (lr_total = 0): lambda 0
+    none = DynamicPruner(MLP(2, [3], 1), MLP(2, [3], 1), PruningConfig(), lr_total=0.0)
+    assert none.nets["actor"].lam == 0.0
+
+
+def test_dose_lambda_needs_lr_total() -> None:
+    with pytest.raises(ValueError, match=r"pruning\.lambda_units"):
+        DynamicPruner(MLP(2, [3], 1), MLP(2, [3], 1), PruningConfig())
+    DynamicPruner(MLP(2, [3], 1), MLP(2, [3], 1), PruningConfig(lambda_units="step"))
+
+
+def _hand_pruner(**kw: object) -> tuple[DynamicPruner, MLP, torch.Tensor]:
+    """hand_net (s = [7, 5, 0.5]) as the actor with neuron 1 masked (then s = [7, 0, 0.5])."""
+    actor = hand_net()
+    pruner = DynamicPruner(actor, MLP(2, [3], 1), PruningConfig(**kw), lr_total=0.5)
+    pruner.nets["actor"].masks.mask_neurons(0, torch.tensor([1]))
+    pruner.nets["actor"].masks.apply_to_weights()
+    return pruner, actor, torch.tensor([[1.0, -2.0], [0.5, 3.0], [-1.0, 0.25]])
+
+
+def _loss_grads(actor: MLP, x: torch.Tensor) -> list[torch.Tensor]:
+    """Backward of a stand-in PPO loss, plus 1 on masked neuron 1's entries (a zeroed neuron
+    gets no gradient of its own: this makes the masking visible); returns the gradients."""
+    actor.zero_grad(set_to_none=False)
+    (actor(x) - 1.0).square().mean().backward()
+    with torch.no_grad():
+        actor.layers[0].weight.grad[1] += 1.0
+        actor.layers[0].bias.grad[1] += 1.0
+        actor.layers[1].weight.grad[:, 1] += 1.0
+    return [p.grad.clone() for p in actor.parameters()]
+
+
+def _masked(actor: MLP, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``grads`` with hidden neuron 1's incoming row, bias and outgoing column zeroed."""
+    w0, b0, w1, b1 = (g.clone() for g in grads)
+    w0[1], b0[1], w1[:, 1] = 0.0, 0.0, 0.0
+    return [w0, b0, w1, b1]
+
+
+# R by hand with neuron 1 masked: alive mean s = (7 + 0.5) / 2 = 3.75, c = 3.75 / s, and
+# sqrt(|g_j|) = sqrt(2 in + 1 bias + 1 out) = 2 for both alive neurons
+EPS = PruningConfig().eps
+R_HAND = 2 * (3.75 / 7 * math.sqrt(7 + EPS) + 7.5 * math.sqrt(0.5 + EPS))
+
+
+def test_regulariser_stops_after_the_ramp() -> None:
+    pruner, actor, x = _hand_pruner()  # the defaults: t_end 0.6, regularise_after_ramp False
+    pruner.update_regulariser(0.0)  # the coefficients of the last regularised update
+    assert pruner.acting
+    for progress in (0.6, 0.9):
+        pruner.update_regulariser(progress)
+        assert not pruner.acting
+        grads = _loss_grads(actor, x)
+        assert pruner.regularise() == 0.0
+        for p, g in zip(actor.parameters(), _masked(actor, grads), strict=True):
+            assert torch.equal(p.grad, g)  # exactly the loss's gradient, masked
+        assert torch.count_nonzero(grads[0][1]).item() == 2  # masking had work to do
+        assert torch.count_nonzero(actor.layers[0].weight.grad[1]).item() == 0
+        stats = pruner.stats()
+        assert stats["actor"]["lam"] == 0.0 and stats["critic"]["lam"] == 0.0
+        assert stats["actor"]["R"] > 0
+        assert stats["actor"]["R"] == pytest.approx(R_HAND, rel=1e-6)
+
+
+def test_regulariser_acts_before_t_end_or_with_regularise_after_ramp() -> None:
+    for kw, progress in (({}, 0.0), ({}, 0.59), ({"regularise_after_ramp": True}, 0.9)):
+        pruner, actor, x = _hand_pruner(**kw)
+        pruner.update_regulariser(progress)
+        assert pruner.acting
+        grads = _masked(actor, _loss_grads(actor, x))
+        value = pruner.regularise()
+        assert value == pytest.approx(8e-4 * R_HAND, rel=1e-6)  # lam = 4e-4 / 0.5
+        changed = [not torch.equal(p.grad, g) for p, g in zip(actor.parameters(), grads)]
+        assert changed[:3] == [True, True, True]  # every grouped parameter moved
+        assert torch.equal(actor.layers[1].bias.grad, grads[3])  # the output bias is in none
+        assert torch.count_nonzero(actor.layers[0].weight.grad[1]).item() == 0  # masked
+        stats = pruner.stats()
+        assert stats["actor"]["lam"] == pytest.approx(8e-4, rel=1e-15)
+        assert stats["actor"]["R"] == pytest.approx(R_HAND, rel=1e-6)

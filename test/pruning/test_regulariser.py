@@ -20,7 +20,7 @@ from dsp_driving.pruning import (
     importance_coefficients,
     neuron_importance,
 )
-from dsp_driving.pruning.regulariser import group_weights
+from dsp_driving.pruning.regulariser import group_weights, regulariser_value
 
 
 def test_group_sizes_count_alive_inputs_bias_and_alive_outputs() -> None:
@@ -73,6 +73,23 @@ def test_regulariser_value_importance_weighted_and_group_lasso_by_hand() -> None
                                           rel=1e-6)
 
 
+def test_regulariser_value_is_r_and_touches_no_gradient() -> None:
+    mlp = hand_net()
+    eps = 1e-6
+    coeffs = [torch.tensor([0.7, 12.5 / 15.0, 5.0])]
+    weights = group_weights(mlp, [torch.ones(3)], coeffs)
+    expected = 2 * (0.7 * math.sqrt(7 + eps) + (12.5 / 15.0) * math.sqrt(5 + eps)
+                    + 5.0 * math.sqrt(0.5 + eps))
+    for p in mlp.parameters():
+        p.grad = torch.full_like(p, 0.25)
+    assert regulariser_value(mlp, weights, eps) == pytest.approx(expected, rel=1e-6)
+    assert all(bool((p.grad == 0.25).all()) for p in mlp.parameters())
+    # the masked neuron 1 (weight 0) leaves its term out
+    masked = group_weights(mlp, [torch.tensor([1.0, 0.0, 1.0])], coeffs)
+    assert regulariser_value(mlp, masked, eps) == pytest.approx(
+        2 * (0.7 * math.sqrt(7 + eps) + 5.0 * math.sqrt(0.5 + eps)), rel=1e-6)
+
+
 def test_network_pruner_coefficients_follow_the_regulariser_setting() -> None:
     mlp = hand_net()
     weighted = NetworkPruner("actor", mlp, 1.0, PruningConfig(c_min=0.7, c_max=5.0), True)
@@ -88,7 +105,9 @@ def test_network_pruner_coefficients_follow_the_regulariser_setting() -> None:
 def test_regularise_returns_the_lambda_weighted_sum_and_masks_gradients() -> None:
     torch.manual_seed(0)
     actor, critic = MLP(3, [5, 4], 2), MLP(3, [6], 1)
-    cfg = PruningConfig(lambda_actor=0.5, lambda_critic=0.25)
+    # lambda per gradient step, both networks regularised (not the defaults)
+    cfg = PruningConfig(lambda_units="step", lambda_actor=0.5, lambda_critic=0.25,
+                        prune_critic=True)
     pruner = DynamicPruner(actor, critic, cfg)
     pruner.nets["actor"].masks.mask_neurons(0, torch.tensor([1]))
     pruner.update_regulariser()
@@ -101,7 +120,8 @@ def test_regularise_returns_the_lambda_weighted_sum_and_masks_gradients() -> Non
     assert pruner.nets["actor"].last_reg == pytest.approx(ra, rel=1e-6)
     assert torch.count_nonzero(actor.layers[0].weight.grad[1]).item() == 0
     assert torch.count_nonzero(actor.layers[1].weight.grad[:, 1]).item() == 0
-    off = DynamicPruner(actor, critic, PruningConfig(prune_critic=False, lambda_actor=0.0))
+    off = DynamicPruner(actor, critic, PruningConfig(lambda_units="step", prune_critic=False,
+                                                     lambda_actor=0.0))
     assert pruner_loss(off) is None
     assert off.regularise() == 0.0
 

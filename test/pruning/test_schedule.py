@@ -1,10 +1,11 @@
-"""The cubic threshold and ratio schedules at hand-computed points."""
+"""The cubic threshold and ratio schedules, and the regulariser's dose, at hand-computed points."""
 
 from __future__ import annotations
 
 import pytest
 
 from dsp_driving.pruning import kappa, prune_ratio
+from dsp_driving.pruning.schedule import lambda_per_step, lr_sum, regularised
 
 KF, T0, T1 = 0.5, 0.1, 0.5
 
@@ -47,3 +48,39 @@ def test_schedules_are_monotone() -> None:
     assert all(b >= a for a, b in zip(ps, ps[1:]))
     assert (min(ks), max(ks)) == (0.0, 0.5)
     assert (min(ps), max(ps)) == (0.2, 0.8)
+
+
+def test_regularised_stops_at_t_end_unless_after_ramp() -> None:
+    assert regularised(0.0, 0.5, after_ramp=False)
+    assert regularised(0.49, 0.5, after_ramp=False)
+    assert not regularised(0.5, 0.5, after_ramp=False)  # an update starting at t_end: off
+    assert not regularised(0.9, 0.5, after_ramp=False)
+    assert regularised(0.5, 0.5, after_ramp=True)
+    assert regularised(0.9, 0.5, after_ramp=True)
+    assert not regularised(0.0, 0.0, after_ramp=False)
+
+
+def test_lr_sum_by_hand() -> None:
+    # 4 updates start at progress 0, 0.25, 0.5, 0.75, at lr 1, 0.75, 0.5, 0.25 (annealed);
+    # 2 gradient steps each; t_end = 0.5 regularises the first two: 2 * (1 + 0.75)
+    assert lr_sum(1.0, True, 4, 2, 0.5, False) == 3.5
+    assert lr_sum(1.0, False, 4, 2, 0.5, False) == 4.0  # 2 * (1 + 1)
+    assert lr_sum(1.0, True, 4, 2, 0.5, True) == 5.0  # 2 * (1 + 0.75 + 0.5 + 0.25)
+    assert lr_sum(1.0, False, 4, 2, 0.5, True) == 8.0
+    # t_end = 0.6 takes in the update starting at 0.5: 2 * (1 + 0.75 + 0.5)
+    assert lr_sum(1.0, True, 4, 2, 0.6, False) == 4.5
+    # scales with the learning rate and the steps per update
+    assert lr_sum(2.5e-4, True, 4, 16, 0.5, False) == pytest.approx(16 * 2.5e-4 * 1.75)
+    # nothing regularised
+    assert lr_sum(1.0, True, 4, 2, 0.0, False) == 0.0
+    # one update: progress 0, full lr
+    assert lr_sum(3e-4, True, 1, 5, 0.5, False) == pytest.approx(1.5e-3)
+
+
+def test_lambda_per_step_in_both_units() -> None:
+    assert lambda_per_step(4e-4, "step", 3.5) == 4e-4
+    assert lambda_per_step(4e-4, "step", 0.0) == 4e-4
+    assert lambda_per_step(4e-4, "dose", 3.5) == pytest.approx(4e-4 / 3.5, rel=1e-15)
+    assert lambda_per_step(7.0, "dose", 3.5) == 2.0
+    assert lambda_per_step(4e-4, "dose", 0.0) == 0.0  # nothing regularised: no lambda
+    assert lambda_per_step(0.0, "dose", 3.5) == 0.0

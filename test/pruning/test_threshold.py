@@ -16,8 +16,8 @@ ALL = torch.ones(5)
 
 def _dynamic(**kw: float) -> PruningConfig:
     """kappa(t) = kappa_final from t = 0.5 on."""
-    base = {"kappa_final": 1.0, "t_start": 0.0, "t_end": 0.5, "max_prune_frac": 1.0,
-            "min_alive": 1}
+    base = {"mode": "dynamic", "kappa_final": 1.0, "t_start": 0.0, "t_end": 0.5,
+            "max_prune_frac": 1.0, "min_alive": 1}
     return PruningConfig(**(base | kw))
 
 
@@ -25,6 +25,13 @@ def _ratio(**kw: float) -> PruningConfig:
     """p(t) = ratio_final from t = 0.5 on."""
     base = {"mode": "ratio", "ratio_initial": 0.0, "t_start": 0.0, "t_end": 0.5,
             "max_prune_frac": 1.0, "min_alive": 1}
+    return PruningConfig(**(base | kw))
+
+
+def _hybrid(**kw: float) -> PruningConfig:
+    """kappa(t) = kappa_final and p(t) = ratio_final from t = 0.5 on."""
+    base = {"mode": "hybrid", "kappa_final": 1.0, "ratio_initial": 0.0, "ratio_final": 0.6,
+            "t_start": 0.0, "t_end": 0.5, "max_prune_frac": 1.0, "min_alive": 1}
     return PruningConfig(**(base | kw))
 
 
@@ -94,9 +101,69 @@ def test_ratio_mode_cuts_to_the_target_of_the_dense_layer() -> None:
 def test_ratio_mode_budgets() -> None:
     # p = 0.9 targets ceil(0.5) = 1 alive; min_alive = 3 keeps three: tau = 3
     assert _select(S, ALL, 1.0, 5, _ratio(ratio_final=0.9, min_alive=3)) == ([3, 1], 3.0)
-    # max_prune_frac = 0.4: two of the three target cuts now; tau still the target's
+    # max_prune_frac = 0.4: two of the three target cuts now; tau is the importance of the
+    # lowest neuron actually kept (s = 3), not of the target's lowest kept (s = 4)
     assert _select(S, ALL, 1.0, 5, _ratio(ratio_final=0.6, max_prune_frac=0.4)) == (
-        [3, 1], 4.0)
+        [3, 1], 3.0)
+
+
+def test_hybrid_mode_never_cuts_below_the_final_size() -> None:
+    # kappa_final = 2: the dynamic threshold tau = 6 would cut four ([3, 1, 2, 0]), but
+    # ratio_final = 0.6 of 5 keeps ceil(0.4 * 5) = 2: three go, tau = lowest kept = 4
+    assert _select(S, ALL, 1.0, 5, _dynamic(kappa_final=2.0))[0] == [3, 1, 2, 0]
+    assert _select(S, ALL, 1.0, 5, _hybrid(kappa_final=2.0)) == ([3, 1, 2], 4.0)
+    # half-way up the ramp: dynamic (kappa 1.75, tau 5.25) cuts four, the ratio schedule
+    # (p = 0.525, keep ceil(2.375) = 3) two; hybrid holds at the final size: three
+    assert _select(S, ALL, 0.25, 5, _dynamic(kappa_final=2.0))[0] == [3, 1, 2, 0]
+    assert _select(S, ALL, 0.25, 5, _ratio(ratio_final=0.6))[0] == [3, 1]
+    assert _select(S, ALL, 0.25, 5, _hybrid(kappa_final=2.0)) == ([3, 1, 2], 4.0)
+    # the final size counts the dense layer: with s = 0.5 gone 4 are alive, 2 may go
+    mask = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0])
+    assert _select(S, mask, 1.0, 5, _hybrid(kappa_final=2.0)) == ([1, 2], 4.0)
+    # at the final size nothing more goes, however high the threshold
+    at_final = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])
+    assert _select(S, at_final, 1.0, 5, _hybrid(kappa_final=100.0)) == ([], 4.0)
+    # and min_alive raises the final size: ratio_final 0.9 keeps ceil(0.5) = 1, min_alive 3
+    assert _select(S, ALL, 1.0, 5, _hybrid(kappa_final=2.0, ratio_final=0.9,
+                                           min_alive=3)) == ([3, 1], 3.0)
+
+
+def test_hybrid_mode_cuts_at_least_the_ratio_schedule() -> None:
+    # kappa_final = 0: the dynamic threshold is 0 and cuts nothing
+    assert _select(S, ALL, 1.0, 5, _dynamic(kappa_final=0.0)) == ([], 0.0)
+    # the ratio schedule at t >= t_end (p = 0.6, keep 2) still cuts three
+    assert _select(S, ALL, 1.0, 5, _hybrid(kappa_final=0.0)) == ([3, 1, 2], 4.0)
+    # half-way up the ramp p = 0.525 keeps 3: two go, tau = 3
+    assert _select(S, ALL, 0.25, 5, _hybrid(kappa_final=0.0)) == ([3, 1], 3.0)
+    # before t_start both are 0: nothing goes, tau = the lowest alive importance
+    assert _select(S, ALL, 0.1, 5, _hybrid(t_start=0.2, t_end=0.6)) == ([], 0.5)
+    # uniform importances: nothing lies strictly below kappa * mean, yet the schedule cuts
+    flat = torch.full((5,), 2.0)
+    assert _select(flat, ALL, 1.0, 5, _dynamic(kappa_final=1.0)) == ([], 2.0)
+    assert _select(flat, ALL, 0.25, 5, _hybrid(kappa_final=1.0)) == ([0, 1], 2.0)
+    assert _select(flat, ALL, 1.0, 5, _hybrid(kappa_final=1.0)) == ([0, 1, 2], 2.0)
+
+
+def test_hybrid_mode_between_the_bounds_follows_the_dynamic_threshold() -> None:
+    # t = 0.1: u = 0.2, ramp = 1 - 0.8^3 = 0.488. Dynamic: tau = 0.488 * 3 = 1.464 cuts two;
+    # the schedule p = 0.6 * 0.488 = 0.2928 keeps ceil(3.536) = 4, cuts one; the final size
+    # (keep 2) allows three. Hybrid takes the dynamic two; tau = lowest kept s = 3
+    idx, tau = _select(S, ALL, 0.1, 5, _dynamic())
+    assert idx == [3, 1] and tau == pytest.approx(1.464)
+    assert _select(S, ALL, 0.1, 5, _ratio(ratio_final=0.6))[0] == [3]
+    assert _select(S, ALL, 0.1, 5, _hybrid()) == ([3, 1], 3.0)
+
+
+def test_hybrid_mode_respects_the_prune_budget() -> None:
+    # the final size allows three, max_prune_frac = 0.4 two per step: tau = lowest kept = 3
+    assert _select(S, ALL, 1.0, 5, _hybrid(kappa_final=2.0, max_prune_frac=0.4)) == (
+        [3, 1], 3.0)
+    assert _select(S, ALL, 1.0, 5, _hybrid(kappa_final=0.0, max_prune_frac=0.4)) == (
+        [3, 1], 3.0)
+    # max_prune_frac = 0.2 of 4 alive floors to 0: nothing goes
+    mask = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0])
+    assert _select(S, mask, 1.0, 5, _hybrid(kappa_final=2.0, max_prune_frac=0.2)) == (
+        [], 1.0)
 
 
 def test_select_to_prune_is_pure() -> None:
@@ -107,7 +174,7 @@ def test_select_to_prune_is_pure() -> None:
     assert mask.tolist() == [1.0, 1.0, 1.0, 0.0, 1.0]
 
 
-@pytest.mark.parametrize("mode", ["dynamic", "ratio"])
+@pytest.mark.parametrize("mode", ["dynamic", "ratio", "hybrid"])
 def test_select_to_prune_returns_alive_indices_lowest_first(mode: str) -> None:
     torch.manual_seed(0)
     s = torch.rand(12)

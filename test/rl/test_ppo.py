@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsp_driving.rl.ppo import PPO
+from dsp_driving.rl.ppo import PPO, regularised_lr_sum
 
 
 class RecordActions(gym.Wrapper):
@@ -77,7 +77,9 @@ def test_state_dict_round_trip_restores_progress_and_weights(tiny_config) -> Non
 
 
 def test_resume_of_a_compacted_run_shrinks_the_agents_own_networks(tiny_config) -> None:
-    cfg = tiny_config(ppo={"num_steps": 32}, train={"num_envs": 2, "total_steps": 512})
+    # the critic pruned too (not the default), so both networks are compacted
+    cfg = tiny_config(ppo={"num_steps": 32}, pruning={"prune_critic": True},
+                      train={"num_envs": 2, "total_steps": 512})
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     try:
@@ -86,6 +88,7 @@ def test_resume_of_a_compacted_run_shrinks_the_agents_own_networks(tiny_config) 
         for _ in range(6):
             src.step_update()
         assert src.agent.actor is src_actor and sum(src_actor.hidden_sizes) < 32  # compacted
+        assert sum(src.agent.critic.hidden_sizes) < 32
         dst = PPO(cfg, envs)
         actor, critic = dst.agent.actor, dst.agent.critic
         dst.load_state_dict(src.state_dict())
@@ -116,3 +119,53 @@ def test_minibatch_settings_that_break_training_are_rejected(tiny_config, num_st
     with pytest.raises(ValueError, match=r"ppo\.num_minibatches="):
         tiny_config(ppo={"num_steps": num_steps, "num_minibatches": num_minibatches},
                     train={"num_envs": 1, "total_steps": 3 * num_steps})
+
+
+def test_regularised_lr_sum_by_hand(tiny_config) -> None:
+    # batch 2 * 32 = 64, 256 steps: 4 updates starting at progress 0, 0.25, 0.5, 0.75, at
+    # lr 1e-3 * (1, 0.75, 0.5, 0.25); 2 minibatches * 3 epochs = 6 gradient steps each
+    def cfg(ppo: dict, pruning: dict):
+        return tiny_config(ppo={"num_steps": 32, "learning_rate": 1e-3, "num_minibatches": 2,
+                                "update_epochs": 3, **ppo},
+                           pruning={"t_start": 0.0, "t_end": 0.5, **pruning},
+                           train={"num_envs": 2, "total_steps": 256})
+
+    # t_end = 0.5: the updates starting at 0 and 0.25
+    assert regularised_lr_sum(cfg({}, {})) == pytest.approx(6 * 1e-3 * (1 + 0.75))
+    assert regularised_lr_sum(cfg({"anneal_lr": False}, {})) == pytest.approx(6 * 1e-3 * 2)
+    assert regularised_lr_sum(cfg({}, {"regularise_after_ramp": True})) == pytest.approx(
+        6 * 1e-3 * (1 + 0.75 + 0.5 + 0.25))
+    assert regularised_lr_sum(cfg({}, {"t_end": 0.6})) == pytest.approx(
+        6 * 1e-3 * (1 + 0.75 + 0.5))
+
+
+def test_the_regulariser_stops_in_updates_that_start_after_t_end(tiny_config) -> None:
+    # 4 updates starting at progress 0, 0.25, 0.5, 0.75; t_end = 0.3: the first two regularise
+    cfg = tiny_config(ppo={"num_steps": 32},
+                      pruning={"t_start": 0.0, "t_end": 0.3, "prune_critic": True},
+                      train={"num_envs": 2, "total_steps": 256})
+    assert cfg.pruning.lambda_units == "dose" and not cfg.pruning.regularise_after_ramp
+    # 16 gradient steps per update at lr 2.5e-4 * (1, 0.75)
+    lr_total = 16 * 2.5e-4 * (1 + 0.75)
+    assert regularised_lr_sum(cfg) == pytest.approx(lr_total)
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    try:
+        ppo = PPO(cfg, envs)
+        records, starts = [], []
+        for _ in range(4):
+            records.append(ppo.step_update())
+            starts.append(ppo.update_start_progress)
+    finally:
+        envs.close()
+    assert starts == [0.0, 0.25, 0.5, 0.75]
+    lam_actor = cfg.pruning.lambda_actor / lr_total  # 0.01 / 0.007
+    lam_critic = cfg.pruning.lambda_critic / lr_total
+    for rec in records[:2]:
+        assert rec["actor"]["lam"] == pytest.approx(lam_actor)
+        assert rec["critic"]["lam"] == pytest.approx(lam_critic)
+        assert rec["losses"]["lambda_R"] > 0
+    for rec in records[2:]:
+        assert rec["actor"]["lam"] == 0.0 and rec["critic"]["lam"] == 0.0
+        assert rec["losses"]["lambda_R"] == 0.0
+        assert rec["actor"]["R"] > 0 and rec["critic"]["R"] > 0  # still measured
