@@ -15,15 +15,30 @@ def add_parser(sub: Any) -> None:
                    "env folder of it")
     p.add_argument("--results", type=Path, metavar="DEST", help="also write the table there "
                    "and copy every trial's small files (summary.json, config.yaml, eval.json; "
-                   "dsp's policy.onnx and policy.json), e.g. results/paper/cartpole")
+                   "dsp's policy.onnx and policy.json), e.g. results/paper; for a folder of "
+                   "env folders, each env's table goes into its env folder too, and DEST "
+                   "gets README.md (the table, dsp's goals, how to reproduce it)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsp_driving.experiments.table import rows_markdown, write_table
+    from dsp_driving.experiments.table import (
+        README,
+        holds_env_folders,
+        rows_markdown,
+        write_table,
+    )
 
     rows = write_table(args.dir, args.results)
     print(rows_markdown(rows), end="")
+    envs = list(dict.fromkeys(r["env"] for r in rows))
+    per_env = holds_env_folders(args.dir)
     for target in filter(None, (args.dir, args.results)):
         print(f"wrote {target / 'table.md'}, table.csv and table.png")
+        if per_env:
+            print(f"wrote each env's table.md, table.csv and table.png into "
+                  f"{', '.join(str(target / env) for env in envs)}")
+    if per_env and args.results:
+        print(f"wrote {args.results / README} (the table, every env's goals and the "
+              "commands that reproduce it)")
     return 0
