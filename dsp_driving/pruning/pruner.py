@@ -89,7 +89,8 @@ class NetworkPruner:
                                                  self.cfg.c_max))
 
     def measure_regulariser(self) -> None:
-        """R(theta) now, for the stats of an update the regulariser does not act in."""
+        """R for the stats of an update the regulariser does not act in: the current weights
+        with the coefficients c_j of the last regularised update (frozen since)."""
         self.last_reg = regulariser_value(self.mlp, self._weights, self.cfg.eps)
 
     def add_regulariser_grad(self) -> float:
@@ -192,6 +193,9 @@ class DynamicPruner:
         self.cfg = cfg
         self.kappa = 0.0
         self.acting = True  # whether the regulariser acts in the current update
+        # once it has stopped at t_end it stays stopped, also when --resume --total-steps
+        # extends the run (which moves every later update's progress back before t_end)
+        self.stopped = False
         lam_actor = lambda_per_step(cfg.lambda_actor, cfg.lambda_units, lr_total or 0.0)
         lam_critic = lambda_per_step(cfg.lambda_critic, cfg.lambda_units, lr_total or 0.0)
         self.nets = {
@@ -205,7 +209,9 @@ class DynamicPruner:
     def update_regulariser(self, progress: float = 0.0) -> None:
         """Start an update at training progress ``progress``: whether the regulariser acts
         in it (``regularise_after_ramp``, t_end) and, if so, the coefficients c_j."""
-        self.acting = regularised(progress, self.cfg.t_end, self.cfg.regularise_after_ramp)
+        self.acting = not self.stopped and regularised(progress, self.cfg.t_end,
+                                                        self.cfg.regularise_after_ramp)
+        self.stopped = not self.acting
         for p in self.active:
             if self.acting:
                 p.update_regulariser()
@@ -265,7 +271,8 @@ class DynamicPruner:
 
     def state_dict(self) -> dict[str, Any]:
         """Kept indices, masks, coefficients and thresholds of both networks, and kappa."""
-        return {n: p.state_dict() for n, p in self.nets.items()} | {"kappa": self.kappa}
+        return {n: p.state_dict() for n, p in self.nets.items()} | {
+            "kappa": self.kappa, "regulariser_stopped": self.stopped}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from state_dict() onto the networks given at construction.
@@ -276,3 +283,4 @@ class DynamicPruner:
         for n, p in self.nets.items():
             p.load_state_dict(state[n])
         self.kappa = state["kappa"]
+        self.stopped = bool(state.get("regulariser_stopped", False))  # older checkpoints

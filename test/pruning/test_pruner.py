@@ -363,3 +363,28 @@ def test_regulariser_acts_before_t_end_or_with_regularise_after_ramp() -> None:
         stats = pruner.stats()
         assert stats["actor"]["lam"] == pytest.approx(8e-4, rel=1e-15)
         assert stats["actor"]["R"] == pytest.approx(R_HAND, rel=1e-6)
+
+
+def test_a_stopped_regulariser_stays_stopped_when_the_run_is_extended() -> None:
+    """--resume --total-steps moves later updates' progress back before t_end: the
+    regulariser, once stopped at t_end, must not come back (and the checkpoint says so)."""
+    cfg = _cfg(lambda_units="dose", regularise_after_ramp=False, t_start=0.0, t_end=0.5)
+    actor, critic = MLP(4, [10], 2), MLP(4, [6], 1)
+    pruner = DynamicPruner(actor, critic, cfg, lr_total=1.0)
+    pruner.update_regulariser(0.25)
+    assert pruner.acting and not pruner.stopped
+    pruner.update_regulariser(0.5)
+    assert not pruner.acting and pruner.stopped
+    state = pruner.state_dict()
+    assert state["regulariser_stopped"] is True
+    resumed = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg, lr_total=0.5)
+    resumed.load_state_dict(state)
+    resumed.update_regulariser(0.3)  # the extended run's progress: before t_end again
+    assert not resumed.acting
+    assert resumed.regularise() == 0.0
+    assert resumed.stats()["actor"]["lam"] == 0.0
+    old = {k: v for k, v in state.items() if k != "regulariser_stopped"}
+    fresh = DynamicPruner(MLP(4, [10], 2), MLP(4, [6], 1), cfg, lr_total=0.5)
+    fresh.load_state_dict(old)  # a checkpoint from before the key: not stopped
+    fresh.update_regulariser(0.3)
+    assert fresh.acting
