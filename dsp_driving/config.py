@@ -149,8 +149,8 @@ class PruningConfig:
     regulariser: Regulariser = "importance_weighted"
     group_size: GroupSize = "alive"
     lambda_units: LambdaUnits = "dose"
-    lambda_actor: float = 4e-4
-    lambda_critic: float = 4e-4
+    lambda_actor: float = 1e-4
+    lambda_critic: float = 1e-4
     regularise_after_ramp: bool = False
     eps: float = 1e-8
     c_min: float = 0.1

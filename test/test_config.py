@@ -145,7 +145,7 @@ def test_repo_train_yaml_loads_and_matches_the_defaults() -> None:
     cfg = load_config(path)
     assert cfg.net.actor_hidden == (256, 256)
     # the one recipe
-    assert (cfg.pruning.lambda_units, cfg.pruning.lambda_actor) == ("dose", 4e-4)
+    assert (cfg.pruning.lambda_units, cfg.pruning.lambda_actor) == ("dose", 1e-4)
     assert cfg.pruning.mode == "hybrid"
     assert (cfg.pruning.kappa_final, cfg.pruning.t_start, cfg.pruning.t_end,
             cfg.pruning.ratio_final) == (0.5, 0.1, 0.6, 0.94)

@@ -278,7 +278,7 @@ def test_dose_lambda_is_spread_over_the_learning_rate_sum() -> None:
     default = DynamicPruner(MLP(2, [3], 1), MLP(2, [3], 1), PruningConfig(), lr_total=2.0)
     default.update_regulariser(0.0)
     assert default.nets["actor"].lam == pytest.approx(PruningConfig().lambda_actor / 2.0)
-    assert default.stats()["actor"]["lam"] == pytest.approx(2e-4)
+    assert default.stats()["actor"]["lam"] == pytest.approx(PruningConfig().lambda_actor / 2.0)
     assert default.stats()["critic"]["lam"] == 0.0
     # lambda per step ignores lr_total
     step = DynamicPruner(MLP(2, [3], 1), MLP(2, [3], 1),
@@ -298,7 +298,8 @@ def test_dose_lambda_needs_lr_total() -> None:
 def _hand_pruner(**kw: object) -> tuple[DynamicPruner, MLP, torch.Tensor]:
     """hand_net (s = [7, 5, 0.5]) as the actor with neuron 1 masked (then s = [7, 0, 0.5])."""
     actor = hand_net()
-    pruner = DynamicPruner(actor, MLP(2, [3], 1), PruningConfig(**kw), lr_total=0.5)
+    pruner = DynamicPruner(actor, MLP(2, [3], 1), PruningConfig(**({"lambda_actor": 4e-4} | kw)),
+                           lr_total=0.5)
     pruner.nets["actor"].masks.mask_neurons(0, torch.tensor([1]))
     pruner.nets["actor"].masks.apply_to_weights()
     return pruner, actor, torch.tensor([[1.0, -2.0], [0.5, 3.0], [-1.0, 0.25]])
