@@ -604,21 +604,29 @@ class _Intervals:
             res = self.stats.bootstrap(data, statistic, **kwargs)
         return _pair(res.confidence_interval.low, res.confidence_interval.high)
 
-    def mean(self, x: np.ndarray) -> list[float] | None:
+    @staticmethod
+    def _degenerate(x: np.ndarray) -> tuple[bool, list[float] | None]:
+        """(True, the interval) when x alone fixes it: None below two values, [x, x] when
+        every value is the same; else (False, None)."""
         if x.size < 2:
-            return None
+            return True, None
         if np.all(x == x[0]):
-            return [float(x[0]), float(x[0])]
+            return True, [float(x[0]), float(x[0])]
+        return False, None
+
+    def mean(self, x: np.ndarray) -> list[float] | None:
+        fixed, interval = self._degenerate(x)
+        if fixed:
+            return interval
         if self.stats is not None:
             return self._bootstrap((x,), np.mean)
         half = _Z95 * float(np.std(x, ddof=1)) / math.sqrt(x.size)
         return _pair(x.mean() - half, x.mean() + half)
 
     def p5(self, x: np.ndarray) -> list[float] | None:
-        if x.size < 2:
-            return None
-        if np.all(x == x[0]):
-            return [float(x[0]), float(x[0])]
+        fixed, interval = self._degenerate(x)
+        if fixed:
+            return interval
         if self.stats is not None:
             return self._bootstrap(
                 (x,), lambda s, axis=-1: np.percentile(s, 5, axis=axis))
