@@ -110,7 +110,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import dataclasses
 import inspect
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -258,6 +258,35 @@ def outcome_from(terminated: bool, truncated: bool, info: Mapping[str, Any]) -> 
     return OTHER, "unfinished"
 
 
+# ---- one step ---------------------------------------------------------------------------------
+
+
+class LeadMeasures(NamedTuple):
+    """What one contract observation says about the lead vehicle (SI units; nan: undefined)."""
+
+    speed_mps: float
+    has_lead: bool
+    gap_m: float  # bumper to bumper along the path (0 when no lead is seen)
+    closing_mps: float  # > 0: closing in on the lead
+    ttc_s: float  # gap / closing where a lead is seen and closing > 0
+    headway_s: float  # gap / speed where a lead is seen and speed > MIN_HEADWAY_SPEED_MPS
+
+
+def lead_measures(obs: Any, speed_mps: float | None = None) -> LeadMeasures:
+    """TTC, time headway and gap from one contract observation (the module doc's
+    definitions; the same figures the evaluation, the bag report and policy_node's status
+    give). ``speed_mps``: the ego speed where known better than the observation's
+    ``speed`` feature (``info["speed_mps"]``)."""
+    x = EpisodeRecorder._obs(obs)
+    speed = float(x[_SPEED]) * _SCALE["speed"] if speed_mps is None else float(speed_mps)
+    lead = bool(x[_HAS_LEAD] > 0.5)
+    gap = max(float(x[_GAP]) * _SCALE["lead_gap"], 0.0) if lead else 0.0
+    closing = -float(x[_REL_SPEED]) * _SCALE["lead_relative_speed"] if lead else 0.0
+    ttc = gap / closing if lead and closing > 0 else math.nan
+    headway = gap / speed if lead and speed > MIN_HEADWAY_SPEED_MPS else math.nan
+    return LeadMeasures(speed, lead, gap, closing, ttc, headway)
+
+
 # ---- one episode ------------------------------------------------------------------------------
 
 
@@ -392,13 +421,10 @@ class EpisodeRecorder:
         self._speeds.append(speed)
         self._steers.append(steer)
         self._yaw_rates.append(float(x[_YAW_RATE]) * _SCALE["yaw_rate"])
-        lead = bool(x[_HAS_LEAD] > 0.5)
-        gap = max(float(x[_GAP]) * _SCALE["lead_gap"], 0.0)
-        closing = -float(x[_REL_SPEED]) * _SCALE["lead_relative_speed"]
-        self._lead.append(lead)
-        self._ttc.append(gap / closing if lead and closing > 0 else math.nan)
-        self._headway.append(gap / speed if lead and speed > MIN_HEADWAY_SPEED_MPS
-                             else math.nan)
+        lead = lead_measures(x, speed)
+        self._lead.append(lead.has_lead)
+        self._ttc.append(lead.ttc_s)
+        self._headway.append(lead.headway_s)
         if "progress_m" in info:
             progress = _finite(f"info['progress_m'] (step {k})", info["progress_m"])
             self._progress = (self._progress or 0.0) + progress
@@ -469,6 +495,16 @@ class EpisodeRecorder:
             lead_steps=int(sum(self._lead)),
             p95_abs_jerk_mps3=_p95(jerk), p95_abs_lateral_accel_mps2=_p95(lateral),
             p95_abs_steer_rate_rps=_p95(steer_rate))
+
+    def series(self) -> dict[str, np.ndarray]:
+        """The current episode's per-step values behind the record, for distributions
+        (plots): ``speed_mps`` (after each step), ``ttc_s`` and ``headway_s`` (only the steps
+        where they are defined)."""
+        if not self._started:
+            raise RuntimeError("EpisodeRecorder.series() before reset()")
+        ttc, headway = np.asarray(self._ttc), np.asarray(self._headway)
+        return {"speed_mps": np.asarray(self._speeds[1:], dtype=np.float64),
+                "ttc_s": ttc[np.isfinite(ttc)], "headway_s": headway[np.isfinite(headway)]}
 
     def _completion(self, outcome: str, distance: float) -> tuple[float, str]:
         if outcome == ROUTE_COMPLETE:
