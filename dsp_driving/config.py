@@ -210,6 +210,13 @@ class TrainConfig:
     progress: bool = True
     export_onnx: bool = True  # write policy.onnx at the end when the export extra is installed
     export_every: int = 0  # also export the compact actor every N updates (0: only at the end)
+    # safety-first selection (dsp_driving/selection.py): once the actor has its final size
+    # (progress >= pruning.t_end), evaluate it every N updates and at the end on
+    # select_episodes episodes from select_seed; export the best by (collision rate, then
+    # return). 0: export the last actor
+    select_every: int = 0
+    select_episodes: int = 20
+    select_seed: int = 2_000_000
     # a trained run (its folder or checkpoint.pt) whose agent starts this one, each hidden
     # layer cut to net.*_hidden by neuron importance (the posthoc baseline; "" = from scratch)
     init_from: str = ""
@@ -228,6 +235,11 @@ class TrainConfig:
                 "must be >= 1")
         require(self.export_every >= 0, "train.export_every", self.export_every,
                 "must be >= 0 (0: export only at the end)")
+        require(self.select_every >= 0, "train.select_every", self.select_every,
+                "must be >= 0 (0: export the last actor, no selection)")
+        require(self.select_episodes >= 1, "train.select_episodes", self.select_episodes,
+                "must be >= 1")
+        require(self.select_seed >= 0, "train.select_seed", self.select_seed, "must be >= 0")
         require(self.seed >= 0, "train.seed", self.seed, "must be >= 0")
         require(self.eval_seed >= 0, "train.eval_seed", self.eval_seed, "must be >= 0")
         require(self.vector_mode in VECTOR_MODES, "train.vector_mode", self.vector_mode,

@@ -14,7 +14,7 @@ Records written before these names carried ``regulariser`` for both; readers tak
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class LayerStats(TypedDict):
@@ -107,6 +107,7 @@ class EvalSummary(TypedDict):
     episodes: int
     return_mean: float
     return_std: float
+    collision_rate: NotRequired[float]  # driving envs: fraction of episodes with a collision
 
 
 class RunSummary(TypedDict):
@@ -120,6 +121,12 @@ class RunSummary(TypedDict):
     actor: NetworkSummary
     critic: NetworkSummary
     eval: EvalSummary
+    # driving envs: driving.safety.summarise of the evaluation episodes
+    safety: NotRequired[dict[str, Any]]
+    # the closed-loop gate (selection.gate): masked vs compact vs ONNX on those episodes
+    gate: dict[str, Any]
+    # train.select_every > 0: the evaluated snapshots and the one exported
+    selection: NotRequired[dict[str, Any]]
 
 
 def removed_pct(alive: float, total: float) -> float:

@@ -21,13 +21,20 @@ from dsp_driving.callbacks import (
     TensorBoardSink,
 )
 from dsp_driving.config import Config, from_dict, from_saved_run
-from dsp_driving.evaluation import evaluate
 from dsp_driving.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from dsp_driving.modules.mlp import count_params, macs, macs_of_sizes, params_of_sizes
 from dsp_driving.provenance import git_commit
 from dsp_driving.rl.envs import make_vec_env
 from dsp_driving.rl.networks import DeployedActor
 from dsp_driving.rl.ppo import PPO, training_seed_range
+from dsp_driving.selection import (
+    Selector,
+    Snapshot,
+    check,
+    compare,
+    drive,
+    select_seed_range,
+)
 from dsp_driving.stats import NetworkSummary, RunSummary, removed_pct
 
 CHECKPOINT = "checkpoint.pt"
@@ -104,13 +111,25 @@ def compaction_table(summary: dict[str, Any]) -> str:
 
 
 def _check_seeds(cfg: Config) -> None:
-    """Evaluation seeds must be disjoint from every environment seed training may use."""
+    """Evaluation seeds (and selection's) must be disjoint from every environment seed
+    training may use, and from each other."""
     t = cfg.train
     eval_seeds = range(t.eval_seed, t.eval_seed + t.eval_episodes)
     train_seeds = training_seed_range(cfg, cfg.num_updates + 1)
-    if eval_seeds.start < train_seeds.stop and train_seeds.start < eval_seeds.stop:
+    if _overlap(eval_seeds, train_seeds):
         raise ValueError(f"invalid config: train.eval_seed={t.eval_seed}: evaluation seeds "
                          f"{eval_seeds} overlap training seeds {train_seeds}")
+    if t.select_every:
+        select_seeds = select_seed_range(cfg)
+        for name, other in (("training", train_seeds), ("evaluation", eval_seeds)):
+            if _overlap(select_seeds, other):
+                raise ValueError(f"invalid config: train.select_seed={t.select_seed}: "
+                                 f"selection seeds {select_seeds} overlap {name} seeds "
+                                 f"{other}")
+
+
+def _overlap(a: range, b: range) -> bool:
+    return a.start < b.stop and b.start < a.stop
 
 
 class Runner:
@@ -136,6 +155,7 @@ class Runner:
         commits.append(git_commit())
         self.commits = commits
         self.learner: PPO | None = None
+        self.selector = Selector(cfg)
 
     @classmethod
     def new(cls, cfg: Config, run_dir: str | Path, **kwargs: Any) -> Runner:
@@ -192,8 +212,11 @@ class Runner:
             # a fresh run replaces the stats of an earlier attempt that never checkpointed
             sinks.append(JsonlSink(run_dir / STATS, append=self.checkpoint is not None))
             learner = self.learner = PPO(cfg, envs)
+            self.selector = Selector(cfg)
             if self.checkpoint is not None:
                 learner.load_state_dict(self.checkpoint["state"])
+                self.selector.load_state_dict(self.checkpoint.get("selection"),
+                                              learner.action)
                 log.info(f"resumed {run_dir} at update {learner.update}, step "
                          f"{learner.global_step}")
             elif cfg.train.init_from:
@@ -207,6 +230,8 @@ class Runner:
             snapshots = _Snapshots(cfg, run_dir) if cfg.train.export_every else None
             while not learner.done:
                 sink.on_update(learner.step_update())
+                if self.selector.due(learner):
+                    self.selector.consider(learner)
                 if learner.update % cfg.train.checkpoint_every == 0:
                     self.save()
                 if snapshots is not None and not learner.done \
@@ -242,19 +267,28 @@ class Runner:
         """RUN_DIR/checkpoint.pt, atomically: config, learner state and code versions."""
         atomic_torch_save(self.run_dir / CHECKPOINT,
                           {"config": self.cfg.to_dict(), "state": self.learner.state_dict(),
+                           "selection": self.selector.state_dict(),
                            "git_commits": self.commits})
 
     def finish(self, on_export: Callable[[Path], None] | None = None) -> RunSummary:
-        """Compact, save the actor, evaluate it and write summary.json, then ``export``
-        (``on_export(path)`` is told about the file)."""
+        """Compact the chosen actor (the best snapshot under train.select_every, else the
+        last), save it, evaluate it and write summary.json, then ``export``
+        (``on_export(path)`` is told about the file). The masked network, the compact actor
+        and policy.onnx must drive the evaluation episodes alike (selection.compare): if
+        they do not, summary.json records it and GateError is raised (no policy.onnx)."""
         cfg, learner, run_dir = self.cfg, self.learner, self.run_dir
-        actor = learner.deployed_actor()
+        chosen = self.selector.best if self.selector.best is not None else Snapshot.of(learner)
+        actor = chosen.deployed()
         meta = actor_meta(cfg, learner, actor, self.commits)
+        if self.selector.best_entry is not None:
+            meta["selected"] = {k: self.selector.best_entry[k] for k in ("update", "step")}
         critic_block = network_summary(list(cfg.net.critic_hidden),
                                        learner.compact_critic_hidden(), learner.obs_dim, 1)
         save_actor(run_dir / ACTOR, actor, meta)
-        result = evaluate(actor.act, cfg.train.env_id, cfg.train.eval_episodes,
-                          cfg.train.eval_seed, env_kwargs=cfg.train.env_kwargs)
+        episodes, seed = cfg.train.eval_episodes, cfg.train.eval_seed
+        result = drive(actor.act, cfg, episodes, seed)
+        runs = {"compact": result, "masked": drive(chosen.masked().act, cfg, episodes, seed)}
+        discrete = actor.kind == "discrete"
         wall_s = learner.wall_s
         summary: RunSummary = {
             "env": cfg.train.env_id,
@@ -265,7 +299,14 @@ class Runner:
             "actor": meta["actor"],
             "critic": critic_block,
             "eval": {k: result[k] for k in ("episodes", "return_mean", "return_std")},
+            "gate": compare(runs, discrete),
         }
+        if "safety" in result:
+            summary["eval"]["collision_rate"] = result["safety"]["collision_rate"]
+            summary["safety"] = result["safety"]
+        selection = self.selector.summary()
+        if selection is not None:
+            summary["selection"] = selection
         atomic_write_json(run_dir / SUMMARY, summary)
         log.info(compaction_table(summary))
         log.info(f"actor MACs per forward: {meta['dense_macs']} dense -> {meta['macs']} "
@@ -273,12 +314,39 @@ class Runner:
         log.info(f"eval ({result['episodes']} episodes, seeds {result['seeds'][0]}.."
                  f"{result['seeds'][1]}): return {result['return_mean']:.2f} "
                  f"+/- {result['return_std']:.2f}")
+        if selection is not None:
+            best = self.selector.best_entry
+            log.info(f"exported the snapshot of update {best['update']} (step {best['step']}; "
+                     f"selection: collision rate {best['collision_rate']:.2f}, return "
+                     f"{best['return_mean']:.2f} on seeds {selection['seeds'][0]}.."
+                     f"{selection['seeds'][1]}), best of {len(selection['evaluated'])}")
         log.info(f"wrote {run_dir / SUMMARY} and {run_dir / ACTOR}")
+        self._check_gate(summary)
         if cfg.train.export_onnx:
             path = self.export()
-            if path is not None and on_export is not None:
-                on_export(path)
+            if path is not None:
+                from dsp_driving.inference import OnnxPolicy
+
+                runs["onnx"] = drive(OnnxPolicy(path).act, cfg, episodes, seed)
+                summary["gate"] = compare(runs, discrete)
+                atomic_write_json(run_dir / SUMMARY, summary)
+                if not summary["gate"]["passed"]:
+                    _reject(path)
+                self._check_gate(summary)
+                if on_export is not None:
+                    on_export(path)
         return summary
+
+    def _check_gate(self, summary: RunSummary) -> None:
+        block = summary["gate"]
+        compared = ", ".join(f"{k} {v['max_abs_diff']:.2g}"
+                             for k, v in block["compared"].items())
+        if block["passed"]:
+            log.info(f"gate: {' = '.join([block['reference'], *block['compared']])} on "
+                     f"{block['episodes']} episodes (max |action diff| {compared})")
+            return
+        log.error(f"gate FAILED: {block['failures'][:3]}")
+        check(block)
 
     def export(self) -> Path | None:
         """RUN_DIR/policy.onnx (and policy.json) from the saved compact actor, when the
@@ -299,6 +367,18 @@ class Runner:
             log.error(f"ONNX export failed ({type(exc).__name__}: {exc}); the run itself is "
                       f"complete. Retry with `dsp-driving export {self.run_dir}`")
             return None
+
+
+def _reject(path: Path) -> None:
+    """Move a policy.onnx that failed the gate (and its sidecar) aside:
+    policy.rejected.onnx, so nothing deploys it by its usual name."""
+    from dsp_driving.policy_format import sidecar_path
+
+    rejected = path.with_name(path.stem + ".rejected" + path.suffix)
+    path.replace(rejected)
+    if sidecar_path(path).exists():
+        sidecar_path(path).replace(sidecar_path(rejected))
+    log.error(f"moved {path} to {rejected}: it failed the closed-loop gate")
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False,

@@ -44,7 +44,10 @@ def _check_net_block(block: dict, in_dim: int, out_dim: int) -> None:
 def test_cartpole_run_writes_summary_with_exact_keys(cartpole_run: Path) -> None:
     summary = json.loads((cartpole_run / "summary.json").read_text())
     assert set(summary) == {"env", "seed", "total_steps", "wall_s", "steps_per_s", "actor",
-                            "critic", "eval"}
+                            "critic", "eval", "gate"}
+    # the masked network, its compaction and policy.onnx drove the episodes alike
+    assert summary["gate"]["passed"] and list(summary["gate"]["compared"]) == ["masked", "onnx"]
+    assert summary["gate"]["compared"]["masked"]["max_abs_diff"] == 0.0  # argmax: exact
     assert summary["env"] == "CartPole-v1"
     assert summary["seed"] == 1
     assert summary["total_steps"] == 2048
