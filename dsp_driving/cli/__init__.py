@@ -7,10 +7,20 @@ import argparse
 import logging
 import sys
 
-from dsp_driving.cli import drive, evaluate, export, report, sweep, table, topic, train
+from dsp_driving.cli import (
+    drive,
+    evaluate,
+    export,
+    report,
+    safety_report,
+    sweep,
+    table,
+    topic,
+    train,
+)
 from dsp_driving.transport.base import interrupt_on_signals, package_logging_to
 
-SUBCOMMANDS = (train, evaluate, export, topic, drive, report, sweep, table)
+SUBCOMMANDS = (train, evaluate, export, topic, drive, report, sweep, table, safety_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
