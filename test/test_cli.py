@@ -79,16 +79,27 @@ def test_cartpole_run_products(cartpole_run: Path) -> None:
     assert [r["update"] for r in records] == [1, 2, 3, 4]
 
 
-def test_eval_command(cartpole_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_command(cartpole_run: Path, tmp_path: Path,
+                      capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
-    assert cli.main(["eval", str(cartpole_run), "--episodes", "2"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    assert cli.main(["eval", str(cartpole_run), "--episodes", "2", "--json",
+                     str(tmp_path / "e.json")]) == 0
+    assert f"wrote {tmp_path / 'e.json'}" in capsys.readouterr().out
+    out = json.loads((tmp_path / "e.json").read_text())
     assert out["episodes"] == 2
     assert out["env"] == "CartPole-v1"
     assert out["seeds"] == [1_000_000, 1_000_001]
     summary = json.loads((cartpole_run / "summary.json").read_text())
     # Same policy, same seeds as the run's own evaluation: the same returns.
     assert out["return_mean"] == summary["eval"]["return_mean"]
+    # another evaluation is not written over it unless asked
+    assert cli.main(["eval", str(cartpole_run), "--episodes", "3", "--json",
+                     str(tmp_path / "e.json")]) == 2
+    assert "holds another evaluation" in capsys.readouterr().err
+    assert json.loads((tmp_path / "e.json").read_text())["episodes"] == 2
+    assert cli.main(["eval", str(cartpole_run), "--episodes", "3", "--json",
+                     str(tmp_path / "e.json"), "--overwrite", "--no-plots"]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["episodes"] == 3
 
 
 def test_cli_errors_exit_with_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]

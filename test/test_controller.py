@@ -237,3 +237,52 @@ def test_the_controller_takes_only_its_safety_config() -> None:
         SafetyConfig(safe_decel_mps2=7.0)
     with pytest.raises(ValueError, match="stale_timeout_s=0.0"):
         SafetyConfig(stale_timeout_s=0.0)
+
+
+def lead_obs(speed_mps: float, gap_m: float, closing_mps: float) -> np.ndarray:
+    """obs_at with a lead ``gap_m`` ahead, closing at ``closing_mps`` (exact in float32 for
+    the values used here)."""
+    obs = obs_at(speed_mps)
+    obs[contract.INDEX["has_lead"]] = 1.0
+    obs[contract.INDEX["lead_gap"]] = gap_m / contract.GAP_RANGE_M
+    obs[contract.INDEX["lead_relative_speed"]] = -closing_mps / contract.SPEED_SCALE_MPS
+    return obs
+
+
+def test_the_status_figures_follow_each_command_and_the_observation_it_came_from(
+        policy_file: Path) -> None:
+    """Every command is a step of ``drive``: TTC and headway where it was decided from a
+    fresh observation, commanded jerk and steering rate over the control period always."""
+    cfg = PolicyNodeConfig(rate_hz=20.0, stale_timeout_s=0.3)
+    ctl = PolicyController(load_policy(policy_file), cfg.safety,
+                           control_period_s=1.0 / cfg.rate_hz)
+    decisions = [ctl.decide(0.0)]  # no input yet: the safe command, no observation
+    ctl.set_observation(lead_obs(15.0, 12.5, 7.5), 0.0)  # TTC 1.667 s, headway 0.833 s
+    decisions += [ctl.decide(0.05)]
+    ctl.set_observation(lead_obs(15.0, 6.25, 7.5), 0.1)  # TTC 0.833 s
+    decisions += [ctl.decide(0.1), ctl.decide(0.5)]  # then stale: no observation
+    assert "non-finite" in ctl.set_observation(np.full(contract.OBS_DIM, np.nan), 0.55)
+    decisions += [ctl.decide(0.6)]  # refused: no observation, and no crash
+    assert [d.safe for d in decisions] == [True, False, False, True, True]
+    f = ctl.drive.figures()
+    assert f.window_s == 10.0 and f.control_period_s == 0.05
+    assert (f.control_steps, f.observed_steps, f.lead_steps) == (5, 2, 2)
+    assert f.min_ttc_s == 6.25 / 7.5 and f.ttc_below_pct == 50.0
+    assert (f.min_headway_s, f.mean_speed_mps) == (6.25 / 15.0, 15.0)
+    assert f.ttc_s is None and f.speed_mps is None  # the newest command had no observation
+    accel = np.array([d.physical.accel_mps2 for d in decisions])
+    steer = np.array([d.physical.steer_rad for d in decisions])
+    assert f.jerk_max_mps3 == pytest.approx(np.abs(np.diff(accel)).max() / 0.05, rel=1e-12)
+    assert f.jerk_p95_mps3 == pytest.approx(np.percentile(np.abs(np.diff(accel)) / 0.05, 95))
+    assert f.steer_rate_max_rps == pytest.approx(np.abs(np.diff(steer)).max() / 0.05)
+    assert f.jerk_max_mps3 > 0  # the policy's commands differ from the safe braking
+
+
+def test_the_status_window_forgets_old_commands(policy_file: Path) -> None:
+    ctl = PolicyController(load_policy(policy_file), PolicyNodeConfig().safety)
+    for k in range(150):  # every 0.125 s (exact in binary) up to 18.625 s
+        ctl.set_observation(lead_obs(15.0, 12.5 if k < 60 else 25.0, 7.5), 0.125 * k)
+        ctl.decide(0.125 * k)
+    f = ctl.drive.figures()  # the last 10 s: t in (8.625, 18.625], k = 70..149
+    assert f.control_steps == 80 and f.control_period_s == 0.1  # the default, 10 Hz
+    assert f.min_ttc_s == 25.0 / 7.5  # the 12.5 m gap was more than 10 s ago

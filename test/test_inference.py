@@ -191,25 +191,28 @@ print(json.dumps(out))
     assert len(out["continuous"][0]) == 1
 
 
-def test_eval_of_an_onnx_policy_needs_no_torch(cartpole_run: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_of_an_onnx_policy_needs_no_torch(cartpole_run: Path, tmp_path: Path) -> None:
+    onnx_json, torch_json = tmp_path / "onnx.json", tmp_path / "torch.json"
     code = BLOCK_TORCH + f"""
 from dsp_driving import cli
-rc = cli.main(["eval", {str(cartpole_run / 'policy.onnx')!r}, "--episodes", "2"])
+rc = cli.main(["eval", {str(cartpole_run / 'policy.onnx')!r}, "--episodes", "2",
+               "--json", {str(onnx_json)!r}, "--no-plots"])
 assert not any(m.split(".")[0] == "torch" for m in sys.modules)
 sys.exit(rc)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = json.loads(onnx_json.read_text())
+    assert result["runtime"] == "onnxruntime" and len(result["sha256"]) == 64
     assert result["env"] == "CartPole-v1" and result["episodes"] == 2
     assert result["seeds"] == [1_000_000, 1_000_001]
     # the same policy through torch (actor_compact.pt) takes the same actions, so scores the same
     from dsp_driving import cli
 
-    assert cli.main(["eval", str(cartpole_run), "--episodes", "2"]) == 0
-    through_torch = json.loads(capsys.readouterr().out)
+    assert cli.main(["eval", str(cartpole_run), "--episodes", "2", "--json", str(torch_json),
+                     "--no-plots"]) == 0
+    through_torch = json.loads(torch_json.read_text())
     assert through_torch["policy"].endswith("actor_compact.pt")
     assert through_torch["return_mean"] == result["return_mean"]
     assert through_torch["length_mean"] == result["length_mean"]

@@ -18,6 +18,7 @@ from dsp_driving.transport import DEFAULT_QOS
 
 if TYPE_CHECKING:
     from dsp_driving.controller import Decision, PolicyController
+    from dsp_driving.driving.drive_safety import DriveFigures
     from dsp_driving.nodes.parameters import PolicyNodeConfig
     from dsp_driving.rosbag.writer import Recorder
     from dsp_driving.transport import Node, Publisher, QosProfile
@@ -155,18 +156,48 @@ def status_message(node: Any, level: int, message: str, values: dict[str, Any]) 
         node, "policy_node", message, {k: str(v) for k, v in values.items()}, level=level)])
 
 
+# ros mode: the parameters the bag report needs to rebuild the observation from the scene
+SCENE_STATUS_KEYS = ("speed_limit_mps", "lane_width_m", "left_width_m", "right_width_m",
+                     "ego_length_m", "lead_length_m")
+
+
+def figure_values(figures: DriveFigures) -> dict[str, str]:
+    """The drive's safety and comfort figures as status values: every DriveFigures field
+    under its own name, numbers with 3 decimals, "n/a" where undefined (window_s: since the
+    start)."""
+    out = {}
+    for key, value in figures.as_dict().items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[key] = str(value)
+        elif isinstance(value, float) and math.isfinite(value):
+            out[key] = f"{value:.3f}"
+        else:
+            out[key] = "n/a"
+    return out
+
+
 def policy_status(node: Any, cfg: PolicyNodeConfig, controller: PolicyController,
                   decision: Decision, latency_s: float) -> Any:
     """policy_node's status after ``decision``: WARN while braking on the safe command; the
-    policy, the counters, the rate and the command limits as its values."""
+    policy, the counters, the rate, the command limits and the drive's safety and comfort
+    figures over the last window (``controller.drive``, driving/drive_safety.py) as its
+    values; in ros mode also the scene parameters (SCENE_STATUS_KEYS)."""
     ctl = controller
-    return status_message(
-        node, 1 if decision.safe else 0, decision.reason or "driving",
-        {"model": ctl.policy.path, "model_sha256": ctl.policy.sha256,
-         "decide_latency_ms": f"{latency_s * 1e3:.3f}",
-         "safe_commands": ctl.safe_commands, "stale_commands": ctl.stale_commands,
-         "rejected_inputs": ctl.rejected, "policy_reloads": ctl.reloads,
-         "policy_reloads_refused": ctl.reloads_refused,
-         "rate_hz": cfg.rate_hz, "trigger": cfg.trigger,
-         "command_interface": cfg.command_interface, "max_steer_rad": cfg.max_steer_rad,
-         "max_accel_mps2": cfg.max_accel_mps2, "max_decel_mps2": cfg.max_decel_mps2})
+    values: dict[str, Any] = {
+        "model": ctl.policy.path, "model_sha256": ctl.policy.sha256,
+        "decide_latency_ms": f"{latency_s * 1e3:.3f}",
+        "safe_commands": ctl.safe_commands, "stale_commands": ctl.stale_commands,
+        "rejected_inputs": ctl.rejected, "policy_reloads": ctl.reloads,
+        "policy_reloads_refused": ctl.reloads_refused,
+        "rate_hz": cfg.rate_hz, "trigger": cfg.trigger,
+        "command_interface": cfg.command_interface, "max_steer_rad": cfg.max_steer_rad,
+        "max_accel_mps2": cfg.max_accel_mps2, "max_decel_mps2": cfg.max_decel_mps2,
+        "input_mode": cfg.input_mode, "stale_timeout_s": cfg.stale_timeout_s}
+    if cfg.input_mode == "ros":
+        values.update({key: getattr(cfg, key) for key in SCENE_STATUS_KEYS})
+    try:
+        values.update(figure_values(ctl.drive.figures()))
+    except Exception as exc:  # noqa: BLE001  (the status goes out without the figures)
+        values["figures_error"] = f"{type(exc).__name__}: {exc}"
+    return status_message(node, 1 if decision.safe else 0, decision.reason or "driving",
+                          values)

@@ -35,7 +35,8 @@ class PolicyNode:
         cfg = self.cfg
         if not cfg.model:
             raise ValueError("model='': set the policy file (parameter model, or --model)")
-        self.controller = PolicyController(load_policy(cfg.model), cfg.safety)
+        self.controller = PolicyController(load_policy(cfg.model), cfg.safety,
+                                           control_period_s=1.0 / cfg.rate_hz)
         self.scene = SceneAssembler(cfg)  # ros mode: the newest odometry, path and lead
         self.log.info(f"policy {cfg.model} (sha256 {self.controller.policy.sha256[:12]}), "
                       f"{cfg.input_mode} in, {cfg.command_interface} out at {cfg.rate_hz:g} Hz")
@@ -69,7 +70,7 @@ class PolicyNode:
         """The last act: the safe command once (brake, last steering), then finish the
         recording. The node itself is the caller's to destroy."""
         try:
-            decision = self.controller.safe("shutdown")
+            decision = self.controller.safe("shutdown", self._now_s())
             self.command_pub.publish(conversions.command_message(self.node, self.cfg, decision,
                                                               self.controller.speed_mps))
             self.action_pub.publish(conversions.action_message(self.node, decision))
@@ -144,7 +145,7 @@ class PolicyNode:
         except Exception as exc:  # noqa: BLE001  (whatever failed, the car gets a command)
             self.log.error(f"deciding failed, braking: {type(exc).__name__}: {exc}",
                            throttle_s=self.cfg.warn_period_s, key="decide")
-            decision = self.controller.safe(f"error: {type(exc).__name__}")
+            decision = self.controller.safe(f"error: {type(exc).__name__}", self._now_s())
         if decision.safe and self.controller.safe_commands > 1:
             self._warn("safe", f"safe command: {decision.reason}")
         self.command_pub.publish(conversions.command_message(self.node, self.cfg, decision,

@@ -186,6 +186,16 @@ def test_policy_node_bag_gives_the_commands_sent(tmp_path: Path) -> None:
                         "latency_ackermann_cmd.png", "actions.png"])
     report = (out / "report.md").read_text()
     assert f"{cmd['count']} commands" in report and "### Safety" in report
+    # safety and comfort: each action with the observation it was decided from (no lead)
+    sf = result["driving"]["safety"]
+    assert sf["observations"] == "the observations on /observation"
+    assert sf["control_steps"] == len(actions)
+    assert 0 < sf["observed_steps"] < sf["control_steps"]  # no input at first, stale at last
+    assert sf["mean_speed_mps"] == pytest.approx(12.0, rel=1e-6)
+    assert sf["lead_steps"] == 0 and sf["min_ttc_s"] is None and sf["ttc_below_pct"] == 0.0
+    assert sf["control_period_s"] == pytest.approx(1.0 / RATE_HZ)
+    assert "### Safety and comfort over the drive" in report
+    assert_images(out, ["safety.png"])
 
 
 # ---- foreign bags -----------------------------------------------------------------------------

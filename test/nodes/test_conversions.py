@@ -112,3 +112,65 @@ def test_the_command_is_the_contracts_bit_for_bit(interface: str, limits: str) -
             want = contract_message(node, cfg, d.action, speed)
             assert bits(msg) == bits(want), (steer, accel, speed)
             assert bytes(msg.serialize()) == bytes(want.serialize())
+
+
+# ---- policy_node's status: the drive's safety and comfort figures ---------------------------
+
+
+def test_figure_values_are_3_decimals_counts_or_na() -> None:
+    from dsp_driving.driving.drive_safety import FIGURE_KEYS, DriveFigures
+    from dsp_driving.nodes.conversions import figure_values
+
+    figures = DriveFigures(
+        window_s=None, control_period_s=0.05, control_steps=12, observed_steps=10,
+        lead_steps=4, bad_observations=0, speed_mps=15.0, ttc_s=None, headway_s=12.5 / 15,
+        min_ttc_s=6.25 / 7.5, ttc_p5_s=0.9, ttc_below_pct=100 / 3, min_headway_s=0.4166,
+        median_headway_s=math.nan, mean_speed_mps=14.99951, jerk_p95_mps3=42.75,
+        jerk_max_mps3=45.0, steer_rate_p95_rps=None, steer_rate_max_rps=None)
+    values = figure_values(figures)
+    assert list(values) == list(FIGURE_KEYS)
+    assert values == {
+        "window_s": "n/a", "control_period_s": "0.050", "control_steps": "12",
+        "observed_steps": "10", "lead_steps": "4", "bad_observations": "0",
+        "speed_mps": "15.000", "ttc_s": "n/a", "headway_s": "0.833", "min_ttc_s": "0.833",
+        "ttc_p5_s": "0.900", "ttc_below_pct": "33.333", "min_headway_s": "0.417",
+        "median_headway_s": "n/a", "mean_speed_mps": "15.000", "jerk_p95_mps3": "42.750",
+        "jerk_max_mps3": "45.000", "steer_rate_p95_rps": "n/a", "steer_rate_max_rps": "n/a"}
+
+
+@pytest.mark.parametrize("input_mode", ["features", "ros"])
+def test_the_status_carries_the_figures_of_the_last_commands(tmp_path, input_mode: str
+                                                              ) -> None:
+    pytest.importorskip("onnxscript")
+    from policy_samples import driving_policy, obs_at
+
+    from dsp_driving.controller import PolicyController, load_policy
+    from dsp_driving.nodes.conversions import SCENE_STATUS_KEYS, policy_status
+
+    cfg = PolicyNodeConfig(model="p.onnx", rate_hz=20.0, input_mode=input_mode,
+                           lane_width_m=3.25)
+    ctl = PolicyController(load_policy(driving_policy(tmp_path / "p.onnx")), cfg.safety,
+                           control_period_s=1.0 / cfg.rate_hz)
+    obs = obs_at(15.0)  # a lead 12.5 m ahead, closing at 7.5 m/s: TTC 1.667 s
+    obs[contract.INDEX["has_lead"]] = 1.0
+    obs[contract.INDEX["lead_gap"]] = 0.125
+    obs[contract.INDEX["lead_relative_speed"]] = -0.25
+    ctl.set_observation(obs, 1.0)
+    d = ctl.decide(1.0)
+    msg = policy_status(FakeClockNode(), cfg, ctl, d, 0.0012)
+    (status,) = msg.status
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == 0 and status.message == "driving"
+    assert {k: values[k] for k in ("speed_mps", "ttc_s", "headway_s", "min_ttc_s",
+                                   "ttc_below_pct", "control_steps", "observed_steps",
+                                   "window_s", "control_period_s", "jerk_p95_mps3",
+                                   "input_mode", "stale_timeout_s", "rate_hz")} == {
+        "speed_mps": "15.000", "ttc_s": "1.667", "headway_s": "0.833", "min_ttc_s": "1.667",
+        "ttc_below_pct": "0.000", "control_steps": "1", "observed_steps": "1",
+        "window_s": "10.000", "control_period_s": "0.050",
+        "jerk_p95_mps3": "n/a",  # one command: no difference yet
+        "input_mode": input_mode, "stale_timeout_s": "0.3", "rate_hz": "20.0"}
+    scene_keys = set(SCENE_STATUS_KEYS) & set(values)
+    assert scene_keys == (set(SCENE_STATUS_KEYS) if input_mode == "ros" else set())
+    if input_mode == "ros":
+        assert values["lane_width_m"] == "3.25"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("cyclonedds")
@@ -81,3 +83,28 @@ def test_ros_mode_wires_odometry_path_and_lead_into_the_scene(tmp_path: Path) ->
         pn._command()
         assert pn._decision.safe and pn._decision.reason == "rejected"
     assert len(sent) == 3 and pn.controller.rejected == 1
+
+
+def test_the_status_shows_the_drive_figures_and_a_bad_observation_never_crashes(
+        tmp_path: Path) -> None:
+    model = driving_policy(tmp_path / "policy.onnx")
+    with create_node("policy_node", backend="dds", domain_id=claim_domain_id()) as node:
+        pn = PolicyNode(node, PolicyNodeConfig(model=str(model), rate_hz=20.0))
+        statuses = []
+        pn.status_pub.publish = statuses.append
+        pn.command_pub.publish = lambda msg: None
+        make = node.msg_type("std_msgs/msg/Float32MultiArray")
+        obs = obs_at(15.0)  # a lead 6.25 m ahead closing at 7.5 m/s: TTC 0.833 s
+        obs[-1], obs[-4], obs[-3] = 1.0, 0.0625, -0.25  # has_lead, lead_gap, rel. speed
+        for data in (obs, np.full(len(obs), np.nan), obs):  # the second is refused
+            pn._on_features(make(data=[float(v) for v in data]))
+            pn._last_command_s = pn._last_status_s = -math.inf
+            pn._on_timer()  # a command, then the status
+    values = [{kv.key: kv.value for kv in m.status[0].values} for m in statuses]
+    assert [v["control_steps"] for v in values] == ["1", "2", "3"]
+    assert [v["observed_steps"] for v in values] == ["1", "1", "2"]
+    assert [v["ttc_s"] for v in values] == ["0.833", "n/a", "0.833"]  # now: n/a when refused
+    assert [v["min_ttc_s"] for v in values] == ["0.833"] * 3
+    assert values[2]["headway_s"] == "0.417" and values[2]["ttc_below_pct"] == "100.000"
+    assert values[2]["control_period_s"] == "0.050" and values[2]["rejected_inputs"] == "1"
+    assert [m.status[0].level for m in statuses] == [0, 1, 0]
