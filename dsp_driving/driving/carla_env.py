@@ -194,8 +194,11 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         self._route, self._steps, self._prev_action = route, 0, (0.0, 0.0)
         self._s = route.locate(ego.x, ego.y, route.start_s).s
         self._last_obs = self._observe(ego, backend.vehicles())
+        # route_target_m: how far along the route the episode ends as "route_end" (the
+        # safety record's route completion: driving/safety.py)
         info = {"speed_mps": ego.speed, "episode": self.episodes, "restarts": self.restarts,
-                "map": road.name, "route_length_m": route.length}
+                "map": road.name, "route_length_m": route.length,
+                "route_target_m": max(route.length - ROUTE_END_MARGIN_M - self._s, 0.0)}
         return self._last_obs.copy(), info
 
     def _candidates(self, road: RoadMap) -> list[LanePoint]:
@@ -304,6 +307,7 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         info: dict[str, Any] = {
             "speed_mps": ego.speed, "lateral_offset_m": here.lateral, "progress_m": progress,
             "collisions": len(events.collisions), "lane_invasions": len(events.lane_invasions),
+            "collision_with": [e.other for e in events.collisions],  # type ids: the kind
             "restarts": self.restarts, **terms._asdict()}
         if termination:
             info["termination"] = termination

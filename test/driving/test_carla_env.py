@@ -150,9 +150,37 @@ def test_collision_terminates_with_the_penalty() -> None:
     assert obs[INDEX["inverse_ttc"]] == pytest.approx(15.0 / 19.75, abs=1e-4)
     n, _, info, terminated, _ = run(env, [0.0, 0.0])
     assert terminated and info["termination"] == "collision" and info["collisions"] == 1
+    assert info["collision_with"] == ["vehicle.kinematic"]  # what was hit: the safety kind
     assert info["terminal"] == pytest.approx(10.0)
     assert n == 27  # contact once the gap (19.75 m) is covered at 0.75 m per step
     assert len(backend.live_actor_ids()) == 4  # ego, two sensors, one NPC
+    env.close()
+
+
+def test_safety_record_of_a_collision_and_of_a_finished_route() -> None:
+    from dsp_driving.driving import safety
+
+    env, _ = env_with(npc_count=0, npc_speed_mps=0.0, initial_speed_mps=15.0)
+    rec = safety.recorder_for(env)
+    obs, info = env.reset(seed=0, options={"start": LANE_1, "npcs": [(45.0, -1.75)]})
+    # route_target_m: from where the ego stands (20 m of route behind it, plus the reset
+    # tick's 0.75 m) to where the route_end truncation fires (35 m before the route's end)
+    assert info["route_target_m"] == pytest.approx(info["route_length_m"] - 35.0 - 20.75,
+                                                   abs=0.05)
+    rec.reset(obs, info)
+    done = False
+    while not done:
+        action = np.zeros(2, np.float32)
+        obs, reward, terminated, truncated, info = env.step(action)
+        rec.step(action, obs, reward, terminated, truncated, info)
+        done = terminated or truncated
+    record = rec.finish()
+    assert record.outcome == safety.COLLISION and record.route_basis == "route"
+    assert [i.kind for i in record.infractions] == [safety.COLLISION_VEHICLE]
+    assert record.infractions[0].detail != "inferred"  # the env said what was hit
+    # 27 steps of 0.75 m against the target: completion and the Leaderboard's 0.6 penalty
+    assert record.route_completion == pytest.approx(27 * 0.75 / rec._route_target, rel=0.02)
+    assert record.driving_score == pytest.approx(0.6 * record.route_completion)
     env.close()
 
 
