@@ -260,7 +260,7 @@ class PolicyController:
         if self.driving:
             self._last_action = command
         # the step of the status's figures: the command and the observation it was decided
-        # from when that was fresh (the bag report replays the same: analysis/driving.py)
+        # from when that was fresh (the bag report replays the same: analysis/drive_report.py)
         self.drive.step(now_s, physical.steer_rad, physical.accel_mps2,
                         self.input.fresh(now_s), self.input.speed_mps)
         return Decision(command, physical, safe, reason)

@@ -46,9 +46,9 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
     ``seeds`` ([first, last]) and ``rows`` (one dict per episode: seed, return, length, and on
     a driving env its ``EpisodeSafety.to_dict()``). ``safety`` (None: on driving envs only)
     records safety; with ``summary`` the result's ``safety`` key holds
-    ``driving.safety.summarise`` of the episodes (bootstrap intervals: skip it where only the
-    rates are needed). ``record_actions``: ``actions``, one float64 [steps, act_dim] array
-    per episode (as the policy returned them). ``series``: ``series``, each episode's
+    ``driving.safety_summary.summarise`` of the episodes (bootstrap intervals: skip it where
+    only the rates are needed). ``record_actions``: ``actions``, one float64 [steps, act_dim]
+    array per episode (as the policy returned them). ``series``: ``series``, each episode's
     per-step speed, TTC and headway (``EpisodeRecorder.series``), for plots.
     """
     if episodes < 1:
@@ -60,6 +60,7 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
             safety = is_driving_env(env)
         if safety:
             from dsp_driving.driving import safety as safety_mod
+            from dsp_driving.driving import safety_summary
 
             if not is_driving_env(env):
                 raise ValueError(f"safety=True: {env_id} is not a driving env (no contract "
@@ -108,7 +109,7 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
         "length_mean": float(np.mean(lengths)), "seeds": [seed, seed + episodes - 1],
         "rows": rows}
     if records and summary:
-        result["safety"] = safety_mod.summarise(records)
+        result["safety"] = safety_summary.summarise(records)
     if record_actions:
         result["actions"] = actions
     if series and recorder is not None:
@@ -118,7 +119,7 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
 
 def eval_document(result: Mapping[str, Any], **header: Any) -> dict[str, Any]:
     """eval.json's content from an ``evaluate`` result: on a driving env the safety summary's
-    keys at the top level (``driving.safety.SUMMARY_KEYS``, each with its ``_ci95``
+    keys at the top level (``driving.safety_summary.SUMMARY_KEYS``, each with its ``_ci95``
     interval, and ``ci95_method``), elsewhere episodes and return_mean; then return_std,
     length_mean, seeds and returns, the ``header`` fields (policy, env, runtime, ...) and
     ``per_episode`` (the rows). Strict JSON: no NaN or infinity anywhere."""

@@ -121,7 +121,7 @@ class RunSummary(TypedDict):
     actor: NetworkSummary
     critic: NetworkSummary
     eval: EvalSummary
-    # driving envs: driving.safety.summarise of the evaluation episodes
+    # driving envs: driving.safety_summary.summarise of the evaluation episodes
     safety: NotRequired[dict[str, Any]]
     # the closed-loop gate (selection.gate): masked vs compact vs ONNX on those episodes
     gate: dict[str, Any]

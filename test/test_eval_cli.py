@@ -22,7 +22,7 @@ import torch
 from dsp_driving import cli
 from dsp_driving.actor_file import save_actor
 from dsp_driving.analysis.eval_report import FIGURES, plot_eval, summary_lines
-from dsp_driving.driving import contract, safety
+from dsp_driving.driving import contract, safety, safety_summary
 from dsp_driving.export import export_actor
 from dsp_driving.modules.mlp import MLP
 from dsp_driving.rl.networks import ActionSpec, DeployedActor
@@ -99,11 +99,12 @@ def test_driving_eval_json_has_exactly_the_summary_keys_first(highway_eval) -> N
                               "offroad_rate", "route_completion", "driving_score",
                               "min_ttc_p5_s", "ttc_below_1_5s_pct", "jerk_p95",
                               "lateral_accel_p95", "mean_speed_mps"]
-    assert set(doc) == {*safety.SUMMARY_KEYS, *safety.CI_KEYS, safety.CI_METHOD_KEY, *REST}
-    for key in safety.CI_KEYS:
+    assert set(doc) == {*safety_summary.SUMMARY_KEYS, *safety_summary.CI_KEYS,
+                        safety_summary.CI_METHOD_KEY, *REST}
+    for key in safety_summary.CI_KEYS:
         ci = doc[key]
         assert ci is None or (len(ci) == 2 and ci[0] <= ci[1]), (key, ci)
-    assert doc["ci95_method"] in (safety.BOOTSTRAP, safety.NORMAL)
+    assert doc["ci95_method"] in (safety_summary.BOOTSTRAP, safety_summary.NORMAL)
     assert doc["episodes"] == 4 and doc["seeds"] == [0, 3]
     assert [r["seed"] for r in doc["per_episode"]] == [0, 1, 2, 3]
     assert (doc["policy"], doc["env"], doc["runtime"], doc["deterministic"]) == \

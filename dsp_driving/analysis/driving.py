@@ -9,11 +9,8 @@ CarlaEgoVehicleControl, autoware Control, whatever the name); ``.../action``
 log times (the recorder's clock), except the command rate and jitter, which use the commands'
 header stamps (the publisher's clock) where they all have one.
 
-Safety and comfort over the drive (TTC, headway, speed, commanded jerk and steering rate):
-the actions replayed, each with the observation the node decided it from, through the
-controller's own input checks (``controller.ObservationInput``; in ros mode the scene is
-rebuilt with ``nodes/scene.SceneAssembler`` and ``contract.observe``, as the node does) into
-one ``driving/drive_safety.DriveSafety``: policy_node's status's code path.
+Safety and comfort over the drive (the recorded drive replayed through policy_node's own code
+path): analysis/drive_report.py.
 """
 
 from __future__ import annotations
@@ -25,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from dsp_driving.analysis import drive_report
 from dsp_driving.analysis.commands import COMMAND_TYPES
-from dsp_driving.analysis.plots import figure, percentile, save_png, write_csv
+from dsp_driving.analysis.plots import figure, fmt, number, percentile, save_png, write_csv
 from dsp_driving.rosbag.reader import BagData
 
 SATURATED = 0.999  # |value| >= this share of its limit counts as saturated
@@ -72,14 +70,6 @@ def _stats(values: np.ndarray) -> dict[str, float]:
             "mean": float(values.mean()), "std": float(values.std())}
 
 
-def _number(text: str | None, default: float) -> float:
-    """A status value as a number (``default`` when absent or not a number)."""
-    try:
-        return float(text) if text is not None else default
-    except ValueError:
-        return default
-
-
 def _limits(status_values: dict[str, str]) -> dict[str, float] | None:
     try:
         return {k: float(status_values[k])
@@ -106,7 +96,7 @@ def analyse(bag: BagData) -> dict[str, Any] | None:
     commands = {name: _command_figures(bag, name, inputs, status["limits"])
                 for name in roles["command"]}
     actions = _action_figures(bag, roles["action"][0]) if roles["action"] else None
-    safety = _safety_figures(bag, roles, status) if roles["action"] else None
+    safety = drive_report.analyse(bag, roles, status) if roles["action"] else None
     return {"commands": commands, "actions": actions, "status": status["rows"],
             "events": status["events"], "limits": status["limits"],
             "command_interface": status["interface"],
@@ -145,10 +135,10 @@ def _status_row(status: Any, values: dict[str, str], t_s: float) -> dict[str, An
     """One status as a row: time, level, message, the counts, the decision latency."""
     level = status.level if isinstance(status.level, int) \
         else int.from_bytes(status.level, "little")
-    counts = {k: _number(values.get(k), 0) for k in _COUNTS}
+    counts = {k: number(values.get(k), 0) for k in _COUNTS}
     counts = {k: int(x) if math.isfinite(x) else 0 for k, x in counts.items()}
     return {"t_s": t_s, "level": level, "message": status.message, **counts,
-            "decide_latency_ms": _number(values.get("decide_latency_ms"), math.nan)}
+            "decide_latency_ms": number(values.get("decide_latency_ms"), math.nan)}
 
 
 def _action_figures(bag: BagData, name: str) -> dict[str, Any]:
@@ -159,119 +149,6 @@ def _action_figures(bag: BagData, name: str) -> dict[str, Any]:
     return {"topic": name, "count": len(data), "t_s": times, "steer": data[:, 0],
             "accel": data[:, 1], "saturation": _saturation(data[:, 0], data[:, 1], 1.0, 1.0,
                                                            1.0)}
-
-
-def _scene_config(params: dict[str, str]) -> tuple[Any, str]:
-    """ros mode: policy_node's scene parameters from its status (defaults where absent)."""
-    from dsp_driving.nodes.conversions import SCENE_STATUS_KEYS
-    from dsp_driving.nodes.parameters import PolicyNodeConfig
-
-    given = {k: _number(params.get(k), math.nan) for k in (*SCENE_STATUS_KEYS,
-                                                           "stale_timeout_s")}
-    given = {k: x for k, x in given.items() if math.isfinite(x)}
-    try:
-        return PolicyNodeConfig(input_mode="ros", **given), "the status's scene parameters"
-    except ValueError:
-        return PolicyNodeConfig(input_mode="ros"), "policy_node's default scene parameters"
-
-
-def _safety_figures(bag: BagData, roles: dict[str, list[str]], status: dict[str, Any]
-                    ) -> dict[str, Any] | None:
-    """Safety and comfort over the drive: each action of the action topic, with the
-    observation the node decided it from, into one DriveSafety (module doc)."""
-    from dsp_driving.controller import ObservationInput, SafetyConfig
-    from dsp_driving.driving import contract
-    from dsp_driving.driving.drive_safety import DriveSafety
-
-    params, action_topic = status["params"], roles["action"][0]
-    actions = [(t, m) for t, m in bag.messages[action_topic] if len(m.data) >= 2]
-    rate = _number(params.get("rate_hz"), math.nan)
-    if math.isfinite(rate) and rate > 0:
-        period, period_source = 1.0 / rate, "the status's rate_hz"
-    elif len(actions) > 1:
-        period = float(np.median(np.diff([t for t, _ in actions]))) * 1e-9
-        period_source = "the median action period (no status)"
-    else:
-        return None
-    if not period > 0:
-        return None
-    try:
-        limits = contract.ActionLimits(**(status["limits"] or {}))
-    except ValueError:  # a status with limits no node could have run with
-        status = {**status, "limits": None}
-        limits = contract.ActionLimits()
-    mode = params.get("input_mode")
-    features = [n for n in roles["input"] if n.endswith("/observation")]
-    odom = [n for n in roles["input"] if n.endswith("/odom")]
-    path = [n for n in roles["scene"] if n.endswith("/path")]
-    lead = [n for n in roles["scene"] if n.endswith("/lead")]
-    events: list[tuple[int, int, str, Any]] = [(t, 1, "action", m) for t, m in actions]
-    scene = None
-    if features and mode != "ros":
-        source = f"the observations on {features[0]}"
-        events += [(t, 0, "observation", m) for t, m in bag.messages[features[0]]]
-    elif odom and path and mode != "features":
-        from dsp_driving.nodes.scene import SceneAssembler
-
-        cfg, how = _scene_config(params)
-        scene = SceneAssembler(cfg)
-        source = (f"rebuilt from {', '.join(odom[:1] + path[:1] + lead[:1])} as the node "
-                  f"does ({how})")
-        for kind, names in (("odom", odom), ("path", path), ("lead", lead)):
-            events += [(t, 0, kind, m) for t, m in bag.messages[names[0]]] if names else []
-    else:
-        source = "none in the bag: comfort figures only"
-    stale_s = _number(params.get("stale_timeout_s"), math.nan)
-    if not (math.isfinite(stale_s) and stale_s > 0):
-        stale_s = SafetyConfig().stale_timeout_s
-    drive = DriveSafety(period, window_s=None)
-    _replay(sorted(events, key=lambda e: e[:2]), ObservationInput(stale_s), scene, limits,
-            drive)
-    series = drive.series()
-    return {"action_topic": action_topic, "observations": source,
-            "period_source": period_source,
-            "limits_source": "the status" if status["limits"] else "the contract's defaults",
-            **drive.figures().as_dict(),
-            **{f"{k}_values": v for k, v in series.items()},
-            "t_rel_s": series["t_s"] - bag.start_ns * 1e-9}
-
-
-def _replay(events: list[tuple[int, int, str, Any]], inputs: Any, scene: Any,
-            limits: Any, drive: Any) -> None:
-    """The bag's inputs and actions, in log-time order, as policy_node took them: inputs into
-    the controller's ObservationInput (ros mode: through the SceneAssembler), each action a
-    DriveSafety step with the observation that was fresh then."""
-    from dsp_driving.driving import contract
-
-    last_action, driving = np.zeros(contract.ACT_DIM, np.float32), False
-    for t_ns, _, kind, msg in events:
-        t = t_ns * 1e-9  # the node clock, as the controller's times
-        if kind == "observation":
-            inputs.set_observation(list(msg.data), t)
-        elif kind == "odom":
-            why = scene.on_odometry(msg, t)
-            if why:
-                inputs.refuse(why)
-        elif kind == "path":
-            scene.on_path(msg)
-        elif kind == "lead":
-            scene.on_lead(msg, t)
-        else:
-            if scene is not None:  # as policy_node's _command: the scene due, then decide
-                due, _ = scene.take(t)
-                if due is not None:
-                    inputs.set_scene(due, scene.received_s, last_action)
-            action = np.array(list(msg.data)[:2], np.float32)
-            try:
-                physical = contract.to_physical(action, limits)
-            except ValueError:  # not finite: no command a node sends
-                continue
-            obs = inputs.fresh(t)
-            drive.step(t, physical.steer_rad, physical.accel_mps2, obs, inputs.speed_mps)
-            # the controller's prev_action: (0, 0) until its first command on a fresh input
-            driving = driving or obs is not None
-            if driving:
-                last_action = action
 
 
 def _latency(log: np.ndarray, inputs: list[int]) -> tuple[np.ndarray, dict[str, float] | None]:
@@ -380,12 +257,8 @@ def write(figures: dict[str, Any], out: Path) -> tuple[list[str], list[str]]:
                 "new_rejected_inputs")
         files.append(write_csv(out / "events.csv", cols,
                                [[r[k] for k in cols] for r in figures["events"]]).name)
-    sf = figures["safety"]
-    if sf is not None:
-        cols = ("t_s", "observed", "has_lead", "speed_mps", "ttc_s", "headway_s", "jerk_mps3",
-                "steer_rate_rps")
-        rows = zip(sf["t_rel_s"].tolist(), *(sf[f"{c}_values"].tolist() for c in cols[1:]))
-        files.append(write_csv(out / "safety.csv", cols, list(rows)).name)
+    if figures["safety"] is not None:
+        files.append(drive_report.write_series(figures["safety"], out))
     files += _plots(figures, out)
     return _markdown(figures, files), files
 
@@ -436,41 +309,9 @@ def _plots(figures: dict[str, Any], out: Path) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend()
         files.append(save_png(fig, out / "actions.png").name)
-    sf = figures["safety"]
-    if sf is not None and sf["control_steps"]:
-        files.append(_safety_plot(sf, out / "safety.png").name)
+    if figures["safety"] is not None and (png := drive_report.plot(figures["safety"], out)):
+        files.append(png)
     return files
-
-
-TTC_PLOT_MAX_S = 10.0  # the TTC axis stops here (a slow approach gives TTCs of minutes)
-
-
-def _safety_plot(sf: dict[str, Any], path: Path) -> Path:
-    """TTC (with the threshold) and speed over the drive."""
-    from dsp_driving.driving.drive_safety import TTC_THRESHOLD_S
-
-    fig = figure(2, 1)
-    ttc_ax, speed_ax = fig.axes
-    speed_ax.sharex(ttc_ax)
-    t, ttc = sf["t_rel_s"], sf["ttc_s_values"]
-    ttc_ax.plot(t, ttc, lw=0.8, marker=".", ms=2, label="TTC")
-    ttc_ax.axhline(TTC_THRESHOLD_S, color="tab:red", ls="--", lw=0.8,
-                   label=f"{TTC_THRESHOLD_S:g} s")
-    top = float(np.nanmax(ttc)) if np.isfinite(ttc).any() else TTC_PLOT_MAX_S
-    ttc_ax.set(title="time to collision with the lead (where closing)", ylabel="s",
-               ylim=(0.0, min(max(top * 1.05, 2 * TTC_THRESHOLD_S), TTC_PLOT_MAX_S)))
-    ttc_ax.legend(loc="upper right")
-    speed_ax.plot(t, sf["speed_mps_values"], lw=0.8, color="tab:green")
-    speed_ax.set(title="speed (of the observation each command was decided from)",
-                 ylabel="m/s", xlabel="time (s)")
-    for ax in fig.axes:
-        ax.grid(alpha=0.3)
-    return save_png(fig, path)
-
-
-def _f(x: float, spec: str = ".2f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) \
-        else format(x, spec)
 
 
 def _markdown(figures: dict[str, Any], files: list[str]) -> list[str]:
@@ -482,29 +323,29 @@ def _markdown(figures: dict[str, Any], files: list[str]) -> list[str]:
     for name, c in figures["commands"].items():
         s, p = slug(name), c["period_ms"]
         lines += ["", f"### Commands on {name} ({c['type']})", "",
-                  f"- {c['count']} commands over {_f(c['duration_s'])} s: "
-                  f"**{_f(c['rate_hz'])} Hz** ({c['clock']})",
-                  f"- period (jitter): mean {_f(p['mean'], '.3f')} ms, std {_f(p['std'], '.3f')}"
-                  f" ms, p50 {_f(p['p50'], '.3f')}, p99 {_f(p['p99'], '.3f')}, max "
-                  f"{_f(p['max'], '.3f')} ms; {c['late_periods']} periods over 1.5x the median"]
+                  f"- {c['count']} commands over {fmt(c['duration_s'])} s: "
+                  f"**{fmt(c['rate_hz'])} Hz** ({c['clock']})",
+                  f"- period (jitter): mean {fmt(p['mean'], '.3f')} ms, std {fmt(p['std'], '.3f')}"
+                  f" ms, p50 {fmt(p['p50'], '.3f')}, p99 {fmt(p['p99'], '.3f')}, max "
+                  f"{fmt(p['max'], '.3f')} ms; {c['late_periods']} periods over 1.5x the median"]
         for topic, lat in c["latency_ms"].items():
             lines.append(f"- {topic} to the next command: {lat['inputs']} inputs, mean "
-                         f"{_f(lat['mean'], '.3f')} ms, p50 {_f(lat['p50'], '.3f')}, p99 "
-                         f"{_f(lat['p99'], '.3f')}, max {_f(lat['max'], '.3f')} ms (bag clock)")
+                         f"{fmt(lat['mean'], '.3f')} ms, p50 {fmt(lat['p50'], '.3f')}, p99 "
+                         f"{fmt(lat['p99'], '.3f')}, max {fmt(lat['max'], '.3f')} ms (bag clock)")
         for key in ("steer", "accel", "speed"):
             st = c[key]
             if st:
                 unit = c.get(key + "_unit", "m/s")
-                lines.append(f"- {key} ({unit}): min {_f(st['min'], '.3f')}, max "
-                             f"{_f(st['max'], '.3f')}, mean {_f(st['mean'], '.3f')}, std "
-                             f"{_f(st['std'], '.3f')}")
+                lines.append(f"- {key} ({unit}): min {fmt(st['min'], '.3f')}, max "
+                             f"{fmt(st['max'], '.3f')}, mean {fmt(st['mean'], '.3f')}, std "
+                             f"{fmt(st['std'], '.3f')}")
         sat = c["saturation"]
         if sat is not None:
             text = (f"- at the limits (the status's max_steer_rad / max_accel_mps2 / "
-                    f"max_decel_mps2): steering {_f(sat['steer_pct'], '.1f')} %")
+                    f"max_decel_mps2): steering {fmt(sat['steer_pct'], '.1f')} %")
             if c["accel_signed"]:
-                text += (f", accelerating {_f(sat['accel_pct'], '.1f')} %, braking "
-                         f"{_f(sat['brake_pct'], '.1f')} %")
+                text += (f", accelerating {fmt(sat['accel_pct'], '.1f')} %, braking "
+                         f"{fmt(sat['brake_pct'], '.1f')} %")
             else:
                 text += " (acceleration: see the action's saturation)"
             lines.append(text)
@@ -518,12 +359,12 @@ def _markdown(figures: dict[str, Any], files: list[str]) -> list[str]:
         sat = a["saturation"]
         lines += ["", f"### Actions on {a['topic']}", "",
                   f"{a['count']} actions; saturated (|a| >= {SATURATED}): steering "
-                  f"{_f(sat['steer_pct'], '.1f')} %, full throttle {_f(sat['accel_pct'], '.1f')}"
-                  f" %, full brake {_f(sat['brake_pct'], '.1f')} %"]
+                  f"{fmt(sat['steer_pct'], '.1f')} %, full throttle {fmt(sat['accel_pct'], '.1f')}"
+                  f" %, full brake {fmt(sat['brake_pct'], '.1f')} %"]
         if "actions.png" in files:
             lines += ["", "![Actions](actions.png)"]
     if figures["safety"] is not None:
-        lines += _safety_markdown(figures["safety"], files)
+        lines += drive_report.markdown(figures["safety"], files)
     if totals is not None:
         lines += ["", "### Safety (policy_node status)", "",
                   f"- safe commands: {totals['safe_commands']}, stale-input commands: "
@@ -540,33 +381,4 @@ def _markdown(figures: dict[str, Any], files: list[str]) -> list[str]:
                              f"{e['new_rejected_inputs']} |")
             if len(figures["events"]) > 50:
                 lines.append(f"\n({len(figures['events']) - 50} more in events.csv)")
-    return lines
-
-
-def _safety_markdown(sf: dict[str, Any], files: list[str]) -> list[str]:
-    from dsp_driving.driving.drive_safety import TTC_THRESHOLD_S
-
-    lines = ["", "### Safety and comfort over the drive", "",
-             f"{sf['control_steps']} control steps (the commands on {sf['action_topic']}), "
-             f"{sf['observed_steps']} of them decided from a fresh observation "
-             f"({sf['observations']}), {sf['lead_steps']} with a lead seen. policy_node's "
-             "status gives the same figures over its last seconds (definitions: "
-             "dsp_driving/driving/drive_safety.py and safety.py).", "",
-             f"- time to collision: min **{_f(sf['min_ttc_s'], '.3f')} s**, 5th percentile "
-             f"{_f(sf['ttc_p5_s'], '.3f')} s; **{_f(sf['ttc_below_pct'], '.1f')} %** of the "
-             f"observed steps below {TTC_THRESHOLD_S:g} s",
-             f"- time headway: min {_f(sf['min_headway_s'], '.3f')} s, median "
-             f"{_f(sf['median_headway_s'], '.3f')} s",
-             f"- mean speed {_f(sf['mean_speed_mps'], '.3f')} m/s",
-             f"- commanded longitudinal jerk |Δa| / T: p95 {_f(sf['jerk_p95_mps3'], '.3f')}, "
-             f"max {_f(sf['jerk_max_mps3'], '.3f')} m/s³ (T = "
-             f"{_f(sf['control_period_s'], '.4g')} s, {sf['period_source']}; limits from "
-             f"{sf['limits_source']})",
-             f"- commanded steering rate |Δδ| / T: p95 {_f(sf['steer_rate_p95_rps'], '.3f')}, "
-             f"max {_f(sf['steer_rate_max_rps'], '.3f')} rad/s (road wheel)"]
-    if sf["bad_observations"]:
-        lines.append(f"- {sf['bad_observations']} observations could not be measured "
-                     "(left out)")
-    if "safety.png" in files:
-        lines += ["", "![TTC and speed](safety.png)"]
     return lines

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dsp_driving.driving import safety
+from dsp_driving.driving import safety, safety_summary
 
 OUTCOME_COLOURS = {safety.COLLISION: "tab:red", safety.OFF_ROAD: "tab:orange",
                    safety.TIMEOUT: "tab:blue", safety.ROUTE_COMPLETE: "tab:green",
@@ -22,7 +22,7 @@ OUTCOME_COLOURS = {safety.COLLISION: "tab:red", safety.OFF_ROAD: "tab:orange",
 # the TTC histogram's range (log scale); TTCs outside it are counted in its first / last bin
 TTC_PLOT_RANGE_S = (0.1, 1000.0)
 
-# summary key -> (number format, unit and meaning); definitions: driving/safety.py's doc
+# summary key -> (number format, unit and meaning); definitions: driving/safety_summary.py's doc
 FIGURES: dict[str, tuple[str, str]] = {
     "return_mean": (".2f", "mean episode return"),
     "collision_rate": (".3f", "fraction of episodes with a collision"),
@@ -89,8 +89,9 @@ def summary_lines(doc: Mapping[str, Any]) -> list[str]:
     bases = sorted({r["route_basis"] for r in rows if r.get("route_basis")})
     if bases:
         lines.append(f"route completion basis: {', '.join(bases)}")
-    if doc.get(safety.CI_METHOD_KEY):
-        lines.append(f"[low, high]: 95 % intervals over episodes ({doc[safety.CI_METHOD_KEY]})")
+    if doc.get(safety_summary.CI_METHOD_KEY):
+        lines.append("[low, high]: 95 % intervals over episodes "
+                     f"({doc[safety_summary.CI_METHOD_KEY]})")
     return lines
 
 

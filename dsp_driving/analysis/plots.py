@@ -1,4 +1,5 @@
-"""Small output helpers for reports: CSV tables and matplotlib figures, written atomically.
+"""Small helpers for reports: CSV tables and matplotlib figures, written atomically; numbers
+read from status text and formatted for markdown.
 
 Figures use matplotlib's object API with the Agg canvas (no pyplot state, no display).
 """
@@ -48,3 +49,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     import numpy as np
 
     return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+def number(text: str | None, default: float) -> float:
+    """A status value as a number (``default`` when absent or not a number)."""
+    try:
+        return float(text) if text is not None else default
+    except ValueError:
+        return default
+
+
+def fmt(x: float | None, spec: str = ".2f") -> str:
+    """A figure for markdown: ``format(x, spec)``, "n/a" when None or not finite."""
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) \
+        else format(x, spec)

@@ -2,9 +2,9 @@
 
 One :class:`DriveSafety` per command stream, two callers that read the same
 :meth:`DriveSafety.figures`: ``controller.PolicyController`` feeds it every command it makes
-(policy_node's status: the last STATUS_WINDOW_S), and ``analysis/driving.py`` replays a drive
-bag's inputs and actions into one (the bag report: the whole drive). So the status and the
-report give the same figures for the same stream.
+(policy_node's status: the last STATUS_WINDOW_S), and ``analysis/drive_report.py`` replays a
+drive bag's inputs and actions into one (the bag report: the whole drive). So the status and
+the report give the same figures for the same stream.
 
 A control step k is one command sent at t_k, with the observation it was decided from: the
 newest accepted observation when it was fresh (the controller's watchdog), else none.

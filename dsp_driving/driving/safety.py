@@ -1,60 +1,15 @@
-"""Per-episode safety and comfort metrics, and their summary over episodes (issue #19).
+"""Per-step and per-episode safety and comfort metrics (issue #19).
 
-Pure numpy (scipy only for the bootstrap, imported when used): an :class:`EpisodeRecorder` is
-fed the contract observation, the action, the reward and the env's ``info`` one step at a
-time and returns an :class:`EpisodeSafety` record; :func:`summarise` turns records into the
-evaluation's safety block with 95 % intervals; :func:`driving_score` is the CARLA
-Leaderboard's route completion x product of infraction penalties.
+Pure numpy: an :class:`EpisodeRecorder` is fed the contract observation, the action, the
+reward and the env's ``info`` one step at a time and returns an :class:`EpisodeSafety`
+record; :func:`driving_score` is the CARLA Leaderboard's route completion x product of
+infraction penalties. ``safety_summary.summarise`` turns records into the evaluation's
+safety block over episodes with 95 % intervals (its module doc defines those figures).
 
-What each env gives (HighwayDrive-v0 / TrackDrive-v0: ``highway.py``; Carla-v0:
-``carla_env.py``; all build the same contract observation, ``contract.py``):
-
-============================ ===================================== ==========================
-quantity                     highway-env (Highway / Track)         Carla-v0 (CARLA, kinematic)
-============================ ===================================== ==========================
-termination reason           ``info["termination"]`` "collision" / same, and
-                             "off_road" when terminated; a time    ``info["truncation"]``
-                             limit truncates with no info key      "time_limit" / "route_end"
-                                                                   / "simulator_crash"
-control period dt            ``env.dt`` = 1 / policy_frequency_hz  ``config.control_period_s``
-                             (0.2 s); ``policy_metadata()``        (0.2 s); same metadata key
-                             ``["control_period_s"]``              (not in ``info``)
-speed                        ``info["speed_mps"]`` (reset and      same
-                             step) = observation ``speed`` x 30
-distance driven              derived: trapezoid of speed x dt;     same; route progress too
-                             route progress ``info["progress_m"]``
-route completion             missing: no route (the highway runs   derived approximately:
-                             on); here: steps / ``env.max_steps``  progress / (reset
-                             (time basis). Env could add a target  ``info["route_length_m"]`` -
-                             length to reset info                  20 m behind - 35 m end
-                                                                   margin); exact needs reset
-                                                                   ``info["route_target_m"]``
-collision (and its kind)     ``termination == "collision"``; kind  ``info["collisions"]``
-                             missing, inferred "vehicle" (the two  (count); kind missing:
-                             scenarios hold only vehicles)         ``CollisionEvent.other``
-                                                                   (type id) is dropped by
-                                                                   ``step``; add
-                                                                   ``info["collision_with"]``
-off-road                     ``termination == "off_road"``         same
-lane invasions               missing                               ``info["lane_invasions"]``
-red light / stop sign        missing (no signals)                  missing: add
-                                                                   ``info["red_light"]`` /
-                                                                   ``info["stop_sign"]`` (or
-                                                                   ``info["infractions"]``)
-longitudinal jerk            derived: speed differences over dt    same
-lateral acceleration         derived: speed x observation          same (backend's angular
-                             ``yaw_rate`` (heading change / dt;    velocity)
-                             clipped at 3 rad/s)
-steering rate                derived: action steer differences x   same
-                             max_steer_rad / dt (prev. 0 at reset)
-lead gap / relative speed    observation ``lead_gap`` x 100 m,     same
-                             ``lead_relative_speed`` x 30 m/s,
-                             ``has_lead`` (same lane, <= 100 m)
-TTC to the lead              derived: gap / closing speed when     same
-                             closing (the observation's
-                             ``inverse_ttc`` is clipped at 5 /s)
-time headway                 derived: gap / own speed              same
-============================ ===================================== ==========================
+What each env gives in ``info`` and what is derived from the contract observation is tabled
+in docs/evaluation.md ("What each env gives"): highway-env has no route (completion on a time
+basis) and says no collision kind (inferred: vehicle); Carla-v0 says both
+(``route_target_m``, ``collision_with``); neither reports red lights or stop signs yet.
 
 Definitions (all per control step k = 1..N after the reset observation k = 0):
 
@@ -83,32 +38,12 @@ Definitions (all per control step k = 1..N after the reset observation k = 0):
   it makes the target too short, so completion reads a little high); "time" basis (no route,
   ``max_steps`` given: highway-env): steps / max_steps; "outcome" basis (neither): 1 for
   timeout / route_complete, else 0. Always 1.0 when the outcome is route_complete; clipped.
-
-Summary (:func:`summarise`), over episodes, each figure with a ``<key>_ci95`` [low, high]
-interval (None with fewer than two values; [x, x] when all values are equal) and
-``ci95_method``: "percentile_bootstrap" (scipy.stats.bootstrap, BOOTSTRAP_RESAMPLES
-resamples, fixed RNG; the default when scipy imports) or "normal_approximation" (mean +-
-1.96 s / sqrt(n); the order-statistic interval for the 5th percentile; the delta method for
-collisions_per_km).
-
-- return_mean, route_completion, driving_score, mean_speed_mps: means of the episode values.
-- collision_rate / offroad_rate: fraction of episodes with a collision / off-road infraction.
-- collisions_per_km: all collision infractions / (total distance_m / 1000); None when the
-  episodes drove no distance at all (a rate per zero km is undefined, and None keeps the
-  summary strict JSON, unlike inf).
-- min_ttc_p5_s: 5th percentile (linear) over episodes of each episode's minimum TTC;
-  episodes in which TTC was never defined (no lead, or never closing on one) are excluded
-  (so the figure describes the episodes that had a conflict); None when none had one.
-- ttc_below_1_5s_pct: mean over episodes of the % of steps with TTC < TTC_THRESHOLD_S.
-- jerk_p95 / lateral_accel_p95: mean over episodes of each episode's 95th percentile of
-  |jerk| (m/s^3) / |lateral acceleration| (m/s^2); episodes without a value are excluded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 import dataclasses
-import inspect
 import math
 from typing import Any, NamedTuple
 
@@ -160,19 +95,6 @@ MIN_HEADWAY_SPEED_MPS = 0.1  # below this the time headway is undefined (a stopp
 # carla_env.ROUTE_BEHIND_M and ROUTE_END_MARGIN_M (not imported: that module needs gymnasium)
 CARLA_ROUTE_BEHIND_M = 20.0
 CARLA_ROUTE_END_MARGIN_M = 35.0
-
-# ---- summary ------------------------------------------------------------------------------
-
-SUMMARY_KEYS = ("episodes", "return_mean", "collision_rate", "collisions_per_km",
-                "offroad_rate", "route_completion", "driving_score", "min_ttc_p5_s",
-                "ttc_below_1_5s_pct", "jerk_p95", "lateral_accel_p95", "mean_speed_mps")
-CI_KEYS = tuple(f"{key}_ci95" for key in SUMMARY_KEYS if key != "episodes")
-CI_METHOD_KEY = "ci95_method"
-BOOTSTRAP = "percentile_bootstrap"
-NORMAL = "normal_approximation"
-BOOTSTRAP_RESAMPLES = 10_000
-CONFIDENCE = 0.95
-_Z95 = 1.959963984540054
 
 _SPEED = contract.INDEX["speed"]
 _YAW_RATE = contract.INDEX["yaw_rate"]
@@ -560,135 +482,3 @@ def recorder_for(env: Any) -> EpisodeRecorder:
     limits = getattr(base, "limits", None) or contract.ActionLimits()
     return EpisodeRecorder(meta["control_period_s"], max_steps=max_steps,
                            max_steer_rad=limits.max_steer_rad)
-
-
-# ---- over episodes ----------------------------------------------------------------------------
-
-
-def summarise(episodes: Sequence[EpisodeSafety], ci_method: str = "auto",
-              n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, Any]:
-    """The safety summary over episodes: SUMMARY_KEYS, a CI_KEYS interval for each figure
-    and ``ci95_method`` (module doc). ``ci_method``: "auto" (bootstrap when scipy imports),
-    "bootstrap" or "normal"."""
-    episodes = list(episodes)
-    if not episodes:
-        raise _bad("episodes", episodes, "need at least one EpisodeSafety")
-    for i, e in enumerate(episodes):
-        if not isinstance(e, EpisodeSafety):
-            raise _bad(f"episodes[{i}]", type(e).__name__, "must be an EpisodeSafety")
-    if ci_method not in ("auto", "bootstrap", "normal"):
-        raise _bad("ci_method", ci_method, "expected 'auto', 'bootstrap' or 'normal'")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 100:
-        raise _bad("n_resamples", n_resamples, "must be an int >= 100")
-    scipy_stats = None
-    if ci_method != "normal":
-        try:
-            from scipy import stats as scipy_stats
-        except ModuleNotFoundError:
-            if ci_method == "bootstrap":
-                raise
-    ci = _Intervals(scipy_stats, n_resamples, seed)
-
-    def column(get: Callable[[EpisodeSafety], Any]) -> np.ndarray:
-        return np.asarray([x for x in map(get, episodes) if x is not None], dtype=np.float64)
-
-    values: dict[str, Any] = {"episodes": len(episodes)}
-    intervals: dict[str, Any] = {}
-    means = {
-        "return_mean": column(lambda e: e.episode_return),
-        "collision_rate": column(lambda e: float(e.collisions > 0)),
-        "offroad_rate": column(lambda e: float(e.off_road)),
-        "route_completion": column(lambda e: e.route_completion),
-        "driving_score": column(lambda e: e.driving_score),
-        "ttc_below_1_5s_pct": 100.0 * column(lambda e: e.ttc_below_frac),
-        "jerk_p95": column(lambda e: e.p95_abs_jerk_mps3),
-        "lateral_accel_p95": column(lambda e: e.p95_abs_lateral_accel_mps2),
-        "mean_speed_mps": column(lambda e: e.mean_speed_mps),
-    }
-    for key, x in means.items():
-        values[key] = float(np.mean(x)) if x.size else None
-        intervals[key] = ci.mean(x)
-    collisions = column(lambda e: e.collisions)
-    distance_km = column(lambda e: e.distance_m) / 1000.0
-    total_km = float(distance_km.sum())
-    values["collisions_per_km"] = float(collisions.sum() / total_km) if total_km > 0 else None
-    intervals["collisions_per_km"] = ci.ratio(collisions, distance_km) if total_km > 0 else None
-    ttc = column(lambda e: e.min_ttc_s)
-    values["min_ttc_p5_s"] = float(np.percentile(ttc, 5)) if ttc.size else None
-    intervals["min_ttc_p5_s"] = ci.p5(ttc)
-    out: dict[str, Any] = {key: values[key] for key in SUMMARY_KEYS}
-    out.update({f"{key}_ci95": intervals[key] for key in SUMMARY_KEYS[1:]})
-    out[CI_METHOD_KEY] = BOOTSTRAP if scipy_stats is not None else NORMAL
-    return out
-
-
-class _Intervals:
-    """95 % intervals of a mean, a 5th percentile and a ratio of sums, over episodes."""
-
-    def __init__(self, scipy_stats: Any, n_resamples: int, seed: int) -> None:
-        self.stats, self.n_resamples, self.seed = scipy_stats, n_resamples, seed
-
-    def _bootstrap(self, data: tuple[np.ndarray, ...], statistic: Callable[..., Any]
-                   ) -> list[float] | None:
-        kwargs = {"confidence_level": CONFIDENCE, "n_resamples": self.n_resamples,
-                  "method": "percentile", "paired": len(data) > 1, "vectorized": True}
-        # scipy >= 1.15 takes rng=, older versions random_state=
-        name = "rng" if "rng" in inspect.signature(self.stats.bootstrap).parameters \
-            else "random_state"
-        kwargs[name] = np.random.default_rng(self.seed)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            res = self.stats.bootstrap(data, statistic, **kwargs)
-        return _pair(res.confidence_interval.low, res.confidence_interval.high)
-
-    @staticmethod
-    def _degenerate(x: np.ndarray) -> tuple[bool, list[float] | None]:
-        """(True, the interval) when x alone fixes it: None below two values, [x, x] when
-        every value is the same; else (False, None)."""
-        if x.size < 2:
-            return True, None
-        if np.all(x == x[0]):
-            return True, [float(x[0]), float(x[0])]
-        return False, None
-
-    def mean(self, x: np.ndarray) -> list[float] | None:
-        fixed, interval = self._degenerate(x)
-        if fixed:
-            return interval
-        if self.stats is not None:
-            return self._bootstrap((x,), np.mean)
-        half = _Z95 * float(np.std(x, ddof=1)) / math.sqrt(x.size)
-        return _pair(x.mean() - half, x.mean() + half)
-
-    def p5(self, x: np.ndarray) -> list[float] | None:
-        fixed, interval = self._degenerate(x)
-        if fixed:
-            return interval
-        if self.stats is not None:
-            return self._bootstrap(
-                (x,), lambda s, axis=-1: np.percentile(s, 5, axis=axis))
-        # order statistics around rank n p (normal approximation of the binomial)
-        n, p, point = x.size, 0.05, float(np.percentile(x, 5))
-        spread = _Z95 * math.sqrt(n * p * (1 - p))
-        s = np.sort(x)
-        lo = s[min(max(math.floor(n * p - spread), 1), n) - 1]
-        hi = s[min(max(math.ceil(n * p + spread), 1), n) - 1]
-        return _pair(min(lo, point), max(hi, point))
-
-    def ratio(self, num: np.ndarray, den: np.ndarray) -> list[float] | None:
-        if num.size < 2:
-            return None
-        r = float(num.sum() / den.sum())
-        if np.all(num * den.sum() == den * num.sum()):  # every episode has the same rate
-            return [r, r]
-        if self.stats is not None:
-            return self._bootstrap(
-                (num, den),
-                lambda c, d, axis=-1: np.sum(c, axis=axis) / np.sum(d, axis=axis))
-        n, resid = num.size, num - r * den  # delta method for a ratio of sums
-        se = math.sqrt(n / (n - 1) * float(np.sum(resid ** 2))) / float(den.sum())
-        return _pair(max(r - _Z95 * se, 0.0), r + _Z95 * se)
-
-
-def _pair(low: Any, high: Any) -> list[float] | None:
-    low, high = float(low), float(high)
-    return [low, high] if math.isfinite(low) and math.isfinite(high) else None

@@ -3,10 +3,10 @@
 ``dsp-driving safety-report SOURCE --out results/driving`` gathers each finished trial's
 policy.onnx and policy.json from a sweep's env folder (SOURCE/<variant>/seed<k>/) into
 OUT/<variant>/seed<k>/, evaluates each through onnxruntime on held-out episodes (eval.json,
-the keys of ``driving.safety.SUMMARY_KEYS`` at its top level; a policy whose eval.json already
-has the same file, episodes and seed is not evaluated again, so the command resumes), and
-writes OUT/table.md, OUT/table.csv and OUT/safety.png: every safety figure per variant and
-seed with its 95 % interval, the mean over seeds, and the targets:
+the keys of ``driving.safety_summary.SUMMARY_KEYS`` at its top level; a policy whose eval.json
+already has the same file, episodes and seed is not evaluated again, so the command resumes),
+and writes OUT/table.md, OUT/table.csv and OUT/safety.png: every safety figure per variant
+and seed with its 95 % interval, the mean over seeds, and the targets:
 
 - dsp's collision rate <= ``COLLISION_TARGET`` on every seed;
 - dsp's collision rate no higher than dense's (mean over the seeds both have);
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dsp_driving.driving.safety import SUMMARY_KEYS
+from dsp_driving.driving.safety_summary import SUMMARY_KEYS
 from dsp_driving.io_utils import atomic_write, atomic_write_json, atomic_write_text
 from dsp_driving.policy_format import POLICY_FILE, sidecar_path
 
@@ -199,7 +199,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines += ["", f"Each row: the policy.onnx of that trial through onnxruntime, deterministic, "
               f"on {first['episodes']} held-out episodes (reset seeds {first['seeds'][0]}.."
               f"{first['seeds'][1]}); brackets: 95 % interval over episodes "
-              f"({first.get('ci95_method', '')}). Definitions: dsp_driving/driving/safety.py."]
+              f"({first.get('ci95_method', '')}). Definitions: "
+              "dsp_driving/driving/safety_summary.py (over episodes) and safety.py (per "
+              "episode)."]
     return "\n".join(lines) + "\n"
 
 

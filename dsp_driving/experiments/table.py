@@ -34,6 +34,7 @@ import yaml
 
 from dsp_driving.experiments.sweep import EVAL, EVAL_EPISODES, SWEEP
 from dsp_driving.experiments.variants import VARIANTS
+from dsp_driving.intervals import percentile_bootstrap
 from dsp_driving.io_utils import atomic_write, atomic_write_text
 from dsp_driving.modules.mlp import macs_of_sizes, params_of_sizes
 from dsp_driving.policy_format import METADATA_KEY
@@ -76,15 +77,10 @@ def interval_stats(values: Sequence[float]) -> dict[str, float]:
         raise ValueError("interval_stats: no values")
     out = {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
            "iqm": float(stats.trim_mean(x, 0.25)), "ci_low": math.nan, "ci_high": math.nan}
-    if x.size > 1:
-        if np.all(x == x[0]):  # every resample has the same mean
-            out["ci_low"] = out["ci_high"] = float(x[0])
-        else:
-            res = stats.bootstrap((x,), np.mean, confidence_level=CONFIDENCE,
-                                  n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                                  rng=np.random.default_rng(0))
-            out["ci_low"] = float(res.confidence_interval.low)
-            out["ci_high"] = float(res.confidence_interval.high)
+    ci = percentile_bootstrap((x,), np.mean, n_resamples=BOOTSTRAP_RESAMPLES,
+                              confidence=CONFIDENCE, seed=0)
+    if ci is not None:
+        out["ci_low"], out["ci_high"] = ci
     return out
 
 

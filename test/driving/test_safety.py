@@ -1,5 +1,6 @@
-"""Per-episode safety metrics and their summary (dsp_driving.driving.safety): hand-computed
-profiles, the envs' real info keys, and real HighwayDrive-v0 / Carla-v0 (kinematic) episodes."""
+"""Per-episode safety metrics (dsp_driving.driving.safety) and their summary
+(dsp_driving.driving.safety_summary): hand-computed profiles, the envs' real info keys, and
+real HighwayDrive-v0 / Carla-v0 (kinematic) episodes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from dsp_driving.driving import contract, safety
+from dsp_driving.driving import contract, safety, safety_summary
 from dsp_driving.driving.safety import EpisodeRecorder, EpisodeSafety, Infraction
 
 SCALE = {name: scale for name, scale, _ in contract.FEATURES}
@@ -251,9 +252,9 @@ def mixed_episodes() -> list[EpisodeSafety]:
 
 
 def test_summary_keys_and_values():
-    s = safety.summarise(mixed_episodes(), n_resamples=1000)
-    assert list(s) == [*safety.SUMMARY_KEYS, *safety.CI_KEYS, "ci95_method"]
-    assert safety.SUMMARY_KEYS == (
+    s = safety_summary.summarise(mixed_episodes(), n_resamples=1000)
+    assert list(s) == [*safety_summary.SUMMARY_KEYS, *safety_summary.CI_KEYS, "ci95_method"]
+    assert safety_summary.SUMMARY_KEYS == (
         "episodes", "return_mean", "collision_rate", "collisions_per_km", "offroad_rate",
         "route_completion", "driving_score", "min_ttc_p5_s", "ttc_below_1_5s_pct",
         "jerk_p95", "lateral_accel_p95", "mean_speed_mps")
@@ -276,9 +277,9 @@ def test_summary_keys_and_values():
 @pytest.mark.parametrize("method, name", [("bootstrap", "percentile_bootstrap"),
                                           ("normal", "normal_approximation")])
 def test_intervals_contain_the_estimate(method, name):
-    s = safety.summarise(mixed_episodes(), ci_method=method, n_resamples=1000)
+    s = safety_summary.summarise(mixed_episodes(), ci_method=method, n_resamples=1000)
     assert s["ci95_method"] == name
-    for key in safety.SUMMARY_KEYS[1:]:
+    for key in safety_summary.SUMMARY_KEYS[1:]:
         low, high = s[f"{key}_ci95"]
         assert low <= s[key] <= high, (key, low, s[key], high)
     low, high = s["return_mean_ci95"]
@@ -286,16 +287,16 @@ def test_intervals_contain_the_estimate(method, name):
 
 
 def test_bootstrap_is_reproducible_and_degenerate_data_give_a_point():
-    a = safety.summarise(mixed_episodes(), n_resamples=500, seed=3)
-    b = safety.summarise(mixed_episodes(), n_resamples=500, seed=3)
+    a = safety_summary.summarise(mixed_episodes(), n_resamples=500, seed=3)
+    b = safety_summary.summarise(mixed_episodes(), n_resamples=500, seed=3)
     assert a == b
-    same = safety.summarise([episode(), episode()], n_resamples=500)
+    same = safety_summary.summarise([episode(), episode()], n_resamples=500)
     assert same["return_mean_ci95"] == [10.0, 10.0]
     assert same["collisions_per_km_ci95"] == [0.0, 0.0]
 
 
 def test_one_episode_and_no_distance():
-    s = safety.summarise([episode(distance_m=0.0, min_ttc_s=None)])
+    s = safety_summary.summarise([episode(distance_m=0.0, min_ttc_s=None)])
     assert s["collisions_per_km"] is None and s["collisions_per_km_ci95"] is None
     assert s["min_ttc_p5_s"] is None and s["min_ttc_p5_s_ci95"] is None
     assert s["return_mean"] == 10.0 and s["return_mean_ci95"] is None
@@ -353,11 +354,11 @@ def test_bad_steps_name_the_field_and_value():
 
 def test_bad_summary_input():
     with pytest.raises(ValueError, match="episodes=\\[\\]"):
-        safety.summarise([])
+        safety_summary.summarise([])
     with pytest.raises(ValueError, match=r"episodes\[0\]='dict'"):
-        safety.summarise([{}])
+        safety_summary.summarise([{}])
     with pytest.raises(ValueError, match="ci_method='exact'"):
-        safety.summarise([episode()], ci_method="exact")
+        safety_summary.summarise([episode()], ci_method="exact")
     with pytest.raises(ValueError, match="EpisodeSafety.route_completion=1.5"):
         episode(route_completion=1.5)
     with pytest.raises(ValueError, match="EpisodeSafety.outcome='crash'"):
@@ -455,9 +456,9 @@ def test_real_carla_kinematic_collision_and_route_end():
         env.close()
     assert hit.outcome == "collision" and hit.steps == 27
     assert [i.kind for i in hit.infractions] == ["collision_vehicle"]
-    assert hit.infractions[0].detail == "inferred"  # Carla-v0 does not pass the type id yet
+    assert hit.infractions[0].detail == "vehicle.kinematic"  # Carla-v0's collision_with
     # gap 19.75 m closing at 15 m/s at reset; 0.75 m per step: the last TTC is under 0.05 s
     assert hit.min_ttc_s == pytest.approx(0.0, abs=0.06)
-    assert hit.route_basis == "route_approx" and 0 < hit.route_completion < 1
+    assert hit.route_basis == "route" and 0 < hit.route_completion < 1  # route_target_m
     assert end.outcome == "route_complete" and end.route_completion == 1.0
     assert end.collisions == 0 and end.driving_score == 1.0

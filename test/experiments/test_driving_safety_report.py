@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from dsp_driving.cli import main
-from dsp_driving.driving.safety import SUMMARY_KEYS
+from dsp_driving.driving.safety_summary import SUMMARY_KEYS
 from dsp_driving.experiments import safety_report as sr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
