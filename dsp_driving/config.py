@@ -216,7 +216,7 @@ class TrainConfig:
     # return). 0: export the last actor
     select_every: int = 0
     select_episodes: int = 20
-    select_seed: int = 2_000_000
+    select_seed: int = 3_000_000
     # a trained run (its folder or checkpoint.pt) whose agent starts this one, each hidden
     # layer cut to net.*_hidden by neuron importance (the posthoc baseline; "" = from scratch)
     init_from: str = ""

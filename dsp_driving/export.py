@@ -180,6 +180,8 @@ def policy_metadata(actor: DeployedActor, meta: dict[str, Any],
                        "dense_macs": meta.get("dense_macs")},
         "config": meta.get("config"),
         "global_step": meta.get("global_step"),
+        # safety-first selection: the snapshot exported (update and step), else absent
+        **({"selected": meta["selected"]} if meta.get("selected") else {}),
         "git_commit": meta.get("git_commit"),
         "git_commits": meta.get("git_commits") or [meta.get("git_commit")],
         "created_unix": meta.get("created_unix"),

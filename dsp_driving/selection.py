@@ -113,9 +113,12 @@ class Selector:
 
     def due(self, learner: Any) -> bool:
         """Whether the update ``learner`` just finished is one to evaluate."""
-        if not self.enabled or learner.update_start_progress < self.cfg.pruning.t_end:
+        if not self.enabled:
             return False
-        return learner.done or learner.update % self.cfg.train.select_every == 0
+        if learner.done:  # the last actor always competes (and is the one of final size)
+            return True
+        return (learner.update_start_progress >= self.cfg.pruning.t_end
+                and learner.update % self.cfg.train.select_every == 0)
 
     def consider(self, learner: Any) -> dict[str, Any]:
         """Evaluate ``learner``'s actor now; keep it if it is the best so far. Returns the

@@ -14,7 +14,12 @@ Records written before these names carried ``regulariser`` for both; readers tak
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
+
+try:
+    from typing import NotRequired
+except ImportError:  # Python 3.10 (Humble): the annotations below stay unevaluated strings
+    pass
 
 
 class LayerStats(TypedDict):

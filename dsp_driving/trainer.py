@@ -282,6 +282,7 @@ class Runner:
         meta = actor_meta(cfg, learner, actor, self.commits)
         if self.selector.best_entry is not None:
             meta["selected"] = {k: self.selector.best_entry[k] for k in ("update", "step")}
+            meta["global_step"] = self.selector.best_entry["step"]  # the snapshot's step
         critic_block = network_summary(list(cfg.net.critic_hidden),
                                        learner.compact_critic_hidden(), learner.obs_dim, 1)
         save_actor(run_dir / ACTOR, actor, meta)
@@ -314,7 +315,7 @@ class Runner:
         log.info(f"eval ({result['episodes']} episodes, seeds {result['seeds'][0]}.."
                  f"{result['seeds'][1]}): return {result['return_mean']:.2f} "
                  f"+/- {result['return_std']:.2f}")
-        if selection is not None:
+        if selection is not None and self.selector.best_entry is not None:
             best = self.selector.best_entry
             log.info(f"exported the snapshot of update {best['update']} (step {best['step']}; "
                      f"selection: collision rate {best['collision_rate']:.2f}, return "

@@ -54,7 +54,7 @@ def test_offer_ranks_collisions_before_return_and_prefers_the_later_on_a_tie() -
     assert [e["best"] for e in sel.history] == [False, False, False, False, True]
     summary = sel.summary()
     assert summary["chosen_update"] == 50 and len(summary["evaluated"]) == 5
-    assert summary["seeds"] == [2_000_000, 2_000_019]
+    assert summary["seeds"] == [3_000_000, 3_000_019]
 
 
 def test_a_snapshot_from_before_the_actor_shrank_no_longer_competes() -> None:
@@ -118,6 +118,10 @@ def test_run_exports_the_selected_snapshot(tmp_path: Path, tiny_config) -> None:
     assert len(chosen) == 1 and sel["chosen_update"] == chosen[0]["update"]
     actor, meta = load_actor(tmp_path / "run" / "actor_compact.pt")
     assert meta["selected"]["update"] == chosen[0]["update"]
+    assert meta["global_step"] == chosen[0]["step"] == 512 * chosen[0]["update"]
+    sidecar = json.loads((tmp_path / "run" / "policy.json").read_text())["dsp_driving"]
+    assert sidecar["selected"] == meta["selected"]
+    assert sidecar["global_step"] == chosen[0]["step"]
     assert actor.mlp.hidden_sizes == chosen[0]["hidden"]
     # the saved actor is the chosen snapshot: it scores the entry's return on those seeds
     again = evaluate(actor.act, "CartPole-v1", 2, sel["seeds"][0])
@@ -174,3 +178,14 @@ def test_selection_seeds_must_not_overlap_evaluation(tiny_config) -> None:
                              "eval_seed": 1_000_000, "eval_episodes": 10})
     with pytest.raises(ValueError, match="train.select_seed=1000005"):
         Runner.new(cfg, "/nonexistent/run")
+
+
+def test_selection_with_too_few_updates_still_takes_the_last(tmp_path: Path, tiny_config
+                                                              ) -> None:
+    # 2 updates: neither starts at progress >= t_end (0.5 needs update 2 to start at 0.5; make
+    # t_end 0.9): only the last is evaluated, and it is exported
+    cfg = tiny_config(train={"select_every": 1, "select_episodes": 2, "total_steps": 1024},
+                      pruning={"t_end": 0.9})
+    summary = train(cfg, tmp_path / "run")
+    assert [e["update"] for e in summary["selection"]["evaluated"]] == [2]
+    assert summary["selection"]["chosen_update"] == 2

@@ -188,6 +188,13 @@ def plan(spec: SweepSpec) -> list[list[Trial]]:
     before anything is written: the env's settings (sweep.yaml), each started trial's own
     config, and the needed runs. Then sweep.yaml is written (the first time)."""
     base = base_config(spec)
+    t = base.train
+    if t.select_every and t.select_seed < EVAL_SEED + spec.eval_episodes \
+            and EVAL_SEED < t.select_seed + t.select_episodes:
+        last = EVAL_SEED + spec.eval_episodes - 1
+        raise ValueError(f"train.select_seed={t.select_seed}: the selection seeds overlap the "
+                         f"sweep's evaluation seeds {EVAL_SEED}..{last}: a policy would be "
+                         "scored on the episodes it was chosen on")
     env_dir = spec.out.resolve() / env_folder(spec.env)
     settings = _settings(spec, base)
     _check_settings(env_dir, settings)
@@ -227,6 +234,10 @@ def _check_settings(env_dir: Path, settings: dict[str, Any]) -> None:
         path.unlink()
         return
     saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if isinstance(saved.get("config"), dict):
+        # as Runner.resume reads a run's config: fields added since take their defaults
+        saved["config"] = {k: v for k, v in from_saved_run(saved["config"]).to_dict().items()
+                           if k != "pruning"}
     diff = _first_difference(saved, settings)
     if diff is not None:
         key, old, new = diff
@@ -256,10 +267,15 @@ def check_trial(trial: Trial) -> None:
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A run's config without what does not change its result (progress bar, TensorBoard)
-    and, where pruning is off, without the pruning settings it never used."""
+    and, where pruning (selection) is off, without the pruning (selection) settings it never
+    used."""
     out = json.loads(json.dumps(config))
+    train = out.get("train", {})
     for key in ("progress", "tensorboard"):
-        out.get("train", {}).pop(key, None)
+        train.pop(key, None)
+    if not train.get("select_every"):  # no selection: its episodes and seeds are unused
+        for key in ("select_every", "select_episodes", "select_seed"):
+            train.pop(key, None)
     if not out.get("pruning", {}).get("enabled", True):
         out["pruning"] = {"enabled": False}
     return out
@@ -315,6 +331,14 @@ def run_trial(trial: Trial, report: Callable[[dict[str, Any]], None] | None = No
     try:
         if status in ("resume", "new"):
             _train(trial, status, report)
+        gate = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("gate")
+        if gate is not None and not gate["passed"]:
+            from dsp_driving.selection import GateError
+
+            # its policy.onnx was moved aside, or never written: exporting it again here
+            # would ship what the gate refused
+            raise GateError(f"{trial.name} failed the closed-loop gate: {gate['failures'][:3]}"
+                            f" (summary.json); delete {run_dir} to train it again")
         if not all((run_dir / f).is_file() for f in ("policy.onnx", "policy.json")):
             from dsp_driving.export import export_run
 

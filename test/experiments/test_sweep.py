@@ -150,3 +150,31 @@ def test_a_trained_trial_without_its_policy_is_exported_then_evaluated(
     assert json.loads((run / "eval.json").read_text()) == result
     assert result["episodes"] == 2 and result["seeds"] == [EVAL_SEED, EVAL_SEED + 1]
     assert "trial cartpole/dsp/seed1" not in (run / "trial.log").read_text()  # no failure
+
+
+def test_an_env_folder_from_before_new_config_fields_still_continues(tmp_path: Path) -> None:
+    spec = SweepSpec(env="CartPole-v1", variants=("dense",), seeds=(1,), out=tmp_path,
+                     total_steps=1000)
+    plan(spec)
+    _started(tmp_path / "cartpole" / "dense" / "seed1",
+             variant_config("dense", base_config(spec), 1, 1000))
+    path = tmp_path / "cartpole" / "sweep.yaml"
+    saved = yaml.safe_load(path.read_text())
+    for key in ("select_every", "select_episodes", "select_seed"):  # fields added later
+        del saved["config"]["train"][key]
+    path.write_text(yaml.safe_dump(saved))
+    assert [t.name for phase in plan(spec) for t in phase] == ["cartpole/dense/seed1"]
+
+
+def test_selection_seeds_may_not_be_the_sweeps_evaluation_seeds(tmp_path: Path) -> None:
+    from dsp_driving.experiments.sweep import EVAL_SEED
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"train": {"select_every": 5,
+                                                "select_seed": EVAL_SEED + 10}}))
+    spec = SweepSpec(env="CartPole-v1", variants=("dense",), seeds=(1,), out=tmp_path,
+                     total_steps=1000, config=config)
+    with pytest.raises(ValueError, match=rf"train.select_seed={EVAL_SEED + 10}: the selection "
+                       "seeds overlap the sweep's evaluation seeds"):
+        plan(spec)
+    assert not (tmp_path / "cartpole").exists()  # refused before anything was written
