@@ -23,6 +23,7 @@ from dsp_driving.callbacks import (
 from dsp_driving.config import Config, from_dict, from_saved_run
 from dsp_driving.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from dsp_driving.modules.mlp import count_params, macs, macs_of_sizes, params_of_sizes
+from dsp_driving.policy_format import POLICY_FILE, sidecar_path
 from dsp_driving.provenance import git_commit
 from dsp_driving.rl.envs import make_vec_env
 from dsp_driving.rl.networks import DeployedActor
@@ -272,11 +273,16 @@ class Runner:
 
     def finish(self, on_export: Callable[[Path], None] | None = None) -> RunSummary:
         """Compact the chosen actor (the best snapshot under train.select_every, else the
-        last), save it, evaluate it and write summary.json, then ``export``
-        (``on_export(path)`` is told about the file). The masked network, the compact actor
-        and policy.onnx must drive the evaluation episodes alike (selection.compare): if
-        they do not, summary.json records it and GateError is raised (no policy.onnx)."""
+        last), save it, evaluate it, ``export`` it, then write summary.json (``on_export(path)``
+        is told about the file). The masked network, the compact actor and policy.onnx must
+        drive the evaluation episodes alike (selection.compare): if they do not, summary.json
+        records it, no policy.onnx is left (policy.rejected.onnx) and GateError is raised.
+        summary.json is written last, so a run that has it has passed or failed its gate."""
         cfg, learner, run_dir = self.cfg, self.learner, self.run_dir
+        # products of an earlier finish (a resume that extends the run) must not outlive it
+        for stale in (run_dir / SUMMARY, run_dir / POLICY_FILE, sidecar_path(run_dir /
+                                                                             POLICY_FILE)):
+            stale.unlink(missing_ok=True)
         chosen = self.selector.best if self.selector.best is not None else Snapshot.of(learner)
         actor = chosen.deployed()
         meta = actor_meta(cfg, learner, actor, self.commits)
@@ -290,6 +296,19 @@ class Runner:
         result = drive(actor.act, cfg, episodes, seed)
         runs = {"compact": result, "masked": drive(chosen.masked().act, cfg, episodes, seed)}
         discrete = actor.kind == "discrete"
+        gate = compare(runs, discrete)
+        path = None
+        if gate["passed"] and cfg.train.export_onnx:
+            path = self.export()
+            if path is not None:
+                from dsp_driving.inference import OnnxPolicy
+
+                runs["onnx"] = drive(OnnxPolicy(path).act, cfg, episodes, seed)
+                gate = compare(runs, discrete)
+                if not gate["passed"]:
+                    _reject(path)
+                    path = None
+        gate["onnx_checked"] = "onnx" in runs  # False: no policy.onnx (not exported)
         wall_s = learner.wall_s
         summary: RunSummary = {
             "env": cfg.train.env_id,
@@ -300,7 +319,7 @@ class Runner:
             "actor": meta["actor"],
             "critic": critic_block,
             "eval": {k: result[k] for k in ("episodes", "return_mean", "return_std")},
-            "gate": compare(runs, discrete),
+            "gate": gate,
         }
         if "safety" in result:
             summary["eval"]["collision_rate"] = result["safety"]["collision_rate"]
@@ -317,25 +336,14 @@ class Runner:
                  f"+/- {result['return_std']:.2f}")
         if selection is not None and self.selector.best_entry is not None:
             best = self.selector.best_entry
-            log.info(f"exported the snapshot of update {best['update']} (step {best['step']}; "
+            log.info(f"chose the snapshot of update {best['update']} (step {best['step']}; "
                      f"selection: collision rate {best['collision_rate']:.2f}, return "
                      f"{best['return_mean']:.2f} on seeds {selection['seeds'][0]}.."
                      f"{selection['seeds'][1]}), best of {len(selection['evaluated'])}")
         log.info(f"wrote {run_dir / SUMMARY} and {run_dir / ACTOR}")
         self._check_gate(summary)
-        if cfg.train.export_onnx:
-            path = self.export()
-            if path is not None:
-                from dsp_driving.inference import OnnxPolicy
-
-                runs["onnx"] = drive(OnnxPolicy(path).act, cfg, episodes, seed)
-                summary["gate"] = compare(runs, discrete)
-                atomic_write_json(run_dir / SUMMARY, summary)
-                if not summary["gate"]["passed"]:
-                    _reject(path)
-                self._check_gate(summary)
-                if on_export is not None:
-                    on_export(path)
+        if path is not None and on_export is not None:
+            on_export(path)
         return summary
 
     def _check_gate(self, summary: RunSummary) -> None:
@@ -373,8 +381,6 @@ class Runner:
 def _reject(path: Path) -> None:
     """Move a policy.onnx that failed the gate (and its sidecar) aside:
     policy.rejected.onnx, so nothing deploys it by its usual name."""
-    from dsp_driving.policy_format import sidecar_path
-
     rejected = path.with_name(path.stem + ".rejected" + path.suffix)
     path.replace(rejected)
     if sidecar_path(path).exists():

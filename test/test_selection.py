@@ -189,3 +189,31 @@ def test_selection_with_too_few_updates_still_takes_the_last(tmp_path: Path, tin
     summary = train(cfg, tmp_path / "run")
     assert [e["update"] for e in summary["selection"]["evaluated"]] == [2]
     assert summary["selection"]["chosen_update"] == 2
+
+
+def test_an_onnx_file_that_drives_differently_is_rejected(tmp_path: Path, tiny_config) -> None:
+    from dsp_driving.export import export_actor
+
+    run = tmp_path / "run"
+    runner = Runner.new(tiny_config(train={"export_onnx": True}), run)
+    original = Runner.export
+
+    def broken_export(self):
+        # an exporter that writes another function: the compact actor with its first
+        # output flipped (CartPole's argmax then always differs)
+        path = original(self)
+        actor, meta = load_actor(run / "actor_compact.pt")
+        with torch.no_grad():
+            actor.mlp.layers[-1].weight.mul_(-1)
+            actor.mlp.layers[-1].bias.mul_(-1)
+        export_actor(actor, meta, path)
+        return path
+
+    runner.export = broken_export.__get__(runner)
+    with pytest.raises(GateError, match="onnx vs compact"):
+        runner.learn()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["gate"]["passed"] is False and summary["gate"]["onnx_checked"] is True
+    assert summary["gate"]["compared"]["masked"]["agree"] is True
+    assert not (run / "policy.onnx").exists() and not (run / "policy.json").exists()
+    assert (run / "policy.rejected.onnx").is_file() and (run / "policy.rejected.json").is_file()
