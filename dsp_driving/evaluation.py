@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dsp_driving.io_utils import json_safe
 from dsp_driving.rl.envs import make_env
 
 
@@ -130,7 +131,7 @@ def eval_document(result: Mapping[str, Any], **header: Any) -> dict[str, Any]:
     doc = {**top, "return_std": result["return_std"], "length_mean": result["length_mean"],
            "seeds": list(result["seeds"]), "returns": list(result["returns"]), **header,
            "per_episode": list(result["rows"])}
-    return doc
+    return json_safe(doc)
 
 
 def collision_rate(result: Mapping[str, Any]) -> float:

@@ -1,6 +1,7 @@
-"""Percentile-bootstrap confidence intervals: the one wrapper around ``scipy.stats.bootstrap``
+"""Confidence intervals: the one percentile-bootstrap wrapper around ``scipy.stats.bootstrap``
 that the sweep table (experiments/table.py) and the safety summary
-(driving/safety_summary.py) share.
+(driving/safety_summary.py) share, and the closed-form intervals of rare-event rates
+(Wilson for a proportion, the exact Poisson bound at zero events).
 
 The percentile interval (Efron and Tibshirani 1993, *An Introduction to the Bootstrap*,
 ch. 13): the statistic over ``n_resamples`` resamples drawn with replacement by a fixed RNG,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import inspect
+import math
 from typing import Any
 
 import numpy as np
@@ -53,3 +55,25 @@ def percentile_bootstrap(samples: Sequence[Any], statistic: Callable[..., Any], 
     with np.errstate(divide="ignore", invalid="ignore"):
         res = stats.bootstrap(data, statistic, **kwargs)
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion ``successes / n`` (n >= 1): unlike
+    the bootstrap or the normal approximation it is never [0, 0] at zero events (0 of 100:
+    [0, 0.037]), which is what a rate held to a small target needs."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"wilson: successes={successes!r}, n={n!r}: need 0 <= successes <= n"
+                         ", n >= 1")
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def poisson_upper_at_zero(confidence: float = 0.95) -> float:
+    """The exact (Garwood) upper bound of a Poisson mean when no event was seen: -ln(alpha/2)
+    (3.689 at 95 %), per unit of exposure."""
+    return -math.log((1 - confidence) / 2)

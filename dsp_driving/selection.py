@@ -177,11 +177,18 @@ class Selector:
     def load_state_dict(self, state: Mapping[str, Any] | None, action: ActionSpec) -> None:
         if not state:
             return
-        self.history = [dict(e) for e in state["history"]]
+        history = [dict(e) for e in state["history"]]
+        # a resume with a larger total_steps moves every update's progress back: snapshots
+        # that now fall before t_end no longer competed under this run's schedule
+        start = [(e["update"] - 1) / self.cfg.num_updates for e in history]
+        self.history = [e for e, p in zip(history, start) if p >= self.cfg.pruning.t_end]
+        if len(self.history) < len(history):
+            log.info(f"selection: {len(history) - len(self.history)} snapshot(s) of the shorter "
+                     "run now fall before pruning.t_end and no longer compete")
         best = [e for e in self.history if e["best"]]
         self.best_entry = best[-1] if best else None
-        self.best = None if state["best"] is None else Snapshot.from_state(state["best"],
-                                                                           action)
+        self.best = None if self.best_entry is None or state["best"] is None \
+            else Snapshot.from_state(state["best"], action)
 
 
 @contextlib.contextmanager
@@ -225,7 +232,7 @@ def agreement(reference: Mapping[str, Any], other: Mapping[str, Any], discrete: 
             a, b = a[:n], b[:n]
         if a.size:
             diff = float(np.max(np.abs(a - b)))
-            worst = max(worst, diff)
+            worst = max(worst, diff) if np.isfinite(diff) else float("inf")  # NaN: unbounded
             bad = np.any(a != b, axis=1) if discrete else np.max(np.abs(a - b), axis=1) > tol
             if np.any(bad) or not np.isfinite(diff):
                 first = int(np.argmax(bad)) if np.any(bad) else 0

@@ -90,7 +90,10 @@ def highway_eval(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
                                {"env_id": HIGHWAY}, folder / "policy.onnx", ENV_INFO)
     rc, out = run_eval(str(model), "--episodes", "4", "--seed", "0")
     assert rc == 0
-    return folder, strict_json(folder / "eval.json"), out
+    doc = strict_json(folder / "eval.json")
+    # the figures below are only a test if both kinds of ending occur
+    assert {r["outcome"] for r in doc["per_episode"]} == {"collision", "timeout"}
+    return folder, doc, out
 
 
 def test_driving_eval_json_has_exactly_the_summary_keys_first(highway_eval) -> None:

@@ -141,6 +141,10 @@ def test_selection_survives_a_resume(tmp_path: Path, tiny_config) -> None:
     assert [e["update"] for e in saved["history"]] == [3] and saved["best"] is not None
     summary = train(tiny_config(train={"total_steps": 2048}), run, resume=True)
     assert [e["update"] for e in summary["selection"]["evaluated"]] == [3, 4]
+    # extended again to 16 updates: updates 3 and 4 now start before t_end (0.5) and drop out
+    summary = train(tiny_config(train={"total_steps": 8192}), run, resume=True)
+    evaluated = [e["update"] for e in summary["selection"]["evaluated"]]
+    assert evaluated == list(range(9, 17)) and summary["selection"]["chosen_update"] >= 9
 
 
 def test_selection_does_not_change_training(tmp_path: Path, tiny_config, stats_reader) -> None:

@@ -312,8 +312,9 @@ class EpisodeRecorder:
         self._infractions: list[Infraction] = []
         self._end: tuple[bool, bool, Mapping[str, Any]] | None = None
         self._route_target, self._route_basis = None, ""
-        if "route_target_m" in info:
-            self._route_target = _positive("info['route_target_m']", info["route_target_m"])
+        target = info.get("route_target_m")
+        if target is not None and _finite("info['route_target_m']", target) > 0:
+            self._route_target = float(target)
             self._route_basis = "route"
         elif "route_length_m" in info:
             length = _finite("info['route_length_m']", info["route_length_m"])

@@ -10,10 +10,13 @@ for the 5th percentile; the delta method for collisions_per_km). Pure numpy; sci
 the bootstrap, imported when used.
 
 - return_mean, route_completion, driving_score, mean_speed_mps: means of the episode values.
-- collision_rate / offroad_rate: fraction of episodes with a collision / off-road infraction.
+- collision_rate / offroad_rate: fraction of episodes with a collision / off-road infraction;
+  their interval is the Wilson score interval (``intervals.wilson``) whatever ``ci95_method``
+  says, because a bootstrap of zero events is [0, 0] (0 of 100 episodes: [0, 0.037]).
 - collisions_per_km: all collision infractions / (total distance_m / 1000); None when the
   episodes drove no distance at all (a rate per zero km is undefined, and None keeps the
-  summary strict JSON, unlike inf).
+  summary strict JSON, unlike inf). With no collision at all its interval is [0, the exact
+  Poisson bound 3.689 / km driven]; otherwise the ratio's bootstrap (or delta method).
 - min_ttc_p5_s: 5th percentile (linear) over episodes of each episode's minimum TTC;
   episodes in which TTC was never defined (no lead, or never closing on one) are excluded
   (so the figure describes the episodes that had a conflict); None when none had one.
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from dsp_driving.driving.safety import EpisodeSafety
-from dsp_driving.intervals import percentile_bootstrap
+from dsp_driving.intervals import percentile_bootstrap, poisson_upper_at_zero, wilson
 
 SUMMARY_KEYS = ("episodes", "return_mean", "collision_rate", "collisions_per_km",
                 "offroad_rate", "route_completion", "driving_score", "min_ttc_p5_s",
@@ -42,6 +45,7 @@ BOOTSTRAP = "percentile_bootstrap"
 NORMAL = "normal_approximation"
 BOOTSTRAP_RESAMPLES = 10_000
 CONFIDENCE = 0.95
+RATE_KEYS = ("collision_rate", "offroad_rate")  # fractions of episodes: Wilson intervals
 _Z95 = 1.959963984540054
 
 
@@ -93,11 +97,19 @@ def summarise(episodes: Sequence[EpisodeSafety], ci_method: str = "auto",
     for key, x in means.items():
         values[key] = float(np.mean(x)) if x.size else None
         intervals[key] = ci.mean(x)
+    for key in RATE_KEYS:  # episode counts: Wilson, never [0, 0] at zero events
+        x = means[key]
+        intervals[key] = list(wilson(int(x.sum()), x.size, CONFIDENCE))
     collisions = column(lambda e: e.collisions)
     distance_km = column(lambda e: e.distance_m) / 1000.0
     total_km = float(distance_km.sum())
     values["collisions_per_km"] = float(collisions.sum() / total_km) if total_km > 0 else None
-    intervals["collisions_per_km"] = ci.ratio(collisions, distance_km) if total_km > 0 else None
+    if total_km <= 0:
+        intervals["collisions_per_km"] = None
+    elif collisions.sum() == 0:
+        intervals["collisions_per_km"] = [0.0, poisson_upper_at_zero(CONFIDENCE) / total_km]
+    else:
+        intervals["collisions_per_km"] = ci.ratio(collisions, distance_km)
     ttc = column(lambda e: e.min_ttc_s)
     values["min_ttc_p5_s"] = float(np.percentile(ttc, 5)) if ttc.size else None
     intervals["min_ttc_p5_s"] = ci.p5(ttc)

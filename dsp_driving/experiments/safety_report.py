@@ -33,6 +33,8 @@ from dsp_driving.policy_format import POLICY_FILE, sidecar_path
 EVAL_FILE = "eval.json"
 COLLISION_TARGET = 0.02
 RETURN_TARGET = 0.95
+MIN_SEEDS = 3  # per variant
+MIN_EPISODES = 100  # per seed
 VARIANTS = ("dense", "dsp")
 # what the table shows per metric (key, header, format)
 COLUMNS = (("return_mean", "return", ".1f"), ("collision_rate", "collision rate", ".3f"),
@@ -52,14 +54,19 @@ def _seed_of(path: Path) -> int:
     return int(path.name.removeprefix("seed"))
 
 
+def _seed_dirs(parent: Path) -> list[Path]:
+    """parent/seed<k> folders (others, such as seed1_old, are not trials), by seed."""
+    return sorted((p for p in parent.glob("seed*")
+                   if p.is_dir() and p.name.removeprefix("seed").isdigit()), key=_seed_of)
+
+
 def collect(source: Path, out: Path, variants: Sequence[str] = VARIANTS,
             seeds: Sequence[int] | None = None) -> list[Path]:
     """Copy SOURCE/<variant>/seed<k>/policy.onnx and policy.json into OUT (only files that
     changed: a copied policy keeps its eval.json). Returns the policy folders in OUT."""
     folders = []
     for variant in variants:
-        runs = sorted((source / variant).glob("seed*"), key=_seed_of)
-        for run in runs:
+        for run in _seed_dirs(source / variant):
             if seeds is not None and _seed_of(run) not in seeds:
                 continue
             policy = run / POLICY_FILE
@@ -91,8 +98,9 @@ def evaluate_folder(folder: Path, episodes: int, seed: int, plots: bool = True
     policy = OnnxPolicy(folder / POLICY_FILE)
     if path.is_file():
         done = json.loads(path.read_text(encoding="utf-8"))
-        if (done.get("sha256"), done.get("episodes"), done.get("seeds", [None])[0]) == (
-                policy.sha256, episodes, seed):
+        first = (done.get("seeds") or [None])[0]
+        if (done.get("sha256"), done.get("episodes"), first) == (policy.sha256, episodes,
+                                                                  seed):
             return done
     env_kwargs = ((policy.metadata.get("config") or {}).get("train") or {}).get("env_kwargs")
     log.info(f"evaluating {folder / POLICY_FILE} on {episodes} episodes from seed {seed}")
@@ -115,7 +123,7 @@ def load(out: Path) -> list[dict[str, Any]]:
     """One row per OUT/<variant>/seed<k>/eval.json: variant, seed and the document."""
     rows = []
     for variant_dir in sorted(p for p in out.iterdir() if p.is_dir()):
-        for folder in sorted(variant_dir.glob("seed*"), key=_seed_of):
+        for folder in _seed_dirs(variant_dir):
             path = folder / EVAL_FILE
             if path.is_file():
                 doc = json.loads(path.read_text(encoding="utf-8"))
@@ -126,6 +134,10 @@ def load(out: Path) -> list[dict[str, Any]]:
                              "doc": doc})
     if not rows:
         raise FileNotFoundError(f"{out}: no <variant>/seed<k>/{EVAL_FILE}")
+    settings = {(r["doc"]["episodes"], r["doc"]["seeds"][0]) for r in rows}
+    if len(settings) > 1:
+        raise ValueError(f"{out}: the eval.json files hold different evaluations (episodes, "
+                         f"first seed) {sorted(settings)}: evaluate every policy alike")
     return rows
 
 
@@ -142,6 +154,12 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     dense = {r["seed"]: r["doc"] for r in rows if r["variant"] == "dense"}
     shared = set(dsp) & set(dense)
     out = []
+    episodes = min(r["doc"]["episodes"] for r in rows)
+    out.append({"target": f">= {MIN_SEEDS} seeds each of dsp and dense, >= {MIN_EPISODES} "
+                          "held-out episodes per seed",
+                "measured": f"dsp {len(dsp)} seeds, dense {len(dense)}; {episodes} episodes",
+                "holds": min(len(dsp), len(dense)) >= MIN_SEEDS
+                and episodes >= MIN_EPISODES})
     worst = max((d["collision_rate"] for d in dsp.values()), default=None)
     out.append({"target": f"dsp collision rate <= {COLLISION_TARGET:.0%} on every seed",
                 "measured": "none" if worst is None else
@@ -247,8 +265,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
                 ci = r["doc"].get(f"{key}_ci95") or [v, v]
                 xs.append(seeds.index(r["seed"]) + (i - (len(variants) - 1) / 2) * width)
                 ys.append(v)
-                lo.append(v - ci[0])
-                hi.append(ci[1] - v)
+                lo.append(max(v - ci[0], 0.0))  # an interval may exclude its estimate
+                hi.append(max(ci[1] - v, 0.0))
             ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=variant)
         if key == "collision_rate":
             ax.axhline(COLLISION_TARGET, color="k", lw=0.8, ls="--", label="target")

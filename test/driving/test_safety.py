@@ -292,7 +292,19 @@ def test_bootstrap_is_reproducible_and_degenerate_data_give_a_point():
     assert a == b
     same = safety_summary.summarise([episode(), episode()], n_resamples=500)
     assert same["return_mean_ci95"] == [10.0, 10.0]
-    assert same["collisions_per_km_ci95"] == [0.0, 0.0]
+    # zero events are not certainty: 0 collisions in 0.8 km -> [0, 3.689 / 0.8] per km
+    assert same["collisions_per_km_ci95"] == pytest.approx([0.0, 3.6888794541 / 0.8])
+
+
+def test_rates_get_wilson_intervals_never_zero_width_at_zero_events():
+    clean = safety_summary.summarise([episode()] * 100, n_resamples=500)
+    assert clean["collision_rate"] == 0.0
+    assert clean["collision_rate_ci95"] == pytest.approx([0.0, 0.036995], abs=1e-5)
+    assert clean["offroad_rate_ci95"] == clean["collision_rate_ci95"]
+    hit = episode(outcome="collision", infractions=(Infraction("collision_vehicle", 5),))
+    two = safety_summary.summarise([hit] * 2 + [episode()] * 98, n_resamples=500)
+    assert two["collision_rate"] == 0.02
+    assert two["collision_rate_ci95"] == pytest.approx([0.005502, 0.070012], abs=1e-5)
 
 
 def test_one_episode_and_no_distance():

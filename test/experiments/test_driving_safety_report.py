@@ -49,7 +49,6 @@ def test_report_evaluates_each_policy_once_and_tabulates(tmp_path: Path, capsys)
     mtimes = [p.stat().st_mtime_ns for p in evals]
     assert main(argv) == 0  # same policies, episodes and seed: nothing is evaluated again
     assert [p.stat().st_mtime_ns for p in evals] == mtimes
-    assert "evaluating" not in capsys.readouterr().out.split("wrote")[-1]
     assert main([*argv[:-5], "--episodes", "3", "--seed", "7", "--no-plots"]) == 0
     assert json.loads(evals[0].read_text())["episodes"] == 3  # other settings: evaluated
 
@@ -66,15 +65,19 @@ def test_targets_follow_the_issue() -> None:
             {"variant": "dsp", "seed": 1, "doc": _doc(0.00, 96.0)},
             {"variant": "dsp", "seed": 2, "doc": _doc(0.02, 95.0)}]
     got = {t["target"].split(" (")[0]: t["holds"] for t in sr.targets(rows)}
-    assert got == {"dsp collision rate <= 2% on every seed": True,
+    assert got == {">= 3 seeds each of dsp and dense, >= 100 held-out episodes per seed": False,
+                   "dsp collision rate <= 2% on every seed": True,
                    "dsp collision rate no higher than dense": True,
                    "dsp return >= 95% of dense": True}
     rows[3]["doc"] = _doc(0.05, 90.0)  # one seed over 2 %, return 93 % of dense
     got = {t["target"].split(" (")[0]: t["holds"] for t in sr.targets(rows)}
-    assert got == {"dsp collision rate <= 2% on every seed": False,
+    assert got == {">= 3 seeds each of dsp and dense, >= 100 held-out episodes per seed": False,
+                   "dsp collision rate <= 2% on every seed": False,
                    "dsp collision rate no higher than dense": False,
                    "dsp return >= 95% of dense": False}
-    assert sr.targets(rows)[2]["measured"] == "93.0 vs 100.0 (93.0%)"
+    assert sr.targets(rows)[3]["measured"] == "93.0 vs 100.0 (93.0%)"
+    rows += [{"variant": v, "seed": 3, "doc": _doc(0.0, 100.0)} for v in ("dense", "dsp")]
+    assert sr.targets(rows)[0]["holds"] is True  # 3 seeds each, 100 episodes
 
 
 def test_bad_input_is_named(tmp_path: Path, capsys) -> None:
@@ -85,4 +88,11 @@ def test_bad_input_is_named(tmp_path: Path, capsys) -> None:
     (tmp_path / "dsp" / "seed1").mkdir(parents=True)
     (tmp_path / "dsp" / "seed1" / "eval.json").write_text(json.dumps({"return_mean": 1.0}))
     with pytest.raises(ValueError, match="not a driving evaluation"):
+        sr.load(tmp_path)
+    for seed, first in ((1, 0), (2, 5)):  # two policies evaluated on other seeds
+        folder = tmp_path / "dense" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "eval.json").write_text(json.dumps({**_doc(0.0, 1.0), "seeds": [first, 99]}))
+    (tmp_path / "dsp" / "seed1" / "eval.json").unlink()
+    with pytest.raises(ValueError, match=r"different evaluations \(episodes, first seed\)"):
         sr.load(tmp_path)
