@@ -37,7 +37,7 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
              on_step: Callable[[dict[str, Any], bool], None] | None = None,
              env_kwargs: Mapping[str, Any] | None = None, safety: bool | None = None,
              summary: bool = True, record_actions: bool = False,
-             series: bool = False) -> dict[str, Any]:
+             series: bool = False, record_observations: bool = False) -> dict[str, Any]:
     """Run ``episodes`` episodes with reset seeds seed, seed + 1, ...; returns figures.
 
     ``policy`` maps one raw observation to one environment action; ``on_step(info, done)``,
@@ -49,7 +49,9 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
     records safety; with ``summary`` the result's ``safety`` key holds
     ``driving.safety_summary.summarise`` of the episodes (bootstrap intervals: skip it where
     only the rates are needed). ``record_actions``: ``actions``, one float64 [steps, act_dim]
-    array per episode (as the policy returned them). ``series``: ``series``, each episode's
+    array per episode (as the policy returned them); ``record_observations``:
+    ``observations``, the float64 [steps, obs_dim] observations each action was decided
+    from. ``series``: ``series``, each episode's
     per-step speed, TTC and headway (``EpisodeRecorder.series``), for plots.
     """
     if episodes < 1:
@@ -67,7 +69,7 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
                 raise ValueError(f"safety=True: {env_id} is not a driving env (no contract "
                                  "observation / policy_metadata()['control_period_s'])")
             recorder = safety_mod.recorder_for(env)
-        returns, lengths, rows, records, actions, traces = [], [], [], [], [], []
+        returns, lengths, rows, records, actions, traces, seen = [], [], [], [], [], [], []
         iterator = range(episodes)
         if progress:
             from tqdm.auto import tqdm
@@ -77,11 +79,13 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
             obs, info = env.reset(seed=seed + i)
             if recorder is not None:
                 recorder.reset(obs, info)
-            total, length, done, sent = 0.0, 0, False, []
+            total, length, done, sent, inputs = 0.0, 0, False, [], []
             while not done:
                 action = policy(obs)
                 if record_actions:
                     sent.append(np.asarray(action, dtype=np.float64).reshape(-1))
+                if record_observations:
+                    inputs.append(np.array(obs, dtype=np.float64).reshape(-1))
                 obs, reward, terminated, truncated, info = env.step(action)
                 total += float(reward)
                 length += 1
@@ -92,7 +96,8 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
                     on_step(info, done)
             returns.append(total)
             lengths.append(length)
-            row: dict[str, Any] = {"seed": seed + i, "return": total, "length": length}
+            row: dict[str, Any] = {"seed": seed + i, "return": total, "length": length,
+                                   "terminated": bool(terminated)}
             if recorder is not None:
                 record = recorder.finish()
                 records.append(record)
@@ -102,6 +107,8 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
             rows.append(row)
             if record_actions:
                 actions.append(np.stack(sent) if sent else np.zeros((0, 1)))
+            if record_observations:
+                seen.append(np.stack(inputs))
     finally:
         env.close()
     result: dict[str, Any] = {
@@ -113,6 +120,8 @@ def evaluate(policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, se
         result["safety"] = safety_summary.summarise(records)
     if record_actions:
         result["actions"] = actions
+    if record_observations:
+        result["observations"] = seen
     if series and recorder is not None:
         result["series"] = traces
     return result

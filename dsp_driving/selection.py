@@ -12,9 +12,11 @@ that is the best return. The run's compact actor, its evaluation and policy.onnx
 that snapshot; summary.json's ``selection`` says which one.
 
 Gate: the masked network, the compact torch actor and the exported ONNX drive the same
-evaluation episodes closed loop; each step's actions must agree within ``ACTION_TOL`` (discrete:
-equal) and every episode must end alike (length, outcome, collisions). A disagreement raises
-:class:`GateError`, and the ONNX file is not left as policy.onnx.
+evaluation episodes closed loop. On every observation the compact actor's run visited, the
+other two must give its action within ``ACTION_TOL`` (discrete: equal), and each of their own
+closed-loop episodes must end as the compact actor's did (outcome and collisions; terminated
+or not elsewhere). A disagreement raises :class:`GateError`, and the ONNX file is not left as
+policy.onnx.
 """
 
 from __future__ import annotations
@@ -212,51 +214,67 @@ def _key(entry: Mapping[str, Any]) -> tuple[float, float]:
 
 def drive(policy: Callable[[np.ndarray], Any], cfg: Config, episodes: int,
           seed: int) -> dict[str, Any]:
-    """Closed-loop evaluation that keeps each step's action (for :func:`agreement`)."""
+    """Closed-loop evaluation that keeps each step's observation and action (for
+    :func:`compare`)."""
     return evaluate(policy, cfg.train.env_id, episodes, seed,
-                    env_kwargs=cfg.train.env_kwargs, record_actions=True)
+                    env_kwargs=cfg.train.env_kwargs, record_actions=True,
+                    record_observations=True)
 
 
-def agreement(reference: Mapping[str, Any], other: Mapping[str, Any], discrete: bool,
+def agreement(reference: Mapping[str, Any], other: Mapping[str, Any],
+              policy: Callable[[np.ndarray], Any], discrete: bool,
               tol: float = ACTION_TOL) -> dict[str, Any]:
-    """Compare two ``drive`` results of the same episodes: ``max_abs_diff`` over every step,
-    ``mismatches`` (a list of "episode k: why"); agreeing means no mismatch."""
+    """Compare ``policy`` (whose own closed-loop run is ``other``) with the reference run
+    of the same episodes.
+
+    Actions: ``policy`` on every observation the reference visited, against the reference's
+    action there (within ``tol``; discrete: equal). Outcomes: each episode of ``other``
+    must end as the reference's did (outcome and collisions on driving tasks; terminated or
+    truncated elsewhere). Closed-loop actions are not compared step by step: the envs are
+    chaotic enough (traffic, contact) that float32 rounding differences (~1e-7) between two
+    implementations grow over 100+ steps (measured: 8e-3 after 134 steps on HighwayDrive-v0
+    with the same outcome), so they are reported (``closed_loop_max_abs_diff``), not judged.
+    Returns ``max_abs_diff`` and ``mismatches`` (a list of "episode seed s: why")."""
     mismatches: list[str] = []
     worst = 0.0
-    for a, b, ra, rb in zip(reference["actions"], other["actions"], reference["rows"],
-                            other["rows"]):
+    for obs, a, ra in zip(reference["observations"], reference["actions"], reference["rows"]):
         seed = ra["seed"]
-        if a.shape != b.shape:
-            mismatches.append(f"episode seed {seed}: {len(a)} vs {len(b)} steps")
-            n = min(len(a), len(b))
-            a, b = a[:n], b[:n]
-        if a.size:
-            diff = float(np.max(np.abs(a - b)))
-            worst = max(worst, diff) if np.isfinite(diff) else float("inf")  # NaN: unbounded
-            bad = np.any(a != b, axis=1) if discrete else np.max(np.abs(a - b), axis=1) > tol
-            if np.any(bad) or not np.isfinite(diff):
-                first = int(np.argmax(bad)) if np.any(bad) else 0
-                mismatches.append(f"episode seed {seed}: actions differ from step {first} "
-                                  f"(max |diff| {diff:.3g})")
-        for field in ("length", "outcome", "collisions"):
+        b = np.stack([np.asarray(policy(o.astype(np.float32)), dtype=np.float64).reshape(-1)
+                      for o in obs]) if len(obs) else a
+        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+        worst = max(worst, diff) if np.isfinite(diff) else float("inf")  # NaN: unbounded
+        bad = np.any(a != b, axis=1) if discrete else ~(np.max(np.abs(a - b), axis=1) <= tol)
+        if np.any(bad):
+            mismatches.append(f"episode seed {seed}: actions differ from step "
+                              f"{int(np.argmax(bad))} (max |diff| {diff:.3g})")
+    for ra, rb in zip(reference["rows"], other["rows"]):
+        fields = ("outcome", "collisions") if "outcome" in ra else ("terminated",)
+        for field in fields:
             if ra.get(field) != rb.get(field):
-                mismatches.append(f"episode seed {seed}: {field} {ra.get(field)!r} vs "
+                mismatches.append(f"episode seed {ra['seed']}: {field} {ra.get(field)!r} vs "
                                   f"{rb.get(field)!r}")
-    return {"max_abs_diff": worst, "mismatches": mismatches}
+    closed = [float(np.max(np.abs(x[:n] - y[:n]))) for x, y in
+              zip(reference["actions"], other["actions"]) if (n := min(len(x), len(y)))]
+    return {"max_abs_diff": worst, "mismatches": mismatches,
+            "closed_loop_max_abs_diff": max(closed, default=0.0)}
 
 
-def compare(runs: Mapping[str, Mapping[str, Any]], discrete: bool) -> dict[str, Any]:
-    """summary.json's ``gate`` block from ``drive`` results of the same episodes, each
-    compared with the first (the reference); ``passed`` is False when any disagrees."""
+def compare(runs: Mapping[str, Mapping[str, Any]],
+            policies: Mapping[str, Callable[[np.ndarray], Any]],
+            discrete: bool) -> dict[str, Any]:
+    """summary.json's ``gate`` block from ``drive`` results of the same episodes (and the
+    policies that drove them), each compared with the first (the reference; see
+    :func:`agreement`); ``passed`` is False when any disagrees."""
     names = list(runs)
     ref = runs[names[0]]
     block: dict[str, Any] = {"episodes": ref["episodes"], "seeds": list(ref["seeds"]),
                              "tolerance": 0.0 if discrete else ACTION_TOL,
                              "reference": names[0], "compared": {}, "failures": []}
     for name in names[1:]:
-        found = agreement(ref, runs[name], discrete)
-        block["compared"][name] = {"max_abs_diff": found["max_abs_diff"],
-                                   "agree": not found["mismatches"]}
+        found = agreement(ref, runs[name], policies[name], discrete)
+        block["compared"][name] = {
+            "max_abs_diff": found["max_abs_diff"], "agree": not found["mismatches"],
+            "closed_loop_max_abs_diff": found["closed_loop_max_abs_diff"]}
         block["failures"] += [f"{name} vs {names[0]}: {m}" for m in found["mismatches"]]
     block["passed"] = not block["failures"]
     block["return_mean"] = {name: r["return_mean"] for name, r in runs.items()}

@@ -294,17 +294,20 @@ class Runner:
         save_actor(run_dir / ACTOR, actor, meta)
         episodes, seed = cfg.train.eval_episodes, cfg.train.eval_seed
         result = drive(actor.act, cfg, episodes, seed)
-        runs = {"compact": result, "masked": drive(chosen.masked().act, cfg, episodes, seed)}
+        masked = chosen.masked()
+        runs = {"compact": result, "masked": drive(masked.act, cfg, episodes, seed)}
+        policies = {"compact": actor.act, "masked": masked.act}
         discrete = actor.kind == "discrete"
-        gate = compare(runs, discrete)
+        gate = compare(runs, policies, discrete)
         path = None
         if gate["passed"] and cfg.train.export_onnx:
             path = self.export()
             if path is not None:
                 from dsp_driving.inference import OnnxPolicy
 
-                runs["onnx"] = drive(OnnxPolicy(path).act, cfg, episodes, seed)
-                gate = compare(runs, discrete)
+                policies["onnx"] = OnnxPolicy(path).act
+                runs["onnx"] = drive(policies["onnx"], cfg, episodes, seed)
+                gate = compare(runs, policies, discrete)
                 if not gate["passed"]:
                     _reject(path)
                     path = None

@@ -213,7 +213,7 @@ def test_cartpole_eval_has_no_safety_keys_and_one_plot(cartpole_onnx: Path) -> N
     doc = strict_json(folder / "eval.json")
     assert set(doc) == {"episodes", "return_mean", *REST}
     assert doc["episodes"] == 3 and doc["seeds"] == [10, 12]
-    assert [set(r) for r in doc["per_episode"]] == [{"seed", "return", "length"}] * 3
+    assert [set(r) for r in doc["per_episode"]] == [{"seed", "return", "length", "terminated"}] * 3
     assert doc["return_mean"] == pytest.approx(np.mean([r["return"] for r in doc["per_episode"]]))
     assert doc["length_mean"] == doc["return_mean"]  # CartPole pays 1 per step
     assert sorted(p.name for p in folder.iterdir()) == [

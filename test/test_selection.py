@@ -80,32 +80,52 @@ def test_snapshot_state_round_trips_and_compacts_to_the_same_function() -> None:
     np.testing.assert_allclose(again.deployed().act(obs), snap.masked().act(obs), atol=1e-6)
 
 
-def test_compare_passes_equal_drives_and_names_the_episode_that_differs() -> None:
+def test_compare_judges_actions_on_the_reference_states_and_outcomes_closed_loop() -> None:
     cfg = from_dict({"train": {"env_id": HIGHWAY}})
     snap = _snapshot(0)
     base = snap.masked()
-    with torch.no_grad():  # a calm policy (a random one amplifies any difference)
+    with torch.no_grad():  # a calm policy that drives forward
         base.mlp.layers[-1].weight.mul_(0.01)
         base.mlp.layers[-1].bias.copy_(torch.tensor([0.0, 0.4]))
 
     def nudged(delta: float):
         return lambda obs: np.clip(base.act(obs) + np.float32(delta), -1, 1)
 
-    runs = {name: drive(policy, cfg, 2, seed=11) for name, policy in
-            (("compact", base.act), ("same", nudged(0.0)), ("tiny", nudged(ACTION_TOL / 10)))}
-    block = compare(runs, discrete=False)
+    policies = {"compact": base.act, "same": nudged(0.0), "tiny": nudged(ACTION_TOL / 10)}
+    runs = {name: drive(policy, cfg, 2, seed=11) for name, policy in policies.items()}
+    block = compare(runs, policies, discrete=False)
     assert block["passed"] and block["failures"] == []
-    assert block["compared"]["tiny"]["max_abs_diff"] <= ACTION_TOL
+    assert block["compared"]["same"]["max_abs_diff"] == 0.0
+    assert block["compared"]["tiny"]["max_abs_diff"] == pytest.approx(ACTION_TOL / 10, rel=0.2)
     check(block)  # does not raise
 
-    runs["off"] = drive(nudged(1e-3), cfg, 2, seed=11)
-    block = compare(runs, discrete=False)
+    policies["off"] = nudged(1e-3)
+    runs["off"] = drive(policies["off"], cfg, 2, seed=11)
+    block = compare(runs, policies, discrete=False)
     assert not block["passed"] and not block["compared"]["off"]["agree"]
-    assert block["compared"]["off"]["max_abs_diff"] >= 1e-3  # closed loop: it grows
+    assert block["compared"]["off"]["max_abs_diff"] == pytest.approx(1e-3, rel=0.01)
     assert any("off vs compact: episode seed 11: actions differ from step 0" in f
                for f in block["failures"])
     with pytest.raises(GateError, match="closed-loop gate failed over 2 episodes from seed 11"):
         check(block)
+
+
+def test_compare_fails_when_an_episode_ends_differently() -> None:
+    cfg = from_dict({"train": {"env_id": HIGHWAY}})
+    base = _snapshot(0).masked()
+    with torch.no_grad():
+        base.mlp.layers[-1].weight.mul_(0.01)
+        base.mlp.layers[-1].bias.copy_(torch.tensor([0.0, 0.4]))
+    ref = drive(base.act, cfg, 2, seed=11)
+    other = drive(base.act, cfg, 2, seed=11)
+    other["rows"][1] = {**other["rows"][1], "outcome": "timeout", "collisions": 0}
+    block = compare({"compact": ref, "onnx": other}, {"compact": base.act, "onnx": base.act},
+                    discrete=False)
+    assert ref["rows"][1]["outcome"] == "collision"  # the calm policy runs into traffic
+    assert block["compared"]["onnx"]["max_abs_diff"] == 0.0 and not block["passed"]
+    assert block["failures"] == ["onnx vs compact: episode seed 12: outcome 'collision' vs "
+                                 "'timeout'", "onnx vs compact: episode seed 12: collisions 1 "
+                                 "vs 0"]
 
 
 def test_run_exports_the_selected_snapshot(tmp_path: Path, tiny_config) -> None:
