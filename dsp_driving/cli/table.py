@@ -22,12 +22,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsp_driving.experiments.table import (
-        README,
-        holds_env_folders,
-        rows_markdown,
-        write_table,
-    )
+    from dsp_driving.experiments.publish import README, write_table
+    from dsp_driving.experiments.table import holds_env_folders, rows_markdown
 
     rows = write_table(args.dir, args.results)
     print(rows_markdown(rows), end="")

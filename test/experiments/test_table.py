@@ -12,12 +12,8 @@ import pytest
 import yaml
 
 from dsp_driving import cli
-from dsp_driving.experiments.table import (
-    COLUMNS,
-    actor_sizes,
-    interval_stats,
-    write_table,
-)
+from dsp_driving.experiments.publish import write_table
+from dsp_driving.experiments.table import COLUMNS, actor_sizes, interval_stats
 
 
 def test_interval_stats_by_hand() -> None:
@@ -179,7 +175,8 @@ def test_goals_missed_sizes_equal_returns_and_missing_variants(tmp_path: Path) -
 
 def test_a_folder_of_env_folders_gets_per_env_tables_and_a_readme(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from dsp_driving.experiments.table import README, read_trials, rows_markdown, table_rows
+    from dsp_driving.experiments.publish import README
+    from dsp_driving.experiments.table import read_trials, rows_markdown, table_rows
 
     root, dest = tmp_path / "paper runs", tmp_path / "results"
     five, three = [500.0, 480.0, 490.0, 470.0, 460.0], [300.0, 310.0, 320.0]
@@ -247,7 +244,7 @@ def test_one_env_folder_is_unchanged_no_readme_no_per_env_folder(tmp_path: Path)
 
 
 def test_sweep_commands_order_needs_and_check_the_spec(tmp_path: Path) -> None:
-    from dsp_driving.experiments.table import sweep_commands
+    from dsp_driving.experiments.publish import sweep_commands
 
     def trials(spec: dict[str, list[int]]) -> list[dict[str, object]]:
         return [{"env": "hopper", "variant": v, "seed": s} for v, seeds in spec.items()
