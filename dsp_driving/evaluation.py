@@ -8,6 +8,7 @@ holds per-episode safety rows and the safety summary with 95 % intervals (issue 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -141,6 +142,24 @@ def eval_document(result: Mapping[str, Any], **header: Any) -> dict[str, Any]:
            "seeds": list(result["seeds"]), "returns": list(result["returns"]), **header,
            "per_episode": list(result["rows"])}
     return json_safe(doc)
+
+
+def evaluate_onnx(path: str | Path, episodes: int, seed: int, series: bool = False
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A policy.onnx through onnxruntime, deterministic, on ``episodes`` episodes from reset
+    seed ``seed``, in the env (and env_kwargs) its metadata names: what ships is what is
+    measured. Returns the ``evaluate`` result and its eval.json document (header: the file's
+    name, sha256, env, runtime)."""
+    from dsp_driving.inference import OnnxPolicy
+
+    path = Path(path)
+    policy = OnnxPolicy(path)
+    env_kwargs = ((policy.metadata.get("config") or {}).get("train") or {}).get("env_kwargs")
+    result = evaluate(policy.act, policy.env_id, episodes, seed, env_kwargs=env_kwargs,
+                      series=series)
+    doc = eval_document(result, policy=path.name, sha256=policy.sha256, env=policy.env_id,
+                        runtime="onnxruntime", deterministic=True)
+    return result, doc
 
 
 def collision_rate(result: Mapping[str, Any]) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -91,23 +92,17 @@ def evaluate_folder(folder: Path, episodes: int, seed: int, plots: bool = True
                     ) -> dict[str, Any]:
     """FOLDER/eval.json for FOLDER/policy.onnx (episodes from reset seed ``seed``), unless
     one with the same policy sha256, episodes and seed is there already; returns it."""
-    from dsp_driving.evaluation import eval_document, evaluate
-    from dsp_driving.inference import OnnxPolicy
+    from dsp_driving.evaluation import evaluate_onnx
 
     path = folder / EVAL_FILE
-    policy = OnnxPolicy(folder / POLICY_FILE)
     if path.is_file():
         done = json.loads(path.read_text(encoding="utf-8"))
         first = (done.get("seeds") or [None])[0]
-        if (done.get("sha256"), done.get("episodes"), first) == (policy.sha256, episodes,
-                                                                  seed):
+        sha = hashlib.sha256((folder / POLICY_FILE).read_bytes()).hexdigest()
+        if (done.get("sha256"), done.get("episodes"), first) == (sha, episodes, seed):
             return done
-    env_kwargs = ((policy.metadata.get("config") or {}).get("train") or {}).get("env_kwargs")
     log.info(f"evaluating {folder / POLICY_FILE} on {episodes} episodes from seed {seed}")
-    result = evaluate(policy.act, policy.env_id, episodes, seed, env_kwargs=env_kwargs,
-                      series=plots)
-    doc = eval_document(result, policy=POLICY_FILE, sha256=policy.sha256, env=policy.env_id,
-                        runtime="onnxruntime", deterministic=True)
+    result, doc = evaluate_onnx(folder / POLICY_FILE, episodes, seed, series=plots)
     atomic_write_json(path, doc)
     if plots and "series" in result:
         try:

@@ -368,14 +368,9 @@ def _train(trial: Trial, status: str, report: Callable[[dict[str, Any]], None] |
 def evaluate_policy(run_dir: Path, episodes: int, seed: int) -> dict[str, Any]:
     """RUN_DIR/policy.onnx through onnxruntime, deterministic, on ``episodes`` held-out
     seeds from ``seed``: what ships is what is measured. Writes RUN_DIR/eval.json."""
-    from dsp_driving.evaluation import eval_document, evaluate
-    from dsp_driving.inference import OnnxPolicy
+    from dsp_driving.evaluation import evaluate_onnx
 
-    policy = OnnxPolicy(run_dir / "policy.onnx")
-    env_kwargs = policy.metadata.get("config", {}).get("train", {}).get("env_kwargs")
-    result = evaluate(policy.act, policy.env_id, episodes, seed, env_kwargs=env_kwargs)
-    out = eval_document(result, policy="policy.onnx", sha256=policy.sha256,
-                        runtime="onnxruntime", deterministic=True)
+    _, out = evaluate_onnx(run_dir / "policy.onnx", episodes, seed)
     atomic_write_json(run_dir / EVAL, out)
     return out
 
