@@ -22,3 +22,11 @@ def import_with_blocked(modules: tuple[str, ...], blocked: tuple[str, ...]
     code = BLOCKER.format(blocked=blocked, imports="\n".join(f"import {m}" for m in modules))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
+
+
+def run_with_blocked(code: str, blocked: tuple[str, ...], timeout: float = 300
+                     ) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter while every name in ``blocked`` (and below) fails
+    to import (``sys`` is imported for it)."""
+    return subprocess.run([sys.executable, "-c", BLOCKER.format(blocked=blocked, imports=code)],
+                          capture_output=True, text=True, timeout=timeout)

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 import shutil
 import struct
-import subprocess
 import sys
 from typing import Any
 
@@ -31,6 +30,7 @@ from dsp_driving.rl.normalization import ObsNormalizer
 pytest.importorskip("onnxscript")
 pytest.importorskip("highway_env")
 
+from import_checks import run_with_blocked  # noqa: E402
 from policy_samples import ENV_INFO  # noqa: E402
 
 HIGHWAY = "dsp_driving/HighwayDrive-v0"
@@ -224,22 +224,11 @@ def test_cartpole_eval_has_no_safety_keys_and_one_plot(cartpole_onnx: Path) -> N
 
 
 def test_onnx_eval_needs_no_torch(cartpole_onnx: Path) -> None:
-    code = f"""
-import sys
-
-class Blocker:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torch":
-            raise ImportError("torch is blocked: eval of a policy.onnx must not need it")
-        return None
-
-sys.meta_path.insert(0, Blocker())
+    proc = run_with_blocked(f"""
 from dsp_driving import cli
 rc = cli.main(["eval", {str(cartpole_onnx)!r}, "--episodes", "2"])
 sys.exit(rc or 10 * any(m.split(".")[0] == "torch" for m in sys.modules))
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+""", ("torch",))
     assert proc.returncode == 0, proc.stderr
     assert strict_json(cartpole_onnx.parent / "eval.json")["runtime"] == "onnxruntime"
     assert proc.stdout.splitlines()[-1] == f"wrote {cartpole_onnx.parent / 'eval_episodes.png'}"
