@@ -8,7 +8,9 @@ package_name = "dsp_driving"
 
 extras = {
     "highway": ["highway-env==1.12.1"],  # the embedded driving task (dsp_driving/HighwayDrive-v0)
-    "carla": ["carla==0.9.16"],  # the CARLA bridge's client (dsp_driving/Carla-v0)
+    # the CARLA bridge's client (dsp_driving/Carla-v0) and Ray: each env and its server run in
+    # a supervised Ray actor process (train.vector_mode: ray, docs/cluster.md)
+    "carla": ["carla==0.9.16", "ray>=2.41,<3"],
     "sim": ["gymnasium[box2d,mujoco]>=1.1", "highway-env==1.12.1"],
     "export": ["onnx>=1.17", "onnxscript>=0.2"],
     "dds": ["cyclonedds==11.0.1"],  # in install_requires too; the name is kept for old commands

@@ -26,7 +26,7 @@ Regulariser = Literal["importance_weighted", "group_lasso"]
 ThresholdMode = Literal["hybrid", "dynamic", "ratio"]
 LambdaUnits = Literal["dose", "step"]
 GroupSize = Literal["alive", "dense"]
-VectorMode = Literal["sync", "async"]
+VectorMode = Literal["sync", "async", "ray"]
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 REGULARISERS: tuple[str, ...] = get_args(Regulariser)
 THRESHOLD_MODES: tuple[str, ...] = get_args(ThresholdMode)
@@ -200,7 +200,18 @@ class TrainConfig:
     total_steps: int = 200_000
     seed: int = 1
     num_envs: int = 4
-    vector_mode: VectorMode = "sync"
+    vector_mode: VectorMode = "sync"  # sync | async (subprocesses) | ray (supervised actors)
+    # vector_mode ray (dsp_driving/rl/ray_vector.py): "" = a local Ray (or the Ray cluster a
+    # sweep's trial runs in); else a cluster's address. Each env actor gets env_num_cpus and
+    # env_num_gpus; a step longer than env_step_timeout_s, a start or reset longer than
+    # env_reset_timeout_s (a CARLA reset may launch a server and load a map), a dead actor or
+    # a crashed simulator restarts that env, at most env_max_restarts times in a row
+    ray_address: str = ""
+    env_num_cpus: float = 1.0
+    env_num_gpus: float = 0.0
+    env_step_timeout_s: float = 60.0
+    env_reset_timeout_s: float = 300.0
+    env_max_restarts: int = 3
     torch_threads: int = 1
     torch_deterministic: bool = True
     checkpoint_every: int = 10
@@ -244,6 +255,16 @@ class TrainConfig:
         require(self.eval_seed >= 0, "train.eval_seed", self.eval_seed, "must be >= 0")
         require(self.vector_mode in VECTOR_MODES, "train.vector_mode", self.vector_mode,
                 f"must be one of {VECTOR_MODES}")
+        require(self.env_num_cpus >= 0, "train.env_num_cpus", self.env_num_cpus,
+                "must be >= 0")
+        require(self.env_num_gpus >= 0, "train.env_num_gpus", self.env_num_gpus,
+                "must be >= 0")
+        require(self.env_step_timeout_s > 0, "train.env_step_timeout_s",
+                self.env_step_timeout_s, "must be > 0 seconds")
+        require(self.env_reset_timeout_s > 0, "train.env_reset_timeout_s",
+                self.env_reset_timeout_s, "must be > 0 seconds")
+        require(self.env_max_restarts >= 0, "train.env_max_restarts", self.env_max_restarts,
+                "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

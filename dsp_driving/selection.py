@@ -36,6 +36,7 @@ from dsp_driving.evaluation import collision_rate, evaluate
 from dsp_driving.export import ExportError
 from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning.compaction import compact_mlp
+from dsp_driving.rl.envs import eval_env_kwargs
 from dsp_driving.rl.networks import ActionSpec, DeployedActor
 from dsp_driving.rl.normalization import ObsNormalizer
 
@@ -130,7 +131,7 @@ class Selector:
         with _rng_preserved():  # training goes on exactly as it would without selection
             result = evaluate(snapshot.masked().act, cfg.train.env_id,
                               cfg.train.select_episodes, cfg.train.select_seed,
-                              env_kwargs=cfg.train.env_kwargs, summary=False)
+                              env_kwargs=eval_env_kwargs(cfg.train), summary=False)
         entry = {"update": learner.update, "step": learner.global_step,
                  "hidden": [int(m.sum()) for m in snapshot.masks],
                  "episodes": result["episodes"], "collision_rate": collision_rate(result),
@@ -217,7 +218,7 @@ def drive(policy: Callable[[np.ndarray], Any], cfg: Config, episodes: int,
     """Closed-loop evaluation that keeps each step's observation and action (for
     :func:`compare`)."""
     return evaluate(policy, cfg.train.env_id, episodes, seed,
-                    env_kwargs=cfg.train.env_kwargs, record_actions=True,
+                    env_kwargs=eval_env_kwargs(cfg.train), record_actions=True,
                     record_observations=True)
 
 

@@ -25,7 +25,7 @@ from dsp_driving.io_utils import atomic_torch_save, atomic_write_json, atomic_wr
 from dsp_driving.modules.mlp import count_params, macs, macs_of_sizes, params_of_sizes
 from dsp_driving.policy_format import POLICY_FILE, sidecar_path
 from dsp_driving.provenance import git_commit
-from dsp_driving.rl.envs import make_vec_env
+from dsp_driving.rl.envs import check_training_mode, make_vec_env, ray_options
 from dsp_driving.rl.networks import DeployedActor
 from dsp_driving.rl.ppo import PPO, training_seed_range
 from dsp_driving.selection import (
@@ -186,7 +186,13 @@ class Runner:
 
     def set_env_kwargs(self, env_kwargs: dict[str, Any]) -> None:
         """The run's train.env_kwargs (before ``learn``; saved with the run's config)."""
-        self.cfg = from_dict({"train": {"env_kwargs": env_kwargs}}, self.cfg)
+        self.update_train(env_kwargs=env_kwargs)
+
+    def update_train(self, **fields: Any) -> None:
+        """Change train.* fields before ``learn`` (validated; saved with the run's config):
+        settings of where the run executes (env_kwargs, vector_mode, ray_address), also on a
+        resume."""
+        self.cfg = from_dict({"train": fields}, self.cfg)
 
     def record_bag(self, resolve: Callable[[str], str] | None = None) -> Path:
         """Record the dsp/* topics into RUN_DIR/bag (RUN_DIR/bag_2 ... after a resume);
@@ -204,8 +210,9 @@ class Runner:
         cfg, run_dir = self.cfg, self.run_dir
         if len(set(self.commits)) > 1:
             log.warning(f"this run was trained by several code versions: {self.commits}")
+        check_training_mode(cfg.train)
         envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs, cfg.train.vector_mode,
-                            cfg.train.env_kwargs)
+                            cfg.train.env_kwargs, ray_options(cfg.train))
         sinks: list[Callback] = []
         try:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -105,8 +105,8 @@ def test_eval_command(cartpole_run: Path, tmp_path: Path,
 def test_cli_errors_exit_with_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                      ) -> None:
     assert cli.main(["train", "--resume", str(tmp_path / "x"), "--seed", "0"]) == 2
-    assert "with --resume only --total-steps (and the --publish and --carla-* options) may " \
-        "be given (got --seed)" in capsys.readouterr().err
+    assert "with --resume only --total-steps (and the --publish, --address and --carla-* " \
+        "options) may be given (got --seed)" in capsys.readouterr().err
     assert cli.main(["train", "--domain", "3"]) == 2
     assert "--domain and --wait-subscribers need --publish" in capsys.readouterr().err
     assert cli.main(["train", "--env", "CartPole-v1", "--set", "net.actor_hidden=[64,",

@@ -36,6 +36,8 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--domain", type=int, help="DDS domain id (default: $ROS_DOMAIN_ID or 0)")
     g.add_argument("--wait-subscribers", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to this long for subscribers before training")
+    p.add_argument("--address", help="the Ray cluster of train.vector_mode=ray (default: the "
+                   "config's train.ray_address; '' = a local Ray); also on --resume")
     g = p.add_argument_group("dsp_driving/Carla-v0")
     g.add_argument("--carla-config", type=Path, help="the bridge's YAML (default: a resumed "
                    "run's saved settings, else built-in defaults); saved in the run's "
@@ -60,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
     runner.set_env_kwargs(run_env_kwargs(
         runner.cfg.train.env_id, runner.cfg.train.env_kwargs, args.carla_config,
         args.carla_host, args.carla_port, runner.run_dir))
+    if args.address is not None:
+        runner.update_train(ray_address=args.address)
+    if _one_process_per_server(runner.cfg, args.set or []):  # a resume too (no --set there)
+        runner.update_train(vector_mode="ray")
+        print(f"{runner.cfg.train.env_id}: train.vector_mode=ray, each env and its simulator "
+              "in its own supervised process (--set train.vector_mode=sync keeps them here)")
     node = _dds_node(args.domain) if args.publish else None
     try:
         if node is not None:
@@ -96,8 +104,8 @@ def _resume_runner(args: argparse.Namespace):  # -> trainer.Runner | None (torch
     if args.no_prune:
         extra.append("--no-prune")
     if extra:
-        print(f"error: with --resume only --total-steps (and the --publish and --carla-* "
-              f"options) may be given (got {extra[0]}): the run keeps the configuration "
+        print(f"error: with --resume only --total-steps (and the --publish, --address and "
+              f"--carla-* options) may be given (got {extra[0]}): the run keeps the configuration "
               "saved in its folder", file=sys.stderr)
         return None
     return Runner.resume(args.resume, args.total_steps)
@@ -119,3 +127,12 @@ def _new_runner(args: argparse.Namespace):  # -> trainer.Runner
     cfg = from_dict(overrides, load_config(config_path))
     print(f"config: {config_path or 'built-in defaults'}")
     return Runner.new(cfg, args.out or default_run_dir(cfg))
+
+
+def _one_process_per_server(cfg: Any, sets: list[str]) -> bool:
+    """rl.envs.wants_process_per_env, unless --set chose train.vector_mode (a sync run is then
+    refused with the reason when it starts)."""
+    from dsp_driving.rl.envs import wants_process_per_env
+
+    chosen = any(item.partition("=")[0].strip() == "train.vector_mode" for item in sets)
+    return wants_process_per_env(cfg.train) and not chosen

@@ -120,8 +120,9 @@ class RoadMap(Protocol):
 class SimulatorBackend(abc.ABC):
     """One simulator world the env drives: actors, control, a fixed-step clock, events.
 
-    Any method may raise :class:`SimulatorCrashed`; afterwards only :meth:`restart` and
-    :meth:`close` are meaningful. :meth:`restart` leaves a started world with no actors.
+    Any method may raise :class:`SimulatorCrashed`; afterwards only :meth:`close` is
+    meaningful. The env never restarts a backend in its process: recovery is a new process
+    with a new env (``train.vector_mode: ray``, dsp_driving/rl/ray_vector.py).
     """
 
     @property
@@ -186,7 +187,8 @@ class SimulatorBackend(abc.ABC):
 
     @abc.abstractmethod
     def restart(self) -> None:
-        """Recover after a crash: relaunch or reconnect and start afresh, with no actors."""
+        """Start afresh with no actors where that is safe in this process (the kinematic
+        stand-in); CarlaBackend refuses (RuntimeError): its process must be replaced."""
 
     @abc.abstractmethod
     def close(self) -> None:

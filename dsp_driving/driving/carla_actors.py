@@ -2,10 +2,23 @@
 
 The ego (role_name hero) with a collision and a lane-invasion sensor; autopiloted traffic in
 one apply_batch_sync of SpawnActor then SetAutopilot(FutureActor, True, tm_port); the ego's
-control and state and the traffic's state in REP-103; teardown through the original handles,
-where a destroy the server refuses is retried once by id and what still stands is reported.
+control and state and the traffic's state in REP-103; teardown through the original handles.
 The sensor callbacks run on client threads, so their events are kept under a lock until
 :meth:`CarlaActors.events` drains them.
+
+What carla 0.9.16 says about teardown, and what is done about it (LibCarla client sources):
+
+- ``Actor.destroy()`` never raises for a dead server: the client catches the error and
+  returns False, after waiting out the RPC time-out. A False that took (nearly) timeout_s is
+  therefore a silent server (SimulatorCrashed), not a refusal.
+- ``command.Response.has_error()`` is a method; ``error`` says why ("unable to destroy actor:
+  not found" means already gone).
+- ``World.get_actors(ids)`` answers from a client-side cache that keeps destroyed actors, so
+  it proves nothing about liveness (nor does ``Actor.is_alive``, read from the last tick's
+  snapshot). A destroy the server refused is retried once as a DestroyActor batch, whose
+  responses say what happened.
+- Ids name actors only within one episode; a new server reuses them. The ids held are tied to
+  the world (episode id) they were spawned in and are never destroyed by id in another one.
 
 The backend owns the connection: it passes the world and the client in, and its error guard
 (``guard``) turns a dead server into SimulatorCrashed. carla is imported lazily.
@@ -19,6 +32,7 @@ import logging
 import math
 import random
 import threading
+import time
 from typing import Any
 
 from dsp_driving.driving.backend import (
@@ -26,6 +40,7 @@ from dsp_driving.driving.backend import (
     Events,
     LaneInvasionEvent,
     Pose,
+    SimulatorCrashed,
     SpawnError,
     carla_from_rep103,
     rep103_from_carla,
@@ -38,6 +53,14 @@ log = logging.getLogger(__name__)
 
 SPAWN_LIFT_M = 0.3  # spawn slightly above the road so the car does not start in it
 STEER_MISMATCH_RAD = 1e-3  # a blueprint's max steer angle further than this from the limits
+SILENT_FRACTION = 0.9  # a failed destroy that took this share of timeout_s timed out
+NOT_FOUND = "not found"  # in a DestroyActor response's error: the actor is already gone
+
+
+class WorldChanged(SimulatorCrashed):
+    """The server no longer runs the world this client set up (another client loaded or
+    reloaded a map); recovery is a new process with a fresh server. A restarted server may
+    reuse the old episode id: that case is caught by the failing connection or FrameJump."""
 
 Guard = Callable[[str], AbstractContextManager[None]]
 
@@ -55,8 +78,9 @@ class CarlaActors:
         self._ego: Any = None
         self._pending_speed = 0.0
         self._sensors: list[Any] = []
-        self._npc_ids: list[int] = []
-        self._undestroyed: set[int] = set()  # destroy failed or never ran; retried
+        self._npcs: list[Any] = []  # handles of the traffic spawned here
+        self._retry: set[int] = set()  # refused destroys, retried once by id
+        self._world_id: int | None = None  # the episode every id held here belongs to
         self._lock = threading.Lock()
         self._collisions: list[CollisionEvent] = []
         self._invasions: list[LaneInvasionEvent] = []
@@ -78,6 +102,7 @@ class CarlaActors:
         steer angle. The speed waits for :meth:`apply_spawn_speed` after the next tick."""
         carla = import_carla()
         with self._guard("spawn_ego"):
+            self._note_world(world)
             library = world.get_blueprint_library()
             found = library.filter(self.config.vehicle_blueprint)
             if not found:
@@ -123,13 +148,20 @@ class CarlaActors:
         self._pending_speed = 0.0
         return True
 
+    def _note_world(self, world: Any) -> None:
+        """Tie what is spawned next to ``world``'s episode (ids mean nothing in another)."""
+        if not self.held_ids() and not self._retry:
+            self._world_id = int(world.id)
+
     def spawn_npcs(self, world: Any, client: Any, poses: Sequence[Pose]) -> list[int]:
-        """Autopiloted traffic in one batch: SpawnActor then SetAutopilot(FutureActor)."""
+        """Autopiloted traffic in one batch: SpawnActor then SetAutopilot(FutureActor); a
+        response with an error (a blocked spawn point) skips that NPC."""
         command = import_carla().command
         with self._guard("spawn_npcs"):
+            self._note_world(world)
             cars = [bp for bp in world.get_blueprint_library().filter("vehicle.*")
                     if bp.has_attribute("number_of_wheels")
-                    and int(bp.get_attribute("number_of_wheels")) == 4]
+                    and bp.get_attribute("number_of_wheels").as_int() == 4]
             batch = []
             for pose in poses:
                 blueprint = self._rng.choice(cars)
@@ -138,12 +170,13 @@ class CarlaActors:
                 batch.append(command.SpawnActor(blueprint, self._transform(pose)).then(
                     command.SetAutopilot(command.FutureActor, True, self.tm_port)))
             responses = client.apply_batch_sync(batch, False)
-        ids = [int(r.actor_id) for r in responses if not r.has_error]
-        skipped = [r.error for r in responses if r.has_error]
+            ids = [int(r.actor_id) for r in responses if not r.has_error()]
+            skipped = [str(r.error) for r in responses if r.has_error()]
+            if ids:  # handles for reading their state (fresh: these ids are new to the cache)
+                self._npcs.extend(world.get_actors(ids))
         if skipped:
             log.debug("CARLA: %d of %d NPC spawns skipped (%s)", len(skipped), len(poses),
                       skipped[0])
-        self._npc_ids.extend(ids)
         return ids
 
     # ---- control and state -----------------------------------------------------------------
@@ -173,13 +206,13 @@ class CarlaActors:
         accel = a.x * forward.x + a.y * forward.y + a.z * forward.z
         return Ego(x, y, yaw, float(speed), -math.radians(w.z), float(accel), float(length))
 
-    def vehicles(self, world: Any) -> tuple[Vehicle, ...]:
-        """The traffic spawned here (REP-103); traffic is only ever held with a world."""
-        if not self._npc_ids:
+    def vehicles(self) -> tuple[Vehicle, ...]:
+        """The traffic spawned here (REP-103), read through its handles."""
+        if not self._npcs:
             return ()
         out = []
         with self._guard("vehicles"):
-            for actor in world.get_actors(list(self._npc_ids)):
+            for actor in self._npcs:
                 t, v = actor.get_transform(), actor.get_velocity()
                 x, y, yaw = rep103_from_carla(t.location.x, t.location.y, t.rotation.yaw)
                 out.append(Vehicle(x, y, yaw, math.hypot(v.x, v.y),
@@ -211,67 +244,84 @@ class CarlaActors:
 
     # ---- teardown --------------------------------------------------------------------------
 
-    def destroy(self, world: Any, client: Any) -> None:
-        """Through the original handles: stop the sensors, destroy them, the ego, the NPCs.
-        A destroy the server refuses is retried once; what still stands is reported."""
-        carla = import_carla()
+    def destroy(self, client: Any) -> None:
+        """Through the original handles: stop the sensors, destroy them, the ego, then the NPCs
+        in one DestroyActor batch. A refused destroy is retried once by id; what still stands
+        is reported in :attr:`orphaned_ids`. WorldChanged (nothing destroyed) when the server
+        no longer runs the world these actors were spawned in."""
         with self._guard("destroy_actors"):
+            if self.held_ids() or self._retry:
+                self._require_same_world(client)
             for sensor in self._sensors:
                 if sensor.is_listening():
                     sensor.stop()
-            while self._sensors:  # dropped one by one: a crash keeps the rest for a retry
-                sensor = self._sensors[0]
-                if not sensor.destroy():
-                    self._undestroyed.add(int(sensor.id))
+            while self._sensors:  # dropped one by one: a crash keeps the rest
+                self._destroy_handle(self._sensors[0])
                 self._sensors.pop(0)
             if self._ego is not None:
-                if not self._ego.destroy():
-                    self._undestroyed.add(int(self._ego.id))
+                self._destroy_handle(self._ego)
                 self._ego = None
-            if self._npc_ids:
-                responses = client.apply_batch_sync(
-                    [carla.command.DestroyActor(i) for i in self._npc_ids], False)
-                self._undestroyed.update(i for i, r in zip(self._npc_ids, responses)
-                                         if r.has_error)
-                self._npc_ids = []
-        self.retry_destroy(world, client)
+            if self._npcs:
+                ids, self._npcs = [int(a.id) for a in self._npcs], []
+                self._retry.update(self._destroy_ids(client, ids))
+            if self._retry:
+                left = self._destroy_ids(client, sorted(self._retry))
+                self._retry.clear()
+                if left:
+                    self.orphaned_ids.update(left)
+                    log.warning("CARLA: actors %s could not be destroyed (even on a retry); "
+                                "they stay in the world until it is reloaded", left)
         self.events()
 
-    def retry_destroy(self, world: Any, client: Any) -> None:
-        """Destroy the actors an earlier destroy missed that still exist; report the rest."""
-        if not self._undestroyed or world is None:
+    def _require_same_world(self, client: Any) -> None:
+        """WorldChanged, after dropping every id held, unless the client's current episode
+        is the one those ids were spawned in (client.get_world() is answered client-side)."""
+        current = int(client.get_world().id)
+        if current == self._world_id:
             return
+        dropped = sorted({*self.held_ids(), *self._retry})
+        spawned_in = self._world_id
+        self.forget()
+        raise WorldChanged(f"the CARLA world changed under this client (episode {spawned_in} "
+                           f"-> {current}: another client loaded a map, or the server "
+                           f"restarted after other loads); actors {dropped} are not "
+                           "destroyed by id, as ids may now name other actors")
+
+    def _destroy_handle(self, actor: Any) -> None:
+        """actor.destroy(); a False that took nearly timeout_s is a silent server (0.9.16's
+        destroy swallows the time-out), a quick one a refusal queued for the retry."""
+        started = time.monotonic()
+        if actor.destroy():
+            return
+        took = time.monotonic() - started
+        if took >= SILENT_FRACTION * self.config.timeout_s:
+            raise SimulatorCrashed(f"destroying actor {int(actor.id)} failed after {took:.1f} s "
+                                   f"(carla.timeout_s={self.config.timeout_s}): the server is "
+                                   "not answering")
+        self._retry.add(int(actor.id))
+
+    def _destroy_ids(self, client: Any, ids: list[int]) -> list[int]:
+        """One DestroyActor batch; the ids the server refused (gone ones are not refused)."""
         command = import_carla().command
-        wanted = sorted(self._undestroyed)
-        with self._guard("destroy_actors retry"):
-            alive = [int(a.id) for a in world.get_actors(wanted)]
-            if alive:
-                client.apply_batch_sync([command.DestroyActor(i) for i in alive], False)
-                left = sorted(int(a.id) for a in world.get_actors(alive))
-            else:
-                left = []
-        self._undestroyed.clear()
-        if left:
-            self.orphaned_ids.update(left)
-            log.warning("CARLA: actors %s could not be destroyed (even on a retry); they stay "
-                        "in the world until it is reloaded", left)
+        responses = client.apply_batch_sync([command.DestroyActor(i) for i in ids], False)
+        return [i for i, r in zip(ids, responses, strict=True)
+                if r.has_error() and NOT_FOUND not in str(r.error)]
 
     def held_ids(self) -> list[int]:
         """Ids of the actors held here (local attributes: no server call)."""
         ego = [] if self._ego is None else [int(self._ego.id)]
-        return [int(s.id) for s in self._sensors] + ego + list(self._npc_ids)
+        return [int(s.id) for s in self._sensors] + ego + [int(a.id) for a in self._npcs]
 
-    def queue_for_retry(self) -> None:
-        """Drop the handles but keep their ids, for :meth:`retry_destroy` on a new
-        connection."""
-        self._undestroyed.update(self.held_ids())
-        self.forget()
-
-    def forget(self, drop_retries: bool = False) -> None:
-        """Drop the handles (their server is gone); with ``drop_retries`` the ids queued for a
-        retry too (a relaunched server knows none of them)."""
-        self._sensors, self._ego, self._npc_ids = [], None, []
+    def forget(self) -> None:
+        """Drop every handle and queued id without a server call (their world is gone, or the
+        server must not be called any more)."""
+        self._sensors, self._ego, self._npcs = [], None, []
+        self._retry.clear()
+        self._world_id = None
         self._pending_speed = 0.0
         self.events()
-        if drop_retries:
-            self._undestroyed.clear()
+
+    def world_reloaded(self) -> None:
+        """The world was reloaded: every actor of the old one is gone, orphans included."""
+        self.forget()
+        self.orphaned_ids.clear()

@@ -20,6 +20,8 @@ from dsp_driving.driving.ports import MAX_PORT, MIN_PORT, PORTS_PER_SERVER
 from dsp_driving.validation import coerce, require
 
 BACKENDS = ("carla", "kinematic")
+MAX_SUBSTEPS = 16  # CARLA's upper bound on WorldSettings.max_substeps
+DEFAULT_MAX_RESTARTS = 3  # the unused carla.max_restarts' old default (no warning for it)
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +36,9 @@ class CarlaConfig:
     timeout_s: float = 10.0  # client RPC timeout and the bound on every world.tick
     startup_timeout_s: float = 120.0  # bound on launching, connecting, loading the map
     fixed_delta_seconds: float = 0.05  # simulated seconds per tick (synchronous mode)
+    substepping: bool = True  # physics substeps inside each tick (WorldSettings.substepping)
+    max_substep_delta_time: float = 0.01  # at most this long per physics substep (s)
+    max_substeps: int = 10  # at most this many substeps per tick (CARLA allows 1..16)
     control_period_s: float = 0.2  # one env step (action held): a whole number of ticks;
     # 0.2 s = 5 Hz, the embedded highway task's period, so one policy serves both
     no_rendering: bool = True
@@ -44,11 +49,17 @@ class CarlaConfig:
     npc_min_distance_m: float = 20.0  # no traffic spawned closer than this to the ego
     seed: int = 0  # TM seed at connection; each reset reseeds from reset(seed=) (np_random)
     hybrid_physics: bool = True
-    hybrid_physics_radius_m: float = 70.0
+    hybrid_physics_radius_m: float = 110.0  # full physics this close to the ego: beyond the
+    # observation's lead range (contract.GAP_RANGE_M = 100 m), so every lead it sees is physical
     reload_every_episodes: int = 50  # reload the world every N episodes (0 = never)
     server_command: str = ""  # e.g. "/opt/carla/CarlaUE4.sh"; empty = use a running server
     server_log: str = ""  # file for a launched server's output (empty = discard)
-    max_restarts: int = 3  # crashes in a row recovered by a restart before giving up
+    server_gpu: int = -1  # launched server: -graphicsadapter=N; -1 = the GPU Ray gave this
+    # process (CUDA_VISIBLE_DEVICES holding one index), else the server's default
+    server_quality_low: bool = False  # launched server: -quality-level=Low
+    server_nullrhi: bool = False  # launched server: -nullrhi (no GPU rendering at all)
+    max_restarts: int = 3  # UNUSED, kept so old configs load: a crashed env raises
+    # SimulatorCrashed; the run restarts its process (train.env_max_restarts, vector_mode ray)
     episode_length_s: float = 60.0  # then the episode is truncated
     initial_speed_mps: float = 0.0  # the ego's speed from the first state after a reset
     speed_limit_mps: float = 25.0
@@ -81,6 +92,7 @@ class CarlaConfig:
                      "reload_every_episodes", "max_restarts", "initial_speed_mps"):
             value = getattr(self, name)
             require(value >= 0, f"carla.{name}", value, "must be >= 0")
+        self._check_physics_and_server()
         require(self.route_length_m >= 60.0, "carla.route_length_m", self.route_length_m,
                 "must be >= 60 (the observation previews 30 m ahead)")
         require(self.route_step_m <= 10.0, "carla.route_step_m", self.route_step_m,
@@ -94,6 +106,33 @@ class CarlaConfig:
         if self.fixed_delta_seconds > 0.1:
             warnings.warn(f"carla.fixed_delta_seconds={self.fixed_delta_seconds} > 0.1: CARLA's "
                           "physics becomes unreliable above 0.1 s per step", stacklevel=3)
+
+    def _check_physics_and_server(self) -> None:
+        require(self.max_substep_delta_time > 0, "carla.max_substep_delta_time",
+                self.max_substep_delta_time, "must be > 0")
+        require(isinstance(self.max_substeps, int) and not isinstance(self.max_substeps, bool)
+                and 1 <= self.max_substeps <= MAX_SUBSTEPS, "carla.max_substeps",
+                self.max_substeps, f"must be an integer in [1, {MAX_SUBSTEPS}]")
+        room = self.max_substep_delta_time * self.max_substeps
+        require(not self.substepping or self.fixed_delta_seconds <= room + 1e-9,
+                "carla.fixed_delta_seconds", self.fixed_delta_seconds,
+                f"must be <= max_substep_delta_time * max_substeps = "
+                f"{self.max_substep_delta_time} * {self.max_substeps} = {room:g} (CARLA's "
+                "substepping rule): raise max_substeps or max_substep_delta_time")
+        require(isinstance(self.server_gpu, int) and not isinstance(self.server_gpu, bool)
+                and self.server_gpu >= -1, "carla.server_gpu", self.server_gpu,
+                "must be an integer >= -1 (-1 = the GPU Ray assigned, else the default)")
+        launch_options = (self.server_gpu != -1 or self.server_quality_low
+                          or self.server_nullrhi)
+        if launch_options and not self.server_command:
+            warnings.warn("carla.server_gpu / server_quality_low / server_nullrhi only apply "
+                          "to a server the env launches (carla.server_command is empty)",
+                          stacklevel=4)
+        if self.max_restarts != DEFAULT_MAX_RESTARTS:
+            warnings.warn(f"carla.max_restarts={self.max_restarts} is no longer used: a crashed "
+                          "CarlaDriveEnv raises SimulatorCrashed and is not restarted in its "
+                          "process; set train.env_max_restarts (train.vector_mode=ray)",
+                          stacklevel=4)
 
     @property
     def ticks_per_step(self) -> int:

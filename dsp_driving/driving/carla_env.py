@@ -10,18 +10,27 @@ builds the same Scene as every other simulator, and rewards with ``reward.step_r
 Sensor events are counted in the step in which they arrive (CARLA may deliver one a step
 late); events from before the episode's first frame are dropped.
 Collision and leaving the carriageway terminate (``info["termination"]``: "collision",
-"off_road"); the time limit, the end of the route and a simulator crash truncate
-(``info["truncation"]``: "time_limit", "route_end", "simulator_crash"). A crash
-(SimulatorCrashed) restarts the backend; more than ``max_restarts`` crashes in a row without
-a successful step re-raise it. Nothing touches the simulator before the first reset.
+"off_road"); the time limit and the end of the route truncate (``info["truncation"]``:
+"time_limit", "route_end"). Nothing touches the simulator before the first reset.
+
+A simulator crash (SimulatorCrashed, FrameJump included) escapes reset() and step(): the env
+marks its backend crashed (the CARLA backend then makes no further server call), and every
+later reset() or step() raises SimulatorCrashed again; close() still releases what it can.
+There is no in-process restart: a CARLA client whose server hung or died can end its process
+(the Traffic Manager's threads), so the recovery is a new process with a new env and server
+(``train.vector_mode: ray`` replaces the env's process, up to ``train.env_max_restarts``).
+For the same reason (TrafficManager::Tick is process-wide) only one live CARLA-backend env may
+exist per process; a second raises ValueError naming train.vector_mode=ray.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any
+import weakref
 
 import gymnasium as gym
 from gymnasium import spaces
@@ -51,6 +60,9 @@ MIN_ROUTE_AHEAD_M = 40.0  # a start needs this much lane ahead (the preview look
 ROUTE_END_MARGIN_M = 35.0  # truncate this close to the route's end
 SPAWN_TRIES = 20
 
+# CARLA-backend envs alive in this process (see the module docstring; kinematic ones exempt)
+_LIVE_CARLA_ENVS: weakref.WeakSet[CarlaDriveEnv] = weakref.WeakSet()
+
 
 def make_backend(config: CarlaConfig, ports: ServerPorts | None = None,
                  limits: contract.ActionLimits | None = None) -> SimulatorBackend:
@@ -66,6 +78,15 @@ def make_backend(config: CarlaConfig, ports: ServerPorts | None = None,
     from dsp_driving.driving.carla_backend import CarlaBackend
 
     return CarlaBackend(config, ports, limits)
+
+
+def _uses_carla(config: CarlaConfig, backend: str | SimulatorBackend | None) -> bool:
+    """Whether the env's backend is (or will be) the real CARLA client."""
+    if isinstance(backend, SimulatorBackend):
+        from dsp_driving.driving.carla_backend import CarlaBackend
+
+        return isinstance(backend, CarlaBackend)
+    return config.backend == "carla"
 
 
 def _place(value: Any, name: str) -> tuple[float, float, bool, float]:
@@ -96,14 +117,23 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         self.limits = limits or contract.ActionLimits()
         self._control_limits = self.limits  # with the spawned vehicle's steer scale
         self.ports = allocate_ports(server_index + 1, cfg.port, cfg.tm_port)[server_index]
+        self._uses_carla = _uses_carla(cfg, backend)
+        self._pid = os.getpid()  # a forked child inherits the registry, not the envs' servers
+        live = [env for env in _LIVE_CARLA_ENVS if env._pid == self._pid]
+        if self._uses_carla and live:
+            raise ValueError(
+                f"CarlaDriveEnv: {len(live)} CARLA-backend env(s) already live in "
+                f"this process (pid {os.getpid()}); CARLA's Traffic Manager ticks every TM of a "
+                "process on each world.tick, so CARLA envs cannot share one: run one per "
+                "process with train.vector_mode=ray (or close the other env first)")
         self._backend = backend if isinstance(backend, SimulatorBackend) else None
         low, high = contract.observation_bounds()
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (contract.ACT_DIM,), np.float32)
         self.observation_names: tuple[str, ...] = contract.OBSERVATION_NAMES
         self.action_names: tuple[str, ...] = contract.ACTION_NAMES
-        self.episodes = self.restarts = 0
-        self._crashes_in_a_row = 0
+        self.episodes = 0
+        self._crash: SimulatorCrashed | None = None  # once set, the env stays down
         self._started = self._reloaded = False
         self._spawn_points: list[LanePoint] | None = None
         self._route: Route | None = None
@@ -112,6 +142,8 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         self._first_frame = 0  # events of earlier frames belong to another episode
         self._prev_action = (0.0, 0.0)
         self._last_obs = np.zeros(contract.OBS_DIM, dtype=np.float32)
+        if self._uses_carla:
+            _LIVE_CARLA_ENVS.add(self)
 
     @property
     def backend(self) -> SimulatorBackend:
@@ -137,37 +169,35 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         })
         return meta
 
-    # ---- crash recovery --------------------------------------------------------------------
+    # ---- crashes ----------------------------------------------------------------------------
 
-    def _recover(self, exc: SimulatorCrashed) -> None:
-        """Restart the backend after a crash, or re-raise past max_restarts in a row."""
-        while True:
-            self._crashes_in_a_row += 1
-            if self._crashes_in_a_row > self.config.max_restarts:
-                raise SimulatorCrashed(
-                    f"{self._crashes_in_a_row} simulator crashes in a row (carla.max_restarts="
-                    f"{self.config.max_restarts}): giving up. Last: {exc}") from exc
-            log.warning("simulator crashed (%s): restart %d", exc, self._crashes_in_a_row)
-            self._route, self._spawn_points = None, None
-            self.restarts += 1
-            try:
-                self.backend.restart()
-                self._started = True
-                return
-            except SimulatorCrashed as again:
-                exc = again
+    def _crashed(self, exc: SimulatorCrashed) -> None:
+        """Mark the env and its backend crashed (no further server call)."""
+        self._crash, self._route = exc, None
+        mark = getattr(self._backend, "mark_crashed", None)
+        if mark is not None:
+            mark()
+        log.error("simulator crashed (%s): this env stays down; recovery is a new process", exc)
+
+    def _require_not_crashed(self) -> None:
+        if self._crash is not None:
+            raise SimulatorCrashed(f"CarlaDriveEnv: the simulator crashed earlier ({self._crash}"
+                                   "); build a new env in a new process (train.vector_mode=ray "
+                                   "does that)") from self._crash
 
     # ---- reset -----------------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Respawn the ego and traffic, build the route; restart the simulator on a crash."""
+        """Respawn the ego and traffic, build the route. SimulatorCrashed escapes (and the env
+        stays down)."""
+        self._require_not_crashed()
         super().reset(seed=seed)
-        while True:
-            try:
-                return self._new_episode(options or {})
-            except SimulatorCrashed as exc:
-                self._recover(exc)
+        try:
+            return self._new_episode(options or {})
+        except SimulatorCrashed as exc:
+            self._crashed(exc)
+            raise
 
     def _new_episode(self, options: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         backend, cfg = self.backend, self.config
@@ -196,7 +226,7 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
         self._last_obs = self._observe(ego, backend.vehicles())
         # route_target_m: how far along the route the episode ends as "route_end" (the
         # safety record's route completion: driving/safety.py)
-        info = {"speed_mps": ego.speed, "episode": self.episodes, "restarts": self.restarts,
+        info = {"speed_mps": ego.speed, "episode": self.episodes,
                 "map": road.name, "route_length_m": route.length,
                 "route_target_m": max(route.length - ROUTE_END_MARGIN_M - self._s, 0.0)}
         return self._last_obs.copy(), info
@@ -267,10 +297,11 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Hold the action for one control period (ticks_per_step ticks); reward, termination
-        reason, truncation reason."""
+        reason, truncation reason. SimulatorCrashed escapes (and the env stays down)."""
+        self._require_not_crashed()
         route, backend, cfg = self._route, self.backend, self.config
         if route is None:
-            raise RuntimeError("CarlaDriveEnv: call reset() before step() (and after a crash)")
+            raise RuntimeError("CarlaDriveEnv: call reset() before step()")
         steer, accel = contract.clip_action(action)
         try:
             backend.apply_control(contract.to_carla((steer, accel), self._control_limits))
@@ -281,11 +312,8 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
                 tuple(e for e in events.collisions if e.frame >= self._first_frame),
                 tuple(e for e in events.lane_invasions if e.frame >= self._first_frame))
         except SimulatorCrashed as exc:
-            self._recover(exc)
-            info = {"truncation": "simulator_crash", "restarts": self.restarts,
-                    "error": str(exc)}
-            return self._last_obs.copy(), 0.0, False, True, info
-        self._crashes_in_a_row = 0
+            self._crashed(exc)
+            raise
         self._steps += 1
         here = route.locate(ego.x, ego.y, self._s)
         progress, self._s = here.s - self._s, here.s
@@ -308,7 +336,7 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
             "speed_mps": ego.speed, "lateral_offset_m": here.lateral, "progress_m": progress,
             "collisions": len(events.collisions), "lane_invasions": len(events.lane_invasions),
             "collision_with": [e.other for e in events.collisions],  # type ids: the kind
-            "restarts": self.restarts, **terms._asdict()}
+            **terms._asdict()}
         if termination:
             info["termination"] = termination
         if truncation:
@@ -317,8 +345,12 @@ class CarlaDriveEnv(gym.Env[np.ndarray, np.ndarray]):
                 info)
 
     def close(self) -> None:
-        """Destroy the actors, restore the simulator's settings, stop a launched server."""
-        if self._backend is not None:
-            self._backend.close()
-        self._route, self._started, self._spawn_points = None, False, None
-        super().close()
+        """Destroy the actors, restore the simulator's settings, stop a launched server (after
+        a crash the CARLA backend only drops its handles and stops its server)."""
+        try:
+            if self._backend is not None:
+                self._backend.close()
+        finally:
+            _LIVE_CARLA_ENVS.discard(self)
+            self._route, self._started, self._spawn_points = None, False, None
+            super().close()

@@ -65,6 +65,12 @@ def runner_for(cfg: Config, own: TrainerNodeConfig) -> Runner:
     runner.set_env_kwargs(run_env_kwargs(
         runner.cfg.train.env_id, runner.cfg.train.env_kwargs, own.carla_config or None,
         own.carla_host or None, own.carla_port or None, runner.run_dir))
+    from dsp_driving.rl.envs import wants_process_per_env
+
+    if wants_process_per_env(runner.cfg.train):  # it cannot train in sync mode
+        runner.update_train(vector_mode="ray")
+        log.info(f"{runner.cfg.train.env_id}: train.vector_mode=ray (each env and its "
+                 "simulator in its own supervised process)")
     return runner
 
 

@@ -10,9 +10,11 @@ import gymnasium as gym
 
 
 def make_vec_env(env_id: str, num_envs: int, mode: str = "sync",
-                 env_kwargs: Mapping[str, Any] | None = None) -> gym.vector.VectorEnv:
-    """A Sync/AsyncVectorEnv with same-step autoreset (final obs in info['final_obs']);
-    ``env_kwargs`` go to every env's gym.make (the run's train.env_kwargs)."""
+                 env_kwargs: Mapping[str, Any] | None = None,
+                 ray_options: Mapping[str, Any] | None = None) -> gym.vector.VectorEnv:
+    """A Sync/AsyncVectorEnv, or with mode "ray" a RayVectorEnv (``ray_options``: its keyword
+    arguments), all with same-step autoreset (final obs in info['final_obs']); ``env_kwargs``
+    go to every env's gym.make (the run's train.env_kwargs)."""
     _check_env_id(env_id)
     # A module-level factory, not gym.make itself: a spawned worker process starts with an
     # empty registry and must register the dsp_driving/* ids before making one.
@@ -20,9 +22,67 @@ def make_vec_env(env_id: str, num_envs: int, mode: str = "sync",
                              **_slot_kwargs(env_id, i))
            for i in range(num_envs)]
     kwargs = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+    if mode == "ray":
+        from dsp_driving.rl.ray_vector import RayVectorEnv
+
+        return RayVectorEnv(fns, **(ray_options or {}))
     if mode == "async":
         return gym.vector.AsyncVectorEnv(fns, **kwargs)
     return gym.vector.SyncVectorEnv(fns, **kwargs)
+
+
+def ray_options(train: Any) -> dict[str, Any]:
+    """RayVectorEnv's keyword arguments from a run's TrainConfig."""
+    return {"step_timeout_s": train.env_step_timeout_s,
+            "reset_timeout_s": train.env_reset_timeout_s, "max_restarts": train.env_max_restarts,
+            "num_cpus": train.env_num_cpus, "num_gpus": train.env_num_gpus,
+            "address": train.ray_address}
+
+
+def wants_process_per_env(train: Any) -> bool:
+    """Whether a run (its TrainConfig) is a CARLA-backend simulator-server env
+    (dsp_driving/Carla-v0) set to train in vector_mode sync, which it cannot: a CARLA client
+    process holds Traffic Manager threads that every world.tick drives and that cannot be
+    stopped safely after a server failure (docs/carla.md). dsp-driving train (unless --set
+    chose the mode) and trainer_node then run it in vector_mode ray."""
+    if train.vector_mode != "sync" or not _slot_kwargs(train.env_id, 0):
+        return False
+    from dsp_driving.driving.carla_config import resolve_carla_config
+
+    return resolve_carla_config(train.env_kwargs.get("config")).backend == "carla"
+
+
+def check_training_mode(train: Any) -> None:
+    """Refuse a run of a CARLA-backend env that cannot work: in vector_mode sync it lives in
+    the trainer's process, where the selection and the final gate need a second CARLA env,
+    and one process can hold only one (docs/carla.md); in vector_mode ray a reset must be
+    allowed longer than the bridge's own start-up limit (launch, connect, map load)."""
+    if not _slot_kwargs(train.env_id, 0):
+        return
+    from dsp_driving.driving.carla_config import resolve_carla_config
+
+    carla = resolve_carla_config(train.env_kwargs.get("config"))
+    if carla.backend != "carla":
+        return
+    if train.vector_mode == "sync":
+        raise ValueError(f"train.vector_mode='sync': {train.env_id} on the carla backend "
+                         "cannot train in the trainer's process (its evaluations need a "
+                         "second CARLA client there, and a process holds one): use "
+                         "train.vector_mode=ray (the default of dsp-driving train for it) or "
+                         "async")
+    if train.vector_mode == "ray" and train.env_reset_timeout_s <= carla.startup_timeout_s:
+        raise ValueError(f"train.env_reset_timeout_s={train.env_reset_timeout_s}: must be > "
+                         f"carla.startup_timeout_s={carla.startup_timeout_s} (a reset may "
+                         "launch a server and load the map within that limit)")
+
+
+def eval_env_kwargs(train: Any) -> dict[str, Any]:
+    """gym.make arguments for an evaluation during training (a TrainConfig): the run's
+    env_kwargs; a simulator-server env gets the slot after the training envs' (its own
+    server and ports: the training envs keep theirs while it drives)."""
+    kwargs = dict(train.env_kwargs)
+    kwargs.update(_slot_kwargs(train.env_id, train.num_envs))
+    return kwargs
 
 
 def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:

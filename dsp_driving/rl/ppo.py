@@ -138,7 +138,7 @@ class PPO:
                 env_action = np.clip(env_action, self.action.low, self.action.high)
             next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
             done = np.logical_or(terminated, truncated)
-            self._track_episodes(reward, done)
+            self._track_episodes(reward, done, info)
             reward = np.asarray(reward, dtype=np.float64)
             if self.reward_scaler is not None:
                 reward = self.reward_scaler(reward, done)
@@ -156,10 +156,16 @@ class PPO:
             self.next_obs = next_obs
             self.global_step += self.cfg.train.num_envs
 
-    def _track_episodes(self, reward: np.ndarray, done: np.ndarray) -> None:
+    def _track_episodes(self, reward: np.ndarray, done: np.ndarray,
+                        info: dict[str, Any]) -> None:
         self._running_return += reward
         self._running_length += 1
+        # an episode a failed env cut short (vector_mode ray) is not an episode's return
+        final = info.get("final_info")
+        cut = final.get("env_restarted") if isinstance(final, dict) else None
         for i in np.flatnonzero(done):
+            if cut is not None and final["_env_restarted"][i] and cut[i]:
+                continue
             self.episode_returns.append(float(self._running_return[i]))
             self.episode_lengths.append(int(self._running_length[i]))
         self._running_return[done] = 0.0

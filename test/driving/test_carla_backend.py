@@ -1,26 +1,37 @@
-"""The real CarlaBackend (and Carla-v0 over it) driven through a recording fake of carla.
+"""The real CarlaBackend (and Carla-v0 over it) driven through test/driving/fake_carla.py.
 
-No CARLA server runs here, so the fake plays the server side only: actors, world settings,
-the Traffic Manager, batches, RPC time-outs (with the client's real message). What the backend
-builds and converts are the installed client's own classes (carla.Transform, Location,
-Rotation, Vector3D, VehicleControl, WorldSettings, VehiclePhysicsControl), and the map is a
-real carla.Map read from test/data/two_lane_arc.xodr. Every call lands in ``FakeServer.log``
-in order, so the tests check what was called, with what, and in which order.
+No CARLA server runs here, so the fake plays the server side; test_fake_carla_contract.py
+holds it to the real carla 0.9.16 client. What the backend builds and converts are the
+installed client's own classes, and the map is a real carla.Map of test/data/two_lane_arc.xodr.
+Every server call lands in ``FakeServer.log`` in order, so the tests check what was called,
+with what, and in which order.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
+import re
 import socket
-from types import SimpleNamespace
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 
 carla = pytest.importorskip("carla")
+
+import fake_carla as fake  # noqa: E402
+from fake_carla import (  # noqa: E402
+    TIMEOUT,
+    FakeCollisionEvent,
+    FakeLaneInvasionEvent,
+    FakeLaneMarking,
+    FakeProcess,
+    FakeServer,
+    settings,
+    settings_dict,
+)
 
 from dsp_driving.driving import carla_actors, carla_backend  # noqa: E402
 from dsp_driving.driving.backend import (  # noqa: E402
@@ -29,334 +40,35 @@ from dsp_driving.driving.backend import (  # noqa: E402
     Pose,
     SimulatorCrashed,
 )
-from dsp_driving.driving.carla_backend import CarlaBackend, is_server_failure  # noqa: E402
+from dsp_driving.driving.carla_backend import (  # noqa: E402
+    CarlaBackend,
+    CarlaVersionMismatch,
+    FrameJump,
+    WorldChanged,
+    is_server_failure,
+)
 from dsp_driving.driving.carla_config import CarlaConfig  # noqa: E402
 from dsp_driving.driving.carla_env import CarlaDriveEnv  # noqa: E402
 from dsp_driving.driving.contract import ActionLimits, CarlaControl  # noqa: E402
 from dsp_driving.driving.ports import PortsInUse, ServerPorts  # noqa: E402
 
-XODR = (Path(__file__).resolve().parents[1] / "data" / "two_lane_arc.xodr").read_text()
 PORTS = ServerPorts(2000, 2001, 2002, 8000)
-TIMEOUT = ("time-out of 10000ms while waiting for the simulator, make sure the simulator is "
-           "ready and connected to 127.0.0.1:2000")  # the client's TimeoutException text
-CARS = ("vehicle.tesla.model3", "vehicle.audi.tt", "vehicle.bmw.grandtourer",
-        "vehicle.mini.cooper_s", "vehicle.nissan.patrol", "vehicle.seat.leon")
+# What start() applies: every field fresh (the client's defaults), ours set.
+OURS = settings_dict(settings(synchronous_mode=True, fixed_delta_seconds=0.05,
+                              no_rendering_mode=True, substepping=True,
+                              max_substep_delta_time=0.01, max_substeps=10))
 
 
-def settings(sync: bool = False, delta: float | None = None, no_render: bool = False) -> Any:
-    out = carla.WorldSettings()
-    out.synchronous_mode, out.fixed_delta_seconds, out.no_rendering_mode = sync, delta, no_render
-    return out
-
-
-def copy_settings(s: Any) -> Any:
-    return settings(s.synchronous_mode, s.fixed_delta_seconds, s.no_rendering_mode)
-
-
-# ---- the fake server ----------------------------------------------------------------------
-
-
-class FakeServer:
-    """What one CARLA server holds, shared by every client connected to it."""
-
-    def __init__(self, max_steer_deg: float = 70.0) -> None:
-        self.log: list[tuple[Any, ...]] = []
-        self.actors: dict[int, FakeActor] = {}
-        self.original = settings(delta=0.02)  # what the user ran before the env connected
-        self.settings = copy_settings(self.original)
-        self.map = carla.Map("Carla/Maps/Town10HD_Opt", XODR)
-        self.frame, self.next_id = 1000, 100
-        self.down_for = 0  # the next N server calls time out
-        self.refuse_destroy: dict[int, int] = {}  # actor id -> destroys refused before one works
-        self.tm_error = ""  # get_trafficmanager raises this
-        self.tms: list[FakeTM] = []
-        self.autopilot: dict[int, tuple[bool, int]] = {}
-        self.max_steer_deg = max_steer_deg
-        self.blueprints = [FakeBlueprint(c, 4) for c in CARS]
-        self.blueprints.append(FakeBlueprint("vehicle.yamaha.yzf", 2))
-
-    def rpc(self, *call: Any) -> None:
-        if self.down_for > 0:
-            self.down_for -= 1
-            self.log.append(("TIMED OUT", *call))
-            raise RuntimeError(TIMEOUT)
-        self.log.append(call)
-
-    def add(self, cls: type, type_id: str, transform: Any, **kw: Any) -> Any:
-        self.next_id += 1
-        actor = cls(self, self.next_id, type_id, transform, **kw)
-        self.actors[actor.id] = actor
-        return actor
-
-    def destroy(self, actor_id: int) -> bool:
-        if self.refuse_destroy.get(actor_id, 0) > 0:
-            self.refuse_destroy[actor_id] -= 1
-            return False
-        return self.actors.pop(actor_id, None) is not None
-
-    def held(self) -> set[int]:
-        return {i for i, a in self.actors.items() if a.type_id.startswith(("vehicle", "sensor"))}
-
-    def calls(self, name: str) -> list[tuple[Any, ...]]:
-        return [c for c in self.log if c[0] == name]
-
-    def index(self, *call: Any) -> int:
-        return self.log.index(call)
-
-
-class FakeBlueprint:
-    def __init__(self, type_id: str, wheels: int) -> None:
-        self.id = type_id
-        self.attributes = {"role_name": "", "number_of_wheels": str(wheels)}
-
-    def has_attribute(self, name: str) -> bool:
-        return name in self.attributes
-
-    def get_attribute(self, name: str) -> str:
-        return self.attributes[name]
-
-    def set_attribute(self, name: str, value: str) -> None:
-        self.attributes[name] = value
-
-
-class FakeLibrary:
-    def __init__(self, blueprints: list[FakeBlueprint]) -> None:
-        self.blueprints = blueprints
-
-    def filter(self, pattern: str) -> list[FakeBlueprint]:
-        if pattern.endswith("*"):
-            return [b for b in self.blueprints if b.id.startswith(pattern[:-1])]
-        return [b for b in self.blueprints if b.id == pattern]
-
-    def find(self, type_id: str) -> FakeBlueprint:
-        return FakeBlueprint(type_id, 0)
-
-
-class FakeActor:
-    def __init__(self, server: FakeServer, actor_id: int, type_id: str, transform: Any,
-                 attributes: dict[str, str] | None = None, parent: int | None = None) -> None:
-        self.server, self.id, self.type_id = server, actor_id, type_id
-        self.attributes, self.parent = dict(attributes or {}), parent
-        self.transform = transform
-        self.velocity = carla.Vector3D()
-        self.angular_velocity = carla.Vector3D()
-        self.acceleration = carla.Vector3D()
-        self.bounding_box = carla.BoundingBox(carla.Location(), carla.Vector3D(2.4, 1.0, 0.8))
-        self.control: Any = None
-
-    def get_transform(self) -> Any:
-        return self.transform
-
-    def get_velocity(self) -> Any:
-        return self.velocity
-
-    def get_angular_velocity(self) -> Any:
-        return self.angular_velocity
-
-    def get_acceleration(self) -> Any:
-        return self.acceleration
-
-    def destroy(self) -> bool:
-        self.server.rpc("destroy", self.id)
-        return self.server.destroy(self.id)
-
-    def apply_control(self, control: Any) -> None:
-        self.server.rpc("apply_control", self.id)
-        self.control = control
-
-    def set_target_velocity(self, velocity: Any) -> None:
-        self.server.rpc("set_target_velocity", self.id, self.server.frame)
-        self.velocity = velocity
-
-    def get_physics_control(self) -> Any:
-        self.server.rpc("get_physics_control", self.id)
-        wheel = carla.WheelPhysicsControl(max_steer_angle=self.server.max_steer_deg)
-        return carla.VehiclePhysicsControl(wheels=[wheel] * 4)
-
-
-class FakeSensor(FakeActor):
-    callback: Any = None
-
-    def listen(self, callback: Any) -> None:
-        self.server.rpc("listen", self.id)
-        self.callback = callback
-
-    def is_listening(self) -> bool:
-        return self.callback is not None
-
-    def stop(self) -> None:
-        self.server.log.append(("stop", self.id))
-        self.callback = None
-
-
-class FakeTM:
-    def __init__(self, server: FakeServer, port: int) -> None:
-        self.server, self.port = server, port
-        self.sync: bool | None = None
-        self.seeds: list[int] = []
-        self.hybrid: tuple[bool, float] = (False, 0.0)
-        self.shut = False
-
-    def set_synchronous_mode(self, mode: bool) -> None:
-        self.server.log.append(("tm sync", self.port, mode))
-        self.sync = mode
-
-    def set_random_device_seed(self, seed: int) -> None:
-        self.seeds.append(seed)
-
-    def set_hybrid_physics_mode(self, mode: bool) -> None:
-        self.hybrid = (mode, self.hybrid[1])
-
-    def set_hybrid_physics_radius(self, radius: float) -> None:
-        self.hybrid = (self.hybrid[0], radius)
-
-    def shut_down(self) -> None:
-        self.server.log.append(("tm shut_down", self.port))
-        self.shut = True
-
-
-class FakeWorld:
-    def __init__(self, server: FakeServer, client: FakeClient) -> None:
-        self.server, self.client = server, client
-
-    def get_settings(self) -> Any:
-        return copy_settings(self.server.settings)
-
-    def apply_settings(self, value: Any) -> None:
-        self.server.rpc("apply_settings")
-        self.server.settings = copy_settings(value)
-
-    def get_map(self) -> Any:
-        self.server.rpc("get_map", self.client.timeout)
-        return self.server.map
-
-    def tick(self, seconds: float = 0.0) -> int:
-        self.server.rpc("tick", seconds, self.server.frame + 1)
-        self.server.frame += 1
-        return self.server.frame
-
-    def get_blueprint_library(self) -> FakeLibrary:
-        return FakeLibrary(self.server.blueprints)
-
-    def try_spawn_actor(self, blueprint: FakeBlueprint, transform: Any) -> Any:
-        self.server.rpc("spawn", blueprint.id)
-        return self.server.add(FakeActor, blueprint.id, transform, attributes=blueprint.attributes)
-
-    def spawn_actor(self, blueprint: FakeBlueprint, transform: Any, attach_to: Any) -> Any:
-        self.server.rpc("spawn", blueprint.id)
-        return self.server.add(FakeSensor, blueprint.id, transform, parent=attach_to.id)
-
-    def get_actors(self, ids: list[int] | None = None) -> list[Any]:
-        self.server.rpc("get_actors")
-        return [a for i, a in self.server.actors.items() if ids is None or i in ids]
-
-
-class FakeClient:
-    def __init__(self, server: FakeServer, host: str, port: int) -> None:
-        self.server, self.timeout = server, None
-        server.log.append(("Client", host, port))
-
-    def set_timeout(self, seconds: float) -> None:
-        self.server.log.append(("set_timeout", seconds))
-        self.timeout = seconds
-
-    def get_world(self) -> FakeWorld:
-        self.server.rpc("get_world", self.timeout)
-        return FakeWorld(self.server, self)
-
-    def load_world(self, name: str) -> FakeWorld:
-        self.server.rpc("load_world", name, self.timeout)
-        self.server.map = carla.Map(f"Carla/Maps/{name}", XODR)
-        self.server.settings = settings()  # load_world resets the settings by default
-        return FakeWorld(self.server, self)
-
-    def get_trafficmanager(self, port: int) -> FakeTM:
-        self.server.rpc("get_trafficmanager", port)
-        if self.server.tm_error:
-            raise RuntimeError(self.server.tm_error)
-        tm = FakeTM(self.server, port)
-        self.server.tms.append(tm)
-        return tm
-
-    def apply_batch_sync(self, batch: list[Any], do_tick: bool = False) -> list[Any]:
-        self.server.rpc("apply_batch_sync", len(batch))
-        return [self._run(command) for command in batch]
-
-    def _run(self, command: Any) -> Any:
-        if isinstance(command, DestroyActor):
-            ok = self.server.destroy(command.actor_id)
-            return SimpleNamespace(actor_id=command.actor_id, has_error=not ok,
-                                   error="" if ok else "unable to destroy actor: not found")
-        actor = self.server.add(FakeActor, command.blueprint.id, command.transform,
-                                attributes=command.blueprint.attributes)
-        then = command.next
-        if isinstance(then, SetAutopilot) and then.actor is FUTURE_ACTOR:
-            self.server.autopilot[actor.id] = (then.enabled, then.port)
-        return SimpleNamespace(actor_id=actor.id, has_error=False, error="")
-
-
-class SpawnActor:
-    def __init__(self, blueprint: FakeBlueprint, transform: Any) -> None:
-        self.blueprint, self.transform, self.next = blueprint, transform, None
-
-    def then(self, command: Any) -> SpawnActor:
-        self.next = command
-        return self
-
-
-class SetAutopilot:
-    def __init__(self, actor: Any, enabled: bool, port: int) -> None:
-        self.actor, self.enabled, self.port = actor, enabled, port
-
-
-class DestroyActor:
-    def __init__(self, actor_id: int) -> None:
-        self.actor_id = actor_id
-
-
-FUTURE_ACTOR = object()
-
-
-class FakeProcess:
-    """A launched server that restarts into a fresh world (no actors, default settings)."""
-
-    def __init__(self, server: FakeServer) -> None:
-        self.server, self.pid, self.alive = server, 4242, True
-
-    def running(self) -> bool:
-        return self.alive
-
-    def restart(self) -> None:
-        self.server.log.append(("server restart",))
-        self.server.actors.clear()
-        self.server.settings = settings()
-        self.server.map = carla.Map("Carla/Maps/Town10HD_Opt", XODR)
-
-    def kill(self) -> None:
-        self.server.log.append(("server kill",))
-        self.alive = False
-
-
-def fake_carla(server: FakeServer) -> SimpleNamespace:
-    """The carla module as the backend uses it: the server side faked, the values real."""
-    return SimpleNamespace(
-        Client=lambda host, port: FakeClient(server, host, port),
-        command=SimpleNamespace(SpawnActor=SpawnActor, SetAutopilot=SetAutopilot,
-                                DestroyActor=DestroyActor, FutureActor=FUTURE_ACTOR),
-        Transform=carla.Transform, Location=carla.Location, Rotation=carla.Rotation,
-        Vector3D=carla.Vector3D, VehicleControl=carla.VehicleControl, LaneType=carla.LaneType)
-
-
-def patch_carla(monkeypatch: pytest.MonkeyPatch, fake: FakeServer) -> None:
+def patch_carla(monkeypatch: pytest.MonkeyPatch, server: FakeServer) -> None:
     for module in (carla_backend, carla_actors):
-        monkeypatch.setattr(module, "import_carla", lambda: fake_carla(fake))
+        monkeypatch.setattr(module, "import_carla", lambda: fake.fake_module(server))
 
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
-    fake = FakeServer()
-    patch_carla(monkeypatch, fake)
-    return fake
+    fake_server = FakeServer()
+    patch_carla(monkeypatch, fake_server)
+    return fake_server
 
 
 def config(**overrides: Any) -> CarlaConfig:
@@ -364,17 +76,29 @@ def config(**overrides: Any) -> CarlaConfig:
                           "seed": 5, **overrides})
 
 
-def sensors_of(server: FakeServer) -> dict[str, FakeSensor]:
-    return {a.type_id: a for a in server.actors.values() if isinstance(a, FakeSensor)}
+def sensors_of(server: FakeServer) -> dict[str, fake.ActorRecord]:
+    return {a.type_id: a for a in server.actors.values() if a.type_id.startswith("sensor.")}
+
+
+def episode(backend: CarlaBackend, npcs: int = 3) -> list[int]:
+    ids = [backend.spawn_ego(Pose(20.0, -1.75, 0.0, 0.0))]
+    ids += backend.spawn_npcs([Pose(40.0 + 10 * i, -1.75, 0.0, 0.0) for i in range(npcs)])
+    backend.tick()
+    return ids
 
 
 # ---- connection, settings, Traffic Manager ------------------------------------------------
 
 
-def test_start_applies_settings_and_the_traffic_manager(server: FakeServer) -> None:
+def test_start_applies_fresh_settings_and_the_traffic_manager(server: FakeServer) -> None:
+    # The last client left substepping off and other settings of its own (B7).
+    server.settings = settings(synchronous_mode=True, fixed_delta_seconds=0.1,
+                               substepping=False, max_substeps=3, max_culling_distance=50.0,
+                               spectator_as_ego=False)
     backend = CarlaBackend(config(), PORTS)
     backend.start()
     assert server.log[0] == ("Client", "127.0.0.1", 2000)
+    assert server.log[2] == ("version",)  # the first server call
     # Connecting and loading the map run under startup_timeout_s, ticking under timeout_s.
     assert server.calls("set_timeout") == [("set_timeout", 120.0), ("set_timeout", 10.0)]
     assert server.calls("get_world") == [("get_world", 120.0)]
@@ -382,12 +106,33 @@ def test_start_applies_settings_and_the_traffic_manager(server: FakeServer) -> N
     assert server.calls("get_map") == [("get_map", 120.0), ("get_map", 120.0)]
     assert server.calls("tick") == [("tick", 120.0, 1001)]
     assert server.index("tick", 120.0, 1001) < server.index("set_timeout", 10.0)
-    assert server.settings == settings(sync=True, delta=0.05, no_render=True)
+    assert settings_dict(server.settings) == OURS
     (tm,) = server.tms
-    assert (tm.port, tm.sync, tm.seeds, tm.hybrid) == (8000, True, [5], (True, 70.0))
+    assert (tm.port, tm.sync, tm.seeds, tm.hybrid) == (8000, True, [5], (True, 110.0))
     assert backend.road_map().name == "Carla/Maps/two_lane_arc"
     backend.tick()
     assert server.calls("tick")[-1] == ("tick", 10.0, 1002)
+    backend.close()
+
+
+def test_substepping_settings_come_from_the_config(server: FakeServer) -> None:
+    backend = CarlaBackend(config(fixed_delta_seconds=0.1, control_period_s=0.2,
+                                  max_substep_delta_time=0.008, max_substeps=16), PORTS)
+    backend.start()
+    assert settings_dict(server.settings) == {**OURS, "fixed_delta_seconds": 0.1,
+                                              "max_substep_delta_time": 0.008,
+                                              "max_substeps": 16}
+    backend.close()
+
+
+def test_a_server_of_another_release_fails_fast_and_is_not_a_crash(server: FakeServer) -> None:
+    server.version = "0.9.15"
+    backend = CarlaBackend(config(), PORTS)
+    with pytest.raises(CarlaVersionMismatch, match="carla client 0.9.16 .* server 0.9.15") as e:
+        backend.start()
+    assert not isinstance(e.value, SimulatorCrashed) and not backend.crashed
+    assert "pip install carla==0.9.15" in str(e.value)
+    assert server.calls("get_world") == [] and server.tms == []  # nothing else was called
     backend.close()
 
 
@@ -403,12 +148,14 @@ def test_episode_spawn_tick_state_events_and_teardown(server: FakeServer) -> Non
     assert ego.transform.rotation.yaw == pytest.approx(-30.0)
     sensors = sensors_of(server)
     assert sorted(sensors) == ["sensor.other.collision", "sensor.other.lane_invasion"]
-    assert all(s.parent == ego_id and s.is_listening() for s in sensors.values())
+    assert all(s.parent_id == ego_id and s.callback is not None for s in sensors.values())
     assert (ego.control.throttle, ego.control.brake, ego.control.manual_gear_shift,
             ego.control.hand_brake) == (0.0, 0.0, False, False)  # not stuck in neutral
     assert server.calls("set_target_velocity") == []  # not before the car is on the road
 
+    # B1: Response.has_error() is a method; read as an attribute every spawn looked failed.
     npc_ids = backend.spawn_npcs([Pose(60.0, -1.75, 0.0, 0.0), Pose(80.0, -5.25, 0.0, 0.0)])
+    assert len(npc_ids) == 2
     assert [server.autopilot[i] for i in npc_ids] == [(True, 8000), (True, 8000)]
     assert all(server.actors[i].attributes["number_of_wheels"] == "4" for i in npc_ids)
 
@@ -432,30 +179,45 @@ def test_episode_spawn_tick_state_events_and_teardown(server: FakeServer) -> Non
     assert state.yaw_rate == pytest.approx(-math.radians(10.0), abs=1e-6)  # turning right
     assert state.accel == pytest.approx(c30, abs=1e-5)
     assert state.length == pytest.approx(4.8, abs=1e-5)
-    npc = backend.vehicles()[0]
-    assert (npc.x, npc.y, npc.yaw, npc.speed) == pytest.approx((60.0, -1.75, 0.0, 0.0),
-                                                               abs=1e-5)
+    near, far = backend.vehicles()  # the traffic, through its handles
+    assert (near.x, near.y, near.yaw, near.speed) == pytest.approx((60.0, -1.75, 0.0, 0.0),
+                                                                   abs=1e-5)
+    assert (far.x, far.y) == pytest.approx((80.0, -5.25), abs=1e-5)
 
     backend.apply_control(CarlaControl(throttle=0.4, steer=-0.2, brake=0.0))
     assert (ego.control.throttle, ego.control.steer, ego.control.brake) == pytest.approx(
         (0.4, -0.2, 0.0))
 
-    sensors["sensor.other.collision"].callback(SimpleNamespace(
-        frame=1003, other_actor=SimpleNamespace(type_id="vehicle.audi.tt"),
-        normal_impulse=carla.Vector3D(300.0, 400.0, 0.0)))
-    sensors["sensor.other.lane_invasion"].callback(SimpleNamespace(
-        frame=1003, crossed_lane_markings=[SimpleNamespace(type=carla.LaneMarkingType.Solid)]))
+    other = server.actors[npc_ids[0]]  # (an actor handle in CARLA; type_id is what is read)
+    sensors["sensor.other.collision"].callback(FakeCollisionEvent(
+        1003, other, carla.Vector3D(300.0, 400.0, 0.0)))
+    sensors["sensor.other.lane_invasion"].callback(FakeLaneInvasionEvent(
+        1003, [FakeLaneMarking(carla.LaneMarkingType.Solid)]))
     events = backend.events()
-    assert events.collisions == (CollisionEvent(1003, "vehicle.audi.tt", 500.0),)
+    assert events.collisions == (CollisionEvent(1003, other.type_id, 500.0),)
     assert events.lane_invasions == (LaneInvasionEvent(1003, ("Solid",)),)
     assert backend.events().collisions == ()  # drained
 
+    held = server.held()
     backend.destroy_actors()
-    for sensor in sensors.values():  # through the original handles: stop, then destroy
-        assert server.index("stop", sensor.id) < server.index("destroy", sensor.id)
-    destroy_batches = server.calls("apply_batch_sync")[-1]
-    assert destroy_batches == ("apply_batch_sync", len(npc_ids))
+    for sensor_id in (s.id for s in sensors.values()):  # original handles: stop, then destroy
+        assert server.index("stop", sensor_id) < server.index("destroy", sensor_id)
+    assert server.index("destroy", ego_id) < server.index("DestroyActor", npc_ids[0])
+    assert server.calls("apply_batch_sync")[-1] == ("apply_batch_sync", 2)  # the NPCs, once
+    assert held == {ego_id, *npc_ids, *(s.id for s in sensors.values())}
     assert server.held() == set() and backend.orphaned_actor_ids == set()
+    backend.close()
+
+
+def test_a_blocked_npc_spawn_is_skipped_and_the_rest_are_tracked(server: FakeServer) -> None:
+    backend = CarlaBackend(config(), PORTS)
+    backend.start()
+    server.occupied_x = [50.0]
+    ids = backend.spawn_npcs([Pose(40.0 + 10 * i, -1.75, 0.0, 0.0) for i in range(3)])
+    assert len(ids) == 2 and set(ids) == server.held()
+    assert sorted(v.x for v in backend.vehicles()) == pytest.approx([40.0, 60.0])
+    backend.destroy_actors()
+    assert server.held() == set()
     backend.close()
 
 
@@ -472,7 +234,7 @@ def test_npc_models_and_tm_follow_the_episode_seed(server: FakeServer) -> None:
         return out
 
     first = models(3)
-    assert models(3) == first and models(4) != first
+    assert len(first) == 6 and models(3) == first and models(4) != first
     assert "vehicle.yamaha.yzf" not in first  # four-wheelers only
     assert server.tms[0].seeds == [5, 3, 3, 4]  # config seed at connect, then each episode
     backend.close()
@@ -495,31 +257,53 @@ def test_steer_scale_comes_from_the_vehicle(server: FakeServer,
     backend.close()
 
 
-# ---- teardown and crashes -----------------------------------------------------------------
+def test_reload_world_applies_our_settings_again(server: FakeServer) -> None:
+    backend = CarlaBackend(config(), PORTS)
+    backend.start()
+    episode(backend)
+    first_world = server.episode
+    server.settings = settings(substepping=False)  # as if reload had reset them
+    backend.reload_world()
+    assert server.episode == first_world + 1 and server.held() == set()
+    assert server.calls("reload_world") == [("reload_world", False, 120.0)]
+    assert settings_dict(server.settings) == OURS
+    ids = episode(backend)  # the frame count goes on from the reload's own tick
+    assert set(ids) <= server.held() and backend.reloads == 1
+    backend.close()
+    assert server.held() == set()
 
 
-def episode(backend: CarlaBackend, npcs: int = 3) -> list[int]:
-    ids = [backend.spawn_ego(Pose(20.0, -1.75, 0.0, 0.0))]
-    ids += backend.spawn_npcs([Pose(40.0 + 10 * i, -1.75, 0.0, 0.0) for i in range(npcs)])
-    backend.tick()
-    return ids
+# ---- teardown -----------------------------------------------------------------------------
 
 
 def test_close_restores_the_server(server: FakeServer) -> None:
     backend = CarlaBackend(config(), PORTS)
     backend.start()
     episode(backend)
-    sensors = list(sensors_of(server).values())
+    sensor_ids = list(sensors_of(server))
     backend.close()
-    assert server.held() == set()
-    for sensor in sensors:
-        assert server.index("stop", sensor.id) < server.index("destroy", sensor.id)
-    assert server.settings == server.original  # as before the env connected
+    assert server.held() == set() and sensor_ids
+    assert settings_dict(server.settings) == settings_dict(server.original)  # asynchronous
     (tm,) = server.tms
     assert tm.sync is False and tm.shut
-    assert server.index("tm sync", 8000, False) < server.index("tm shut_down", 8000)
+    restored = max(i for i, call in enumerate(server.log) if call == ("apply_settings",))
+    assert server.index("tm sync", 8000, False) < restored < server.index("tm shut_down", 8000)
+    assert server.log[-1] == ("tm shut_down", 8000)
     backend.close()  # twice: nothing left to do, nothing raised
     assert len(server.calls("tm shut_down")) == 1
+
+
+def test_close_restores_a_synchronous_original_as_asynchronous(server: FakeServer) -> None:
+    # B9: the server ran synchronously before; restored as-is it would stand still.
+    server.original = settings(synchronous_mode=True, fixed_delta_seconds=0.02,
+                               no_rendering_mode=True, max_substeps=12)
+    server.settings = fake.copy_settings(server.original)
+    backend = CarlaBackend(config(), PORTS)
+    backend.start()
+    backend.close()
+    assert settings_dict(server.settings) == {
+        **settings_dict(server.original), "synchronous_mode": False,
+        "fixed_delta_seconds": None}
 
 
 def test_close_after_the_traffic_manager_failed(server: FakeServer) -> None:
@@ -528,93 +312,182 @@ def test_close_after_the_traffic_manager_failed(server: FakeServer) -> None:
     with pytest.raises(RuntimeError, match="could not bind") as error:
         backend.start()
     assert not isinstance(error.value, SimulatorCrashed)  # a bad request, not a dead server
-    assert backend._tm is None
+    assert not backend.crashed
     backend.close()  # no AttributeError on the missing handle
-    assert server.settings == server.original
+    assert settings_dict(server.settings) == settings_dict(server.original)
 
 
-def test_close_on_a_dead_server_gives_up_after_the_first_time_out(server: FakeServer) -> None:
-    backend = CarlaBackend(config(), PORTS)
-    backend.start()
-    episode(backend)
-    server.down_for = 99
-    backend.close()
-    assert len(server.calls("TIMED OUT")) == 1  # no time-out per remaining call
-    assert server.tms[0].shut and backend._world is None and backend._tm is None
-
-
-def test_restart_of_an_external_server_destroys_what_it_holds(server: FakeServer) -> None:
-    backend = CarlaBackend(config(), PORTS)
-    backend.start()
-    episode(backend)
-    # The tick times out, and so does the first destroy after it (the server is recovering).
-    server.down_for = 2
-    with pytest.raises(SimulatorCrashed, match="time-out of 10000ms"):
-        backend.tick()
-    old_tm = server.tms[0]
-    backend.restart()
-    assert old_tm.shut and len(server.tms) == 2 and server.tms[1].sync is True
-    gets = [i for i, call in enumerate(server.log) if call == ("get_trafficmanager", 8000)]
-    assert gets[0] < server.index("tm shut_down", 8000) < gets[1]  # shut down, then reconnect
-    # The actors the failed destroy left were retried by id on the new connection.
-    assert server.held() == set() and backend.orphaned_actor_ids == set()
-    assert backend.restarts == 1 and server.settings.synchronous_mode
-    episode(backend)
-    backend.close()
-    assert server.held() == set()
-
-
-def test_actors_the_server_refuses_to_destroy_are_reported(
+def test_a_destroy_the_server_refuses_is_retried_by_id_and_what_stays_reported(
         server: FakeServer, caplog: pytest.LogCaptureFixture) -> None:
     backend = CarlaBackend(config(), PORTS)
     backend.start()
     ids = episode(backend)
-    server.refuse_destroy = {ids[1]: 1, ids[2]: 99}  # once (retried), for ever (reported)
+    sensor_id = next(iter(sensors_of(server).values())).id
+    # Refused once (the retry destroys it) or for ever (reported): a sensor, the ego, NPCs.
+    server.refuse_destroy = {sensor_id: 1, ids[0]: 1, ids[1]: 1, ids[2]: 99}
     with caplog.at_level(logging.WARNING, logger=carla_actors.__name__):
         backend.destroy_actors()
+    # B6: the retry's own responses decide (get_actors(ids) would still list the destroyed).
     assert server.held() == {ids[2]} and backend.orphaned_actor_ids == {ids[2]}
+    retried = [c[1] for c in server.calls("DestroyActor")][-4:]
+    assert sorted(retried) == sorted([sensor_id, *ids[:3]])
     assert f"actors [{ids[2]}] could not be destroyed" in caplog.text
+    backend.reload_world()  # the reload takes the orphan with it
+    assert backend.orphaned_actor_ids == set() and server.held() == set()
     backend.close()
 
 
-def test_restart_of_our_own_server_shuts_the_tm_down_first(server: FakeServer) -> None:
+def test_a_retried_destroy_that_worked_is_not_reported(server: FakeServer) -> None:
+    # B6: world.get_actors(ids) still lists the ego after the retry destroyed it (the
+    # client's cache); only the retry's responses tell.
+    backend = CarlaBackend(config(), PORTS)
+    backend.start()
+    ego_id = backend.spawn_ego(Pose(20.0, -1.75, 0.0, 0.0))
+    backend.tick()
+    server.refuse_destroy = {ego_id: 1}
+    backend.destroy_actors()
+    assert server.calls("DestroyActor") == [("DestroyActor", ego_id)]  # the retry, by id
+    assert server.held() == set() and backend.orphaned_actor_ids == set()
+    backend.close()
+
+
+def test_a_silent_server_during_teardown_is_a_crash_not_a_refusal(server: FakeServer) -> None:
+    # B5: Actor.destroy() swallows the time-out and returns False after timeout_s.
+    backend = CarlaBackend(config(timeout_s=0.3), PORTS)
+    backend.start()
+    episode(backend)
+    server.down_for = 99
+    started = time.monotonic()
+    with pytest.raises(SimulatorCrashed, match="failed after 0.[3-9] s .* not answering"):
+        backend.destroy_actors()
+    assert time.monotonic() - started < 2.0  # one time-out, not one per actor and retry
+    assert len(server.calls("TIMED OUT")) == 1 and backend.crashed
+    assert backend.orphaned_actor_ids == set()  # nothing mistaken for a refusal
+
+
+def test_close_on_a_dead_server_stops_at_the_first_time_out(server: FakeServer) -> None:
+    backend = CarlaBackend(config(timeout_s=0.2), PORTS)
+    backend.start()
+    episode(backend)
+    server.down_for = 99
+    backend.close()
+    assert len(server.calls("TIMED OUT")) == 1  # the first destroy; then no call at all
+    assert server.log[-1][:2] == ("TIMED OUT", "destroy")
+    assert not server.tms[0].shut and backend._tm is None  # B2: no TM call after the crash
+
+
+def test_after_a_crash_no_server_call_is_made(server: FakeServer) -> None:
+    # B2: a crash is final; close() drops the handles and kills our server, nothing else.
     backend = CarlaBackend(config(server_command="/opt/carla/CarlaUE4.sh"), PORTS)
     backend.server = FakeProcess(server)  # type: ignore[assignment]
     backend.start()
     episode(backend)
     server.down_for = 1
-    with pytest.raises(SimulatorCrashed):
+    with pytest.raises(SimulatorCrashed, match="failed during tick: time-out"):
         backend.tick()
-    backend.restart()
-    assert server.index("tm shut_down", 8000) < server.index("server restart")
-    assert server.held() == set() and backend._actors.held_ids() == []
-    assert server.settings == settings(sync=True, delta=0.05, no_render=True)
-    assert server.calls("load_world")[-1][1:] == ("two_lane_arc", 120.0)
-    episode(backend)
+    assert backend.crashed
+    calls = len(server.log)
+    for call in (backend.tick, backend.destroy_actors, backend.ego_state, backend.vehicles,
+                 lambda: backend.seed_episode(1), backend.start):
+        with pytest.raises(SimulatorCrashed):
+            call()
+    with pytest.raises(RuntimeError, match="no in-process restart"):
+        backend.restart()
     backend.close()
-    assert server.held() == set() and server.log[-1] == ("server kill",)
-    assert [tm.shut for tm in server.tms] == [True, True]
+    assert server.log[calls:] == [("server kill",)]
+    assert server.tms[0].sync is True and not server.tms[0].shut
+    assert backend._tm is None and backend._world is None and backend._client is None
+
+
+def test_a_frame_jump_is_a_crash(server: FakeServer) -> None:
+    backend = CarlaBackend(config(), PORTS)
+    backend.start()
+    episode(backend)
+    assert backend.tick() == server.frame
+    server.frame += 3  # another client ticked this world three times
+    with pytest.raises(FrameJump, match=f"frame {server.frame + 1}, not {server.frame - 2}"):
+        backend.tick()
+    assert isinstance(FrameJump("x"), SimulatorCrashed) and backend.crashed
+    calls = len(server.log)
+    backend.close()
+    assert len(server.log) == calls  # no call after it (no server of ours to kill)
+
+
+def test_a_frame_counter_starting_again_is_a_frame_jump(server: FakeServer) -> None:
+    backend = CarlaBackend(config(), PORTS)
+    backend.start()
+    server.frame = 0  # the server restarted under us (its frames count from 0 again)
+    with pytest.raises(FrameJump, match="frame 1, not 1002"):
+        backend.tick()
+
+
+def test_ids_of_a_world_the_server_no_longer_runs_are_never_destroyed_by_id(
+        server: FakeServer) -> None:
+    # B8: after a server restart ids name other actors; nothing is destroyed by id.
+    backend = CarlaBackend(config(), PORTS)
+    backend.start()
+    ids = episode(backend, npcs=2)
+    world = server.episode
+    server.restart()
+    foreign = [server.add("vehicle.audi.tt", carla.Transform()).id for _ in range(5)]
+    assert set(ids) & set(foreign)  # the new server reuses the ids
+    # the old server had loaded other maps (episode 7001); the new one counts from 1 again
+    with pytest.raises(WorldChanged, match=f"episode {world} -> 1"):
+        backend.destroy_actors()
+    assert server.held() == set(foreign) and server.calls("DestroyActor") == []
+    assert server.calls("destroy") == [] and backend.crashed
+
+
+def test_traffic_of_a_world_the_server_no_longer_runs_is_not_destroyed_by_id(
+        server: FakeServer) -> None:
+    # B8, the by-id path alone: NPCs are destroyed by a DestroyActor batch of their ids.
+    backend = CarlaBackend(config(), PORTS)
+    backend.start()
+    npc_ids = backend.spawn_npcs([Pose(40.0 + 10 * i, -1.75, 0.0, 0.0) for i in range(3)])
+    server.restart()
+    foreign = {server.add("vehicle.audi.tt", carla.Transform()).id for _ in range(3)}
+    assert foreign == set(npc_ids)
+    with pytest.raises(WorldChanged, match=re.escape(f"actors {sorted(npc_ids)} are not")):
+        backend.destroy_actors()
+    assert server.held() == foreign and server.calls("DestroyActor") == []
 
 
 def test_server_failure_classifier(server: FakeServer) -> None:
     assert is_server_failure(RuntimeError(TIMEOUT))
     assert is_server_failure(RuntimeError("rpc::rpc_error during call: connection refused"))
+    # B3: the restart path's own errors (load_world / reload_world, stale handles)
+    assert is_server_failure(RuntimeError("failed to connect to newly created map"))
+    assert is_server_failure(RuntimeError(fake.EXPIRED))
+    assert not is_server_failure(RuntimeError(fake.DESTROYED))  # our own bug, not the server
     assert not is_server_failure(RuntimeError("Spawn failed because of collision at spawn "
                                               "position"))
     assert not is_server_failure(ValueError(TIMEOUT))  # only the client's RuntimeError
     backend = CarlaBackend(config(), PORTS)
     backend.start()
-    with pytest.raises(SimulatorCrashed, match="failed during tick: time-out of 10000ms"):
-        with backend._guard("tick"):
-            raise RuntimeError(TIMEOUT)
     with pytest.raises(RuntimeError, match="blueprint") as error:
         with backend._guard("spawn_ego"):
             raise RuntimeError("blueprint 'vehicle.x' not found")
-    assert type(error.value) is RuntimeError
+    assert type(error.value) is RuntimeError and not backend.crashed
+    with pytest.raises(SimulatorCrashed, match="failed during tick: time-out of 10000ms"):
+        with backend._guard("tick"):
+            raise RuntimeError(TIMEOUT)
+    assert backend.crashed
     backend.close()
 
 
-def test_busy_port_names_the_port_and_how_to_find_its_holder() -> None:
+@pytest.mark.parametrize("at", ["start", "reload"])
+def test_a_map_that_never_comes_up_is_a_crash(server: FakeServer, at: str) -> None:
+    backend = CarlaBackend(config(), PORTS)
+    if at == "reload":
+        backend.start()
+    server.load_error = "failed to connect to newly created map"
+    with pytest.raises(SimulatorCrashed, match="newly created map"):
+        backend.start() if at == "start" else backend.reload_world()
+    assert backend.crashed
+    backend.close()
+
+
+def test_busy_port_names_the_port_and_how_to_find_its_holder(tmp_path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -622,11 +495,26 @@ def test_busy_port_names_the_port_and_how_to_find_its_holder() -> None:
         rpc = 20000 + 3 * (taken % 1000)
         backend = CarlaBackend(CarlaConfig(server_command="/opt/carla/CarlaUE4.sh", port=rpc,
                                            tm_port=taken))
+        assert backend.server is not None
+        backend.server.pid_dir = tmp_path
         with pytest.raises(PortsInUse, match=f"ss -ltnp \\| grep :{taken}") as error:
             backend.start()
     assert isinstance(error.value, RuntimeError) and taken in error.value.ports
     assert f"{taken} on 127.0.0.1 already in use" in str(error.value)
-    assert backend.server is not None and backend.server.launches == 0
+    assert backend.server.launches == 0 and not backend.crashed
+
+
+def test_the_launched_server_gets_its_gpu_and_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # what Ray sets for an actor's one GPU
+    cfg = config(server_command="/opt/carla/CarlaUE4.sh", server_quality_low=True,
+                 server_nullrhi=True)
+    argv = CarlaBackend(cfg, PORTS).server.argv  # type: ignore[union-attr]
+    assert argv[-3:] == ["-graphicsadapter=3", "-quality-level=Low", "-nullrhi"]
+    pinned = CarlaBackend(config(server_command="/opt/carla/CarlaUE4.sh", server_gpu=1), PORTS)
+    assert pinned.server.argv[-1] == "-graphicsadapter=1"  # type: ignore[union-attr]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # not one GPU: the server's own choice
+    plain = CarlaBackend(config(server_command="/opt/carla/CarlaUE4.sh"), PORTS)
+    assert not any(a.startswith("-graphicsadapter") for a in plain.server.argv)  # type: ignore
 
 
 # ---- Carla-v0 over the CARLA backend -------------------------------------------------------
@@ -635,43 +523,81 @@ def test_busy_port_names_the_port_and_how_to_find_its_holder() -> None:
 def test_env_steers_with_the_vehicle_scale_and_drops_late_events(server: FakeServer) -> None:
     server.max_steer_deg = 60.0
     cfg = config(npc_count=0, initial_speed_mps=5.0, route_length_m=200.0)
-    backend = CarlaBackend(cfg, PORTS)
-    env = CarlaDriveEnv(cfg, backend=backend)
-    _, info = env.reset(seed=0, options={"start": (20.0, -1.75)})
-    assert info["speed_mps"] == pytest.approx(5.0, abs=1e-5)  # set after the reset tick
-    first = server.frame
-    ego = next(a for a in server.actors.values() if a.attributes.get("role_name") == "hero")
-    collision = sensors_of(server)["sensor.other.collision"].callback
+    env = CarlaDriveEnv(cfg, backend=CarlaBackend(cfg, PORTS))
+    try:
+        _, info = env.reset(seed=0, options={"start": (20.0, -1.75)})
+        assert info["speed_mps"] == pytest.approx(5.0, abs=1e-5)  # set after the reset tick
+        first = server.frame
+        ego = next(a for a in server.actors.values() if a.attributes.get("role_name") == "hero")
+        collision = sensors_of(server)["sensor.other.collision"].callback
 
-    def hit(frame: int) -> None:
-        collision(SimpleNamespace(frame=frame, other_actor=None,
-                                  normal_impulse=carla.Vector3D(1.0, 0.0, 0.0)))
+        def hit(frame: int) -> None:
+            collision(FakeCollisionEvent(frame, None, carla.Vector3D(1.0, 0.0, 0.0)))
 
-    hit(first)  # caused by spawning, delivered late: not the policy's doing
-    _, _, terminated, _, info = env.step(np.array([1.0, 0.5], np.float32))
-    assert not terminated and info["collisions"] == 0
-    # steer +1 -> 0.5 rad left -> CARLA steer -0.5 / 60 deg, not / ActionLimits' 70 deg.
-    assert ego.control.steer == pytest.approx(-0.5 / math.radians(60.0), abs=1e-6)
-    assert (ego.control.throttle, ego.control.brake) == pytest.approx((0.5, 0.0))
-    hit(server.frame)  # this step's frame, arriving after its tick: counted in the next step
-    _, _, terminated, _, info = env.step(np.zeros(2, np.float32))
-    assert terminated and info["termination"] == "collision" and info["collisions"] == 1
-    env.close()
-    assert server.held() == set() and server.settings == server.original
+        hit(first)  # caused by spawning, delivered late: not the policy's doing
+        _, _, terminated, _, info = env.step(np.array([1.0, 0.5], np.float32))
+        assert not terminated and info["collisions"] == 0
+        # steer +1 -> 0.5 rad left -> CARLA steer -0.5 / 60 deg, not / ActionLimits' 70 deg.
+        assert ego.control.steer == pytest.approx(-0.5 / math.radians(60.0), abs=1e-6)
+        assert (ego.control.throttle, ego.control.brake) == pytest.approx((0.5, 0.0))
+        hit(server.frame)  # this step's frame, arriving after its tick: counted next step
+        _, _, terminated, _, info = env.step(np.zeros(2, np.float32))
+        assert terminated and info["termination"] == "collision" and info["collisions"] == 1
+    finally:
+        env.close()
+    assert server.held() == set()
+    assert settings_dict(server.settings) == settings_dict(server.original)
 
 
 def test_env_reset_seed_determines_the_episode(monkeypatch: pytest.MonkeyPatch) -> None:
     def run(seed: int) -> tuple[list[str], list[int], tuple[float, float]]:
-        fake = FakeServer()
-        patch_carla(monkeypatch, fake)
+        fake_server = FakeServer()
+        patch_carla(monkeypatch, fake_server)
         cfg = config(npc_count=3, npc_min_distance_m=10.0, route_length_m=100.0)
         env = CarlaDriveEnv(cfg, backend=CarlaBackend(cfg, PORTS))
-        env.reset(seed=seed)
-        ego = env.backend.ego_state()
-        models = sorted(a.type_id for a in fake.actors.values() if a.id in fake.autopilot)
-        env.close()
-        return models, fake.tms[0].seeds, (ego.x, ego.y)
+        try:
+            env.reset(seed=seed)
+            ego = env.backend.ego_state()
+            models = sorted(fake_server.actors[i].type_id for i in fake_server.autopilot)
+        finally:
+            env.close()
+        return models, fake_server.tms[0].seeds, (ego.x, ego.y)
 
     first = run(3)
     assert len(first[0]) == 3 and len(first[1]) == 2
     assert run(3) == first and run(4) != first
+
+
+def test_env_crash_escapes_step_and_close_makes_no_server_call(server: FakeServer) -> None:
+    cfg = config(npc_count=2, npc_min_distance_m=10.0, route_length_m=100.0)
+    backend = CarlaBackend(cfg, PORTS)
+    env = CarlaDriveEnv(cfg, backend=backend)
+    try:
+        env.reset(seed=1)
+        server.down_for = 1
+        with pytest.raises(SimulatorCrashed, match="time-out"):
+            env.step(np.zeros(2, np.float32))
+        assert backend.crashed
+        calls = len(server.log)
+        with pytest.raises(SimulatorCrashed, match="crashed earlier"):
+            env.reset(seed=2)
+        with pytest.raises(SimulatorCrashed, match="crashed earlier"):
+            env.step(np.zeros(2, np.float32))
+    finally:
+        env.close()
+    assert len(server.log) == calls and not server.tms[0].shut
+    assert len(server.held()) == 3 + 2  # left on the external server: its process is the fix
+
+
+def test_one_live_carla_env_per_process(server: FakeServer) -> None:
+    cfg = config(npc_count=0)
+    first = CarlaDriveEnv(cfg, backend=CarlaBackend(cfg, PORTS))
+    try:
+        with pytest.raises(ValueError, match="train.vector_mode=ray"):
+            CarlaDriveEnv(cfg, backend=CarlaBackend(cfg, PORTS))
+        with pytest.raises(ValueError, match="already live in this process"):
+            CarlaDriveEnv(cfg)  # the carla backend by config
+    finally:
+        first.close()
+    second = CarlaDriveEnv(cfg, backend=CarlaBackend(cfg, PORTS))  # the first one is closed
+    second.close()

@@ -52,6 +52,14 @@ def test_no_config_means_the_defaults(monkeypatch) -> None:
     ({"fixed_delta_seconds": float("nan")}, "carla.fixed_delta_seconds=nan"),
     ({"npc_count": -1}, "carla.npc_count=-1"),
     ({"max_restarts": -1}, "carla.max_restarts=-1"),
+    ({"max_substeps": 0}, "carla.max_substeps=0"),
+    ({"max_substeps": 17}, "carla.max_substeps=17"),
+    ({"max_substep_delta_time": 0.0}, "carla.max_substep_delta_time=0.0"),
+    ({"fixed_delta_seconds": 0.1, "control_period_s": 0.2, "max_substeps": 5},
+     "carla.fixed_delta_seconds=0.1: must be <= max_substep_delta_time . max_substeps = "
+     "0.01 . 5 = 0.05"),
+    ({"server_gpu": -2}, "carla.server_gpu=-2"),
+    ({"server_gpu": True}, "carla.server_gpu=True"),
     ({"route_length_m": 30.0}, "carla.route_length_m=30.0"),
     ({"route_step_m": 20.0}, "carla.route_step_m=20.0"),
 ])
@@ -71,7 +79,38 @@ def test_bad_file_content() -> None:
 
 def test_large_step_warns() -> None:
     with pytest.warns(UserWarning, match="fixed_delta_seconds=0.2"):
-        CarlaConfig(fixed_delta_seconds=0.2)
+        CarlaConfig(fixed_delta_seconds=0.2, max_substeps=16, max_substep_delta_time=0.0125)
+
+
+def test_substepping_rule_only_binds_with_substepping() -> None:
+    assert CarlaConfig(fixed_delta_seconds=0.1, control_period_s=0.2).max_substeps == 10
+    off = CarlaConfig(fixed_delta_seconds=0.1, control_period_s=0.2, max_substeps=2,
+                      substepping=False)
+    assert (off.substepping, off.max_substeps) == (False, 2)
+
+
+def test_new_fields_defaults_and_old_configs() -> None:
+    cfg = CarlaConfig()
+    assert (cfg.substepping, cfg.max_substep_delta_time, cfg.max_substeps) == (True, 0.01, 10)
+    assert (cfg.server_gpu, cfg.server_quality_low, cfg.server_nullrhi) == (-1, False, False)
+    assert cfg.hybrid_physics_radius_m == 110.0  # beyond the 100 m lead range
+    # A run saved before these fields (and with max_restarts) still loads; the unused
+    # max_restarts warns only when it is not the old default.
+    old = {k: v for k, v in cfg.to_dict().items()
+           if k not in ("substepping", "max_substep_delta_time", "max_substeps", "server_gpu",
+                        "server_quality_low", "server_nullrhi")}
+    assert carla_config_from_dict({**old, "hybrid_physics_radius_m": 70.0}) == \
+        CarlaConfig(hybrid_physics_radius_m=70.0)
+    with pytest.warns(UserWarning, match="carla.max_restarts=5 is no longer used"):
+        assert carla_config_from_dict({**old, "max_restarts": 5}).max_restarts == 5
+
+
+def test_server_options_without_a_server_command_warn() -> None:
+    with pytest.warns(UserWarning, match="only apply to a server the env launches"):
+        CarlaConfig(server_nullrhi=True)
+    launched = CarlaConfig(server_command="/opt/carla/CarlaUE4.sh", server_gpu=2,
+                           server_quality_low=True)
+    assert (launched.server_gpu, launched.server_quality_low) == (2, True)
 
 
 def test_control_period_must_be_whole_ticks() -> None:

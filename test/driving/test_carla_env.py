@@ -1,12 +1,13 @@
 """Carla-v0 driven through the kinematic stand-in on a real OpenDRIVE road (no server).
 
 The stand-in implements the same SimulatorBackend interface as the CARLA client backend, so
-reset, step, the termination reasons, crash recovery and actor bookkeeping are the env's own.
+reset, step, the termination reasons, crash handling and actor bookkeeping are the env's own.
 Lane -1 of test/data/two_lane_arc.xodr runs along y = -1.75 (REP-103) for x in [0, 100].
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -213,32 +214,24 @@ def test_more_progress_more_reward() -> None:
     assert returns == pytest.approx([5.15, 1.618], abs=1e-6)
 
 
-def test_crash_restarts_exactly_once_and_leaks_nothing() -> None:
+def test_a_crash_in_step_escapes_and_the_env_stays_down() -> None:
     env, backend = env_with(crash_at_ticks={5})
     env.reset(seed=1)  # tick 1
     first_ids = backend.live_actor_ids()
     assert len(first_ids) == 3 + 4  # ego + collision + lane-invasion sensors, 4 NPCs
     for _ in range(3):  # ticks 2, 3, 4
         assert not env.step(np.zeros(2, np.float32))[3]
-    obs, reward, terminated, truncated, info = env.step(np.zeros(2, np.float32))  # tick 5
-    assert (reward, terminated, truncated) == (0.0, False, True)
-    assert info["truncation"] == "simulator_crash" and "injected at tick 5" in info["error"]
-    # Restarted once and not started again; the crash took exactly that episode's actors.
-    assert (backend.restarts, env.restarts, backend.starts) == (1, 1, 1)
+    with pytest.raises(SimulatorCrashed, match="injected at tick 5"):
+        env.step(np.zeros(2, np.float32))
+    # No restart in the process: the recovery is a new process (train.vector_mode=ray).
+    assert (backend.restarts, backend.starts) == (0, 1)
     assert sorted(backend.lost) == sorted(first_ids) and backend.destroyed == []
-    with pytest.raises(RuntimeError, match="reset"):
-        env.step(np.zeros(2, np.float32))
-    env.reset(seed=2)
-    second_ids = backend.live_actor_ids()
-    assert len(second_ids) == 7 and backend.destroy_calls == 1 and backend.destroyed == []
-    for _ in range(10):
-        env.step(np.zeros(2, np.float32))
-    assert backend.restarts == 1
+    for call in (lambda: env.step(np.zeros(2, np.float32)), lambda: env.reset(seed=2)):
+        with pytest.raises(SimulatorCrashed, match="crashed earlier .*injected at tick 5"):
+            call()
+    assert (backend.restarts, backend.starts, backend.ticks) == (0, 1, 5)
     env.close()
-    # Every id ever handed out was destroyed by close() or lost in the crash, exactly once:
-    # a reset that spawned twice, or a restart of a world that still held actors, would not add up.
-    assert sorted(backend.destroyed) == sorted(second_ids)
-    assert sorted(backend.lost + backend.destroyed) == list(range(1, 15))
+    assert backend.destroyed == [] and not backend.started
 
 
 def test_positive_steer_turns_the_stand_in_left_at_the_bicycle_yaw_rate() -> None:
@@ -257,31 +250,37 @@ def test_positive_steer_turns_the_stand_in_left_at_the_bicycle_yaw_rate() -> Non
     assert (ego.x, ego.y) == pytest.approx((20.4998700640, -1.7386017945), abs=1e-9)
 
 
-def test_crash_during_reset_is_recovered() -> None:
+def test_a_crash_in_reset_escapes() -> None:
     env, backend = env_with(crash_at_ticks={1})
-    obs, info = env.reset(seed=0)
-    assert obs.shape == (OBS_DIM,) and info["restarts"] == 1 and backend.restarts == 1
-    assert info["episode"] == 1  # the crashed attempt is not an episode
-    assert len(backend.live_actor_ids()) == 7
+    with pytest.raises(SimulatorCrashed, match="injected at tick 1"):
+        env.reset(seed=0)
+    assert (backend.restarts, env.episodes) == (0, 0)  # the crashed attempt is no episode
+    with pytest.raises(SimulatorCrashed, match="crashed earlier"):
+        env.reset(seed=0)
     env.close()
 
 
-def test_gives_up_after_max_restarts_in_a_row() -> None:
-    env, backend = env_with(crash_at_ticks=range(3, 100), max_restarts=2)
-    env.reset(seed=0)  # tick 1
-    env.step(np.zeros(2, np.float32))  # tick 2
-    assert env.step(np.zeros(2, np.float32))[4]["truncation"] == "simulator_crash"  # tick 3
-    with pytest.raises(SimulatorCrashed, match="3 simulator crashes in a row"):
-        env.reset()  # tick 4 crashes, restart 2; tick 5 crashes: past max_restarts=2
-    assert backend.restarts == 2
-
-
-def test_zero_restarts_reraises_at_once() -> None:
-    env, backend = env_with(crash_at_ticks={2}, max_restarts=0)
+def test_old_max_restarts_is_accepted_and_unused() -> None:
+    with pytest.warns(UserWarning, match="carla.max_restarts=0 is no longer used"):
+        env, _ = env_with(crash_at_ticks={2}, max_restarts=0)
     env.reset(seed=0)
     with pytest.raises(SimulatorCrashed):
         env.step(np.zeros(2, np.float32))
-    assert backend.restarts == 0
+    env.close()
+
+
+def test_kinematic_envs_may_share_a_process_carla_ones_may_not() -> None:
+    first, second = env_with()[0], env_with()[0]  # the kinematic backend is exempt
+    carla_env = CarlaDriveEnv(CarlaConfig())  # nothing connects before reset
+    try:
+        with pytest.raises(ValueError, match="train.vector_mode=ray"):
+            CarlaDriveEnv(CarlaConfig(), server_index=1)
+        first.reset(seed=0)
+        second.reset(seed=0)
+    finally:
+        for env in (first, second, carla_env):
+            env.close()
+    CarlaDriveEnv(CarlaConfig()).close()  # closed: the next one may be made
 
 
 def test_actors_replaced_every_episode_and_world_reloaded_every_n() -> None:
@@ -308,13 +307,28 @@ def test_vector_env_slots_get_their_own_server_ports():
     """make_vec_env gives Carla-v0 slot i server_index=i: no two slots share a port."""
     from dsp_driving.rl.envs import make_vec_env
 
-    envs = make_vec_env("dsp_driving/Carla-v0", 3, mode="sync")
+    kwargs = {"config": config(npc_count=0).to_dict()}  # kinematic: may share a process
+    envs = make_vec_env("dsp_driving/Carla-v0", 3, mode="sync", env_kwargs=kwargs)
     try:
         ports = [env.unwrapped.ports for env in envs.envs]
     finally:
         envs.close()
     used = [p for slot in ports for p in (slot.rpc, slot.streaming, slot.secondary, slot.tm)]
     assert len(set(used)) == 12
+
+
+def test_sync_vector_mode_refuses_several_carla_envs_in_one_process():
+    from dsp_driving.driving import carla_env
+    from dsp_driving.rl.envs import make_vec_env
+
+    try:
+        with pytest.raises(ValueError, match="train.vector_mode=ray"):
+            make_vec_env("dsp_driving/Carla-v0", 2, mode="sync")
+    finally:  # the first slot's env, made before the second failed
+        gc.collect()
+        for env in list(carla_env._LIVE_CARLA_ENVS):
+            env.close()
+    assert len(carla_env._LIVE_CARLA_ENVS) == 0
 
 
 def test_control_period_holds_the_action_for_whole_ticks() -> None:
