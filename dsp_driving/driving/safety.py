@@ -30,7 +30,8 @@ Definitions (all per control step k = 1..N after the reset observation k = 0):
   costs route completion (here the episode ends).
 - Outcome (:func:`outcome_from`): collision / off_road from ``info["termination"]``;
   route_end -> route_complete; time_limit or a truncation without a reason (highway-env) ->
-  timeout; simulator_crash, an unknown reason or an unfinished episode -> other.
+  timeout; simulator_crash (Carla-v0 before issue 20), an unknown reason or an unfinished
+  episode -> other.
 - Route completion in [0, 1]: "route" basis (reset ``info["route_target_m"]``, the distance
   from the start to the env's route end): progress / target; "route_approx" basis (reset
   ``info["route_length_m"]`` only, Carla-v0 today): target = route_length_m -
