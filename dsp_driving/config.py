@@ -165,6 +165,12 @@ class PruningConfig:
     min_alive: int = 2
     max_prune_frac: float = 0.2
     compact_in_training: bool = True
+    # return guard (pruning/schedule.RampClock): 0 = off; g in (0, 1]: the ramp's clock
+    # (kappa(t), the ratio schedule) stops in an update whose mean training return is below
+    # g x its best since t_start, at most guard_max_lag of progress in all, so the final size
+    # is reached by t_end + guard_max_lag. The regulariser keeps to t_start..t_end (its dose)
+    guard: float = 0.0
+    guard_max_lag: float = 0.2
 
     def __post_init__(self) -> None:
         _rename_deprecated("pruning", self, RENAMED_PRUNING_CHOICES)
@@ -190,6 +196,13 @@ class PruningConfig:
                 f"must be > pruning.t_start ({self.t_start})")
         require(self.ratio_final < 1.0, "pruning.ratio_final", self.ratio_final,
                 "must be < 1 (a layer cannot lose every neuron)")
+        require(0.0 <= self.guard <= 1.0, "pruning.guard", self.guard,
+                "must be in [0, 1] (0: off)")
+        require(self.guard_max_lag >= 0 and (self.guard == 0
+                                             or self.t_end + self.guard_max_lag <= 1.0),
+                "pruning.guard_max_lag", self.guard_max_lag,
+                f"must be >= 0, and with the guard on pruning.t_end + it <= 1 (t_end "
+                f"{self.t_end})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,3 +56,36 @@ def test_tensorboard_scalars_are_written(tmp_path: Path, tiny_config) -> None:
     assert {"actor/neurons_alive", "critic/weights_alive", "losses/policy",
             "charts/kappa", "charts/steps_per_s", "actor/layers0/alive"} <= tags
     assert [e.step for e in acc.Scalars("actor/neurons_alive")] == [512, 1024]
+
+
+def test_the_return_guard_holds_the_ramp_and_still_reaches_the_final_size(
+        tmp_path: Path, tiny_config) -> None:
+    """guard 1.0 holds every update whose mean return is below its best since t_start; the
+    ramp ends by t_end + guard_max_lag all the same, at the size of the unguarded run."""
+    from dsp_driving.config import from_dict
+    from dsp_driving.trainer import Runner
+
+    sizes, kappas = {}, {}
+    for guard in (0.0, 1.0):
+        cfg = tiny_config(pruning={"guard": guard, "guard_max_lag": 0.3},
+                          train={"total_steps": 4096})
+        runner = Runner.new(cfg, tmp_path / f"g{guard}", progress=False)
+        summary = runner.learn()
+        sizes[guard] = summary["actor"]["hidden_compact"]
+        records = [json.loads(x) for x in
+                   (tmp_path / f"g{guard}" / "stats.jsonl").read_text().splitlines()]
+        kappas[guard] = [r["kappa"] for r in records]
+        clock = runner.learner.pruner.clock
+        if guard:
+            assert 0 < clock.held <= 0.3 + 1e-9 and clock.holds >= 1
+        else:
+            assert clock.held == 0.0 and clock.holds == 0
+    assert sizes[1.0] == sizes[0.0]  # the size is guaranteed
+    # held updates: the guarded ramp is behind (kappa lower) somewhere, never ahead
+    assert all(g <= u + 1e-12 for g, u in zip(kappas[1.0], kappas[0.0]))
+    assert any(g < u for g, u in zip(kappas[1.0], kappas[0.0]))
+    with pytest.raises(ValueError, match="pruning.guard_max_lag"):
+        from_dict({"pruning": {"t_end": 0.9, "guard": 0.9, "guard_max_lag": 0.2}})
+    assert from_dict({"pruning": {"t_end": 0.9}}).pruning.guard == 0.0  # off: no constraint
+    with pytest.raises(ValueError, match="pruning.guard"):
+        from_dict({"pruning": {"guard": 1.5}})

@@ -19,7 +19,7 @@ from dsp_driving.pruning.regulariser import (
     importance_coefficients,
     regulariser_value,
 )
-from dsp_driving.pruning.schedule import kappa, lambda_per_step, regularised
+from dsp_driving.pruning.schedule import RampClock, kappa, lambda_per_step, regularised
 from dsp_driving.pruning.threshold import select_to_prune
 from dsp_driving.stats import NetworkStats, PrunerStats
 
@@ -205,6 +205,7 @@ class DynamicPruner:
                                     cfg.enabled and cfg.prune_critic),
         }
         self.active = [p for p in self.nets.values() if p.enabled]
+        self.clock = RampClock(cfg.guard, cfg.guard_max_lag, cfg.t_start)
 
     def update_regulariser(self, progress: float = 0.0) -> None:
         """Start an update at training progress ``progress``: whether the regulariser acts
@@ -237,15 +238,21 @@ class DynamicPruner:
         for p in self.active:
             p.masks.apply_to_weights()
 
-    def step(self, update: int, progress: float, optimizer: torch.optim.Optimizer | None
-             ) -> int:
-        """The pruning step, every ``prune_every`` updates; returns neurons newly masked."""
-        self.kappa = kappa(progress, self.cfg.kappa_final, self.cfg.t_start, self.cfg.t_end)
+    def step(self, update: int, progress: float, optimizer: torch.optim.Optimizer | None,
+             started: float | None = None, recent_return: float | None = None) -> int:
+        """The pruning step, every ``prune_every`` updates; returns neurons newly masked.
+        With the return guard (pruning.guard), ``started`` (the update's starting progress)
+        and ``recent_return`` (the mean training return at its end) move the ramp's clock,
+        which the schedules read instead of ``progress``."""
+        if started is not None:
+            self.clock.advance(started, progress, recent_return)
+        t = self.clock.clock(progress)
+        self.kappa = kappa(t, self.cfg.kappa_final, self.cfg.t_start, self.cfg.t_end)
         if not self.active or update % self.cfg.prune_every != 0:
             return 0
         total = 0
         for p in self.active:
-            newly = p.prune(progress, optimizer, self.kappa)
+            newly = p.prune(t, optimizer, self.kappa)
             total += newly
             if newly and self.cfg.compact_in_training:
                 p.compact(optimizer)
@@ -272,7 +279,8 @@ class DynamicPruner:
     def state_dict(self) -> dict[str, Any]:
         """Kept indices, masks, coefficients and thresholds of both networks, and kappa."""
         return {n: p.state_dict() for n, p in self.nets.items()} | {
-            "kappa": self.kappa, "regulariser_stopped": self.stopped}
+            "kappa": self.kappa, "regulariser_stopped": self.stopped,
+            "ramp_clock": self.clock.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from state_dict() onto the networks given at construction.
@@ -284,3 +292,4 @@ class DynamicPruner:
             p.load_state_dict(state[n])
         self.kappa = state["kappa"]
         self.stopped = bool(state.get("regulariser_stopped", False))  # older checkpoints
+        self.clock.load_state_dict(state.get("ramp_clock"))

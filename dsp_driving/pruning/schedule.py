@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def _ramp(t: float, t_start: float, t_end: float) -> float:
     """Cubic ramp 1 - (1 - u)^3 of u = (t - t_start) / (t_end - t_start), held in [0, 1]."""
@@ -53,3 +55,46 @@ def lambda_per_step(lam: float, units: str, lr_total: float) -> float:
     if units == "step":
         return lam
     return lam / lr_total if lr_total > 0 else 0.0
+
+
+class RampClock:
+    """The training progress the pruning ramp reads, held back by the return guard.
+
+    clock(progress) = progress - held. Before t_start nothing is held. From t_start on, an
+    update (progress p0 -> p1) whose mean training return is below the guard's bar adds
+    p1 - p0 to ``held`` (the ramp stands still through it), as long as ``held`` stays within
+    ``max_lag``; the bar is ``guard`` x the best mean return seen since t_start
+    (best - (1 - guard) x |best| for a negative best). ``guard`` 0 never holds.
+    """
+
+    def __init__(self, guard: float, max_lag: float, t_start: float) -> None:
+        self.guard, self.max_lag, self.t_start = guard, max_lag, t_start
+        self.held = 0.0
+        self.best: float | None = None
+        self.holds = 0  # updates held, over the run
+
+    def clock(self, progress: float) -> float:
+        """The ramp's time at training progress ``progress``."""
+        return max(0.0, progress - self.held)
+
+    def advance(self, p0: float, p1: float, recent_return: float | None) -> bool:
+        """Account the update from progress p0 to p1 that ended with mean training return
+        ``recent_return`` (None: no episode yet); whether it was held."""
+        if self.guard <= 0 or p0 < self.t_start or recent_return is None:
+            return False
+        self.best = recent_return if self.best is None else max(self.best, recent_return)
+        bar = self.best - (1.0 - self.guard) * abs(self.best)
+        step = p1 - p0
+        if recent_return < bar and self.held + step <= self.max_lag + 1e-12:
+            self.held += step
+            self.holds += 1
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"held": self.held, "best": self.best, "holds": self.holds}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if state:  # checkpoints from before the guard hold nothing
+            self.held, self.best = float(state["held"]), state["best"]
+            self.holds = int(state["holds"])

@@ -246,7 +246,9 @@ class PPO:
         learned = self.learn()
         progress = min(1.0, self.global_step / cfg.train.total_steps)
         # between updates only: compaction replaces Parameters that learn() lists at its start
-        newly_pruned = self.pruner.step(self.update, progress, self.optimizer)
+        newly_pruned = self.pruner.step(self.update, progress, self.optimizer,
+                                        self.update_start_progress,
+                                        _mean_or_none(self.episode_returns))
         elapsed = time.perf_counter() - start
         self.wall_s += elapsed
         pruning = self.pruner.stats()

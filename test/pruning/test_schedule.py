@@ -84,3 +84,39 @@ def test_lambda_per_step_in_both_units() -> None:
     assert lambda_per_step(7.0, "dose", 3.5) == 2.0
     assert lambda_per_step(4e-4, "dose", 0.0) == 0.0  # nothing regularised: no lambda
     assert lambda_per_step(0.0, "dose", 3.5) == 0.0
+
+
+def test_ramp_clock_holds_below_the_bar_and_at_most_the_lag() -> None:
+    from dsp_driving.pruning.schedule import RampClock
+
+    clock = RampClock(guard=0.9, max_lag=0.2, t_start=0.1)
+    assert not clock.advance(0.0, 0.05, 10.0)  # before t_start: never held, no best kept
+    assert clock.best is None and clock.clock(0.05) == 0.05
+    assert not clock.advance(0.1, 0.15, 100.0)  # the best so far
+    assert clock.advance(0.15, 0.2, 89.0)  # below 0.9 x 100: the ramp stands still
+    assert clock.clock(0.2) == pytest.approx(0.15)
+    assert not clock.advance(0.2, 0.25, 91.0)  # above the bar again
+    for k in range(3):  # three more holds reach the lag of 0.2
+        assert clock.advance(0.25 + 0.05 * k, 0.3 + 0.05 * k, 50.0)
+    assert clock.held == pytest.approx(0.2) and clock.holds == 4
+    assert not clock.advance(0.4, 0.45, 50.0)  # the lag is spent: the ramp moves on
+    assert clock.clock(1.0) == pytest.approx(0.8)
+    assert not clock.advance(0.45, 0.5, None)  # no episode finished: nothing to judge
+
+
+def test_ramp_clock_with_negative_returns_and_off() -> None:
+    from dsp_driving.pruning.schedule import RampClock
+
+    clock = RampClock(guard=0.9, max_lag=0.5, t_start=0.0)
+    clock.advance(0.0, 0.1, -100.0)  # best -100: the bar is -110
+    assert not clock.advance(0.1, 0.2, -105.0)
+    assert clock.advance(0.2, 0.3, -120.0)
+    off = RampClock(guard=0.0, max_lag=0.5, t_start=0.0)
+    assert not any(off.advance(0.1 * k, 0.1 * (k + 1), -1e9) for k in range(5))
+    assert off.clock(0.7) == 0.7
+    again = RampClock(guard=0.9, max_lag=0.5, t_start=0.0)
+    again.load_state_dict(clock.state_dict())
+    assert (again.held, again.best, again.holds) == (clock.held, clock.best, clock.holds)
+    fresh = RampClock(guard=0.9, max_lag=0.5, t_start=0.0)
+    fresh.load_state_dict(None)  # a checkpoint from before the guard: nothing held
+    assert (fresh.held, fresh.best, fresh.holds) == (0.0, None, 0)
