@@ -166,9 +166,11 @@ class PruningConfig:
     max_prune_frac: float = 0.2
     compact_in_training: bool = True
     # return guard (pruning/schedule.RampClock): 0 = off; g in (0, 1]: the ramp's clock
-    # (kappa(t), the ratio schedule) stops in an update whose mean training return is below
-    # g x its best since t_start, at most guard_max_lag of progress in all, so the final size
-    # is reached by t_end + guard_max_lag. The regulariser keeps to t_start..t_end (its dose)
+    # (kappa(t), the ratio schedule) stands still, and nothing is pruned, through an update
+    # whose mean training return is below g x its best since t_start, at most guard_max_lag
+    # of progress in all (t_end + it <= 0.95: the ramp ends with updates left to reach the
+    # final size). The regulariser's window (until t_end in training progress) and its dose
+    # are unchanged
     guard: float = 0.0
     guard_max_lag: float = 0.2
 
@@ -199,10 +201,10 @@ class PruningConfig:
         require(0.0 <= self.guard <= 1.0, "pruning.guard", self.guard,
                 "must be in [0, 1] (0: off)")
         require(self.guard_max_lag >= 0 and (self.guard == 0
-                                             or self.t_end + self.guard_max_lag <= 1.0),
+                                             or self.t_end + self.guard_max_lag <= 0.95),
                 "pruning.guard_max_lag", self.guard_max_lag,
-                f"must be >= 0, and with the guard on pruning.t_end + it <= 1 (t_end "
-                f"{self.t_end})")
+                f"must be >= 0, and with the guard on pruning.t_end + it <= 0.95 (t_end "
+                f"{self.t_end}: the ramp must end with updates left to reach the size)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,32 +60,41 @@ def test_tensorboard_scalars_are_written(tmp_path: Path, tiny_config) -> None:
 
 def test_the_return_guard_holds_the_ramp_and_still_reaches_the_final_size(
         tmp_path: Path, tiny_config) -> None:
-    """guard 1.0 holds every update whose mean return is below its best since t_start; the
-    ramp ends by t_end + guard_max_lag all the same, at the size of the unguarded run."""
+    """guard 1.0 holds every update whose mean return is below its best since t_start (and
+    prunes nothing in it); the ramp still ends in time, at the unguarded run's size, also
+    with prune_every 2 and a budget that is not a multiple of the batch."""
     from dsp_driving.config import from_dict
     from dsp_driving.trainer import Runner
 
-    sizes, kappas = {}, {}
+    sizes, kappas, alive = {}, {}, {}
     for guard in (0.0, 1.0):
-        cfg = tiny_config(pruning={"guard": guard, "guard_max_lag": 0.3},
-                          train={"total_steps": 4096})
+        cfg = tiny_config(net={"actor_hidden": [32, 32]},
+                          pruning={"guard": guard, "guard_max_lag": 0.3, "mode": "ratio",
+                                   "ratio_final": 0.75, "max_prune_frac": 0.5,
+                                   "t_start": 0.1, "t_end": 0.5, "prune_every": 2},
+                          train={"total_steps": 9000})  # batch 512: 18 updates, 9216 steps
         runner = Runner.new(cfg, tmp_path / f"g{guard}", progress=False)
         summary = runner.learn()
         sizes[guard] = summary["actor"]["hidden_compact"]
         records = [json.loads(x) for x in
                    (tmp_path / f"g{guard}" / "stats.jsonl").read_text().splitlines()]
         kappas[guard] = [r["kappa"] for r in records]
+        alive[guard] = [r["actor"]["neurons_alive"] for r in records]
         clock = runner.learner.pruner.clock
         if guard:
             assert 0 < clock.held <= 0.3 + 1e-9 and clock.holds >= 1
         else:
             assert clock.held == 0.0 and clock.holds == 0
-    assert sizes[1.0] == sizes[0.0]  # the size is guaranteed
-    # held updates: the guarded ramp is behind (kappa lower) somewhere, never ahead
+    assert sizes[0.0] == [8, 8]  # 25 % of 32 each: above the min_alive floor
+    assert sizes[1.0] == sizes[0.0]  # the size is still reached
+    assert kappas[1.0][-1] == kappas[0.0][-1] == 1.0  # the ramp ended (kappa_final)
+    # held updates: the guarded ramp is behind (kappa lower, more neurons) somewhere, never
+    # ahead
     assert all(g <= u + 1e-12 for g, u in zip(kappas[1.0], kappas[0.0]))
     assert any(g < u for g, u in zip(kappas[1.0], kappas[0.0]))
+    assert all(g >= u for g, u in zip(alive[1.0], alive[0.0]))
     with pytest.raises(ValueError, match="pruning.guard_max_lag"):
-        from_dict({"pruning": {"t_end": 0.9, "guard": 0.9, "guard_max_lag": 0.2}})
+        from_dict({"pruning": {"t_end": 0.8, "guard": 0.9, "guard_max_lag": 0.2}})
     assert from_dict({"pruning": {"t_end": 0.9}}).pruning.guard == 0.0  # off: no constraint
     with pytest.raises(ValueError, match="pruning.guard"):
         from_dict({"pruning": {"guard": 1.5}})

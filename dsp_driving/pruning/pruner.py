@@ -205,7 +205,7 @@ class DynamicPruner:
                                     cfg.enabled and cfg.prune_critic),
         }
         self.active = [p for p in self.nets.values() if p.enabled]
-        self.clock = RampClock(cfg.guard, cfg.guard_max_lag, cfg.t_start)
+        self.clock = RampClock(cfg.guard, cfg.guard_max_lag, cfg.t_start, cfg.t_end)
 
     def update_regulariser(self, progress: float = 0.0) -> None:
         """Start an update at training progress ``progress``: whether the regulariser acts
@@ -243,12 +243,11 @@ class DynamicPruner:
         """The pruning step, every ``prune_every`` updates; returns neurons newly masked.
         With the return guard (pruning.guard), ``started`` (the update's starting progress)
         and ``recent_return`` (the mean training return at its end) move the ramp's clock,
-        which the schedules read instead of ``progress``."""
-        if started is not None:
-            self.clock.advance(started, progress, recent_return)
+        which the schedules read instead of ``progress``; a held update prunes nothing."""
+        held = started is not None and self.clock.advance(started, progress, recent_return)
         t = self.clock.clock(progress)
         self.kappa = kappa(t, self.cfg.kappa_final, self.cfg.t_start, self.cfg.t_end)
-        if not self.active or update % self.cfg.prune_every != 0:
+        if not self.active or update % self.cfg.prune_every != 0 or held:
             return 0
         total = 0
         for p in self.active:

@@ -60,41 +60,45 @@ def lambda_per_step(lam: float, units: str, lr_total: float) -> float:
 class RampClock:
     """The training progress the pruning ramp reads, held back by the return guard.
 
-    clock(progress) = progress - held. Before t_start nothing is held. From t_start on, an
-    update (progress p0 -> p1) whose mean training return is below the guard's bar adds
-    p1 - p0 to ``held`` (the ramp stands still through it), as long as ``held`` stays within
-    ``max_lag``; the bar is ``guard`` x the best mean return seen since t_start
-    (best - (1 - guard) x |best| for a negative best). ``guard`` 0 never holds.
+    clock(progress) = progress - held. Before t_start, and once the clock has reached
+    t_end, nothing is held. In between, an update that ends at progress p1 with a mean
+    training return below the guard's bar adds p1 minus the previous update's end to
+    ``held`` (the ramp stands still through it, and the pruning step skips it), as long as
+    ``held`` stays within ``max_lag``; the bar is ``guard`` x the best mean return seen since
+    t_start (best - (1 - guard) x |best| for a negative best). ``guard`` 0 never holds.
     """
 
-    def __init__(self, guard: float, max_lag: float, t_start: float) -> None:
-        self.guard, self.max_lag, self.t_start = guard, max_lag, t_start
+    def __init__(self, guard: float, max_lag: float, t_start: float, t_end: float) -> None:
+        self.guard, self.max_lag = guard, max_lag
+        self.t_start, self.t_end = t_start, t_end
         self.held = 0.0
         self.best: float | None = None
         self.holds = 0  # updates held, over the run
+        self.last = 0.0  # the progress at the end of the previous update
 
     def clock(self, progress: float) -> float:
         """The ramp's time at training progress ``progress``."""
         return max(0.0, progress - self.held)
 
     def advance(self, p0: float, p1: float, recent_return: float | None) -> bool:
-        """Account the update from progress p0 to p1 that ended with mean training return
-        ``recent_return`` (None: no episode yet); whether it was held."""
-        if self.guard <= 0 or p0 < self.t_start or recent_return is None:
+        """Account the update that started at progress p0 and ended at p1 with mean training
+        return ``recent_return`` (None: no episode yet); whether it was held."""
+        step, self.last = p1 - self.last, p1
+        if self.guard <= 0 or p0 < self.t_start or recent_return is None \
+                or self.clock(p1) >= self.t_end:
             return False
         self.best = recent_return if self.best is None else max(self.best, recent_return)
         bar = self.best - (1.0 - self.guard) * abs(self.best)
-        step = p1 - p0
-        if recent_return < bar and self.held + step <= self.max_lag + 1e-12:
+        if recent_return < bar and 0 < step and self.held + step <= self.max_lag + 1e-12:
             self.held += step
             self.holds += 1
             return True
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"held": self.held, "best": self.best, "holds": self.holds}
+        return {"held": self.held, "best": self.best, "holds": self.holds, "last": self.last}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if state:  # checkpoints from before the guard hold nothing
             self.held, self.best = float(state["held"]), state["best"]
-            self.holds = int(state["holds"])
+            self.holds, self.last = int(state["holds"]), float(state.get("last", 0.0))

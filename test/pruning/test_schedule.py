@@ -89,34 +89,54 @@ def test_lambda_per_step_in_both_units() -> None:
 def test_ramp_clock_holds_below_the_bar_and_at_most_the_lag() -> None:
     from dsp_driving.pruning.schedule import RampClock
 
-    clock = RampClock(guard=0.9, max_lag=0.2, t_start=0.1)
-    assert not clock.advance(0.0, 0.05, 10.0)  # before t_start: never held, no best kept
-    assert clock.best is None and clock.clock(0.05) == 0.05
-    assert not clock.advance(0.1, 0.15, 100.0)  # the best so far
-    assert clock.advance(0.15, 0.2, 89.0)  # below 0.9 x 100: the ramp stands still
+    clock = RampClock(guard=0.9, max_lag=0.2, t_start=0.1, t_end=0.6)
+    ends = [0.05 * k for k in range(21)]  # updates of 0.05 progress each
+
+    def update(k: int, ret: float | None) -> bool:  # the update ending at ends[k]
+        return clock.advance(ends[k - 1], ends[k], ret)
+
+    assert not update(1, 10.0) and not update(2, 10.0)  # before t_start: never held
+    assert clock.best is None and clock.clock(0.1) == 0.1
+    assert not update(3, 100.0)  # the best so far
+    assert update(4, 89.0)  # below 0.9 x 100: the ramp stands still
     assert clock.clock(0.2) == pytest.approx(0.15)
-    assert not clock.advance(0.2, 0.25, 91.0)  # above the bar again
-    for k in range(3):  # three more holds reach the lag of 0.2
-        assert clock.advance(0.25 + 0.05 * k, 0.3 + 0.05 * k, 50.0)
+    assert not update(5, 91.0)  # above the bar again
+    assert all(update(k, 50.0) for k in (6, 7, 8))  # three more holds reach the lag
     assert clock.held == pytest.approx(0.2) and clock.holds == 4
-    assert not clock.advance(0.4, 0.45, 50.0)  # the lag is spent: the ramp moves on
+    assert not update(9, 50.0)  # the lag is spent: the ramp moves on
     assert clock.clock(1.0) == pytest.approx(0.8)
-    assert not clock.advance(0.45, 0.5, None)  # no episode finished: nothing to judge
+    assert not update(10, None)  # no episode finished: nothing to judge
+
+
+def test_ramp_clock_never_runs_backwards_or_holds_past_t_end() -> None:
+    from dsp_driving.pruning.schedule import RampClock
+
+    # updates on a grid other than the starting progress's (total_steps not a multiple of
+    # the batch): a held update holds exactly the progress since the previous one
+    clock = RampClock(guard=1.0, max_lag=0.5, t_start=0.0, t_end=0.3)
+    clock.advance(0.0, 0.3, 100.0)
+    times = [clock.clock(0.3)]
+    for p0, p1 in ((0.25, 0.6), (0.5, 0.9), (0.75, 1.0)):
+        clock.advance(p0, p1, 0.0)  # always below the bar
+        times.append(clock.clock(p1))
+    assert times == sorted(times)
+    # the clock reached t_end at the first update: nothing is held after it
+    assert clock.holds == 0 and times[-1] == 1.0
 
 
 def test_ramp_clock_with_negative_returns_and_off() -> None:
     from dsp_driving.pruning.schedule import RampClock
 
-    clock = RampClock(guard=0.9, max_lag=0.5, t_start=0.0)
+    clock = RampClock(guard=0.9, max_lag=0.5, t_start=0.0, t_end=0.9)
     clock.advance(0.0, 0.1, -100.0)  # best -100: the bar is -110
     assert not clock.advance(0.1, 0.2, -105.0)
     assert clock.advance(0.2, 0.3, -120.0)
-    off = RampClock(guard=0.0, max_lag=0.5, t_start=0.0)
+    off = RampClock(guard=0.0, max_lag=0.5, t_start=0.0, t_end=0.9)
     assert not any(off.advance(0.1 * k, 0.1 * (k + 1), -1e9) for k in range(5))
     assert off.clock(0.7) == 0.7
-    again = RampClock(guard=0.9, max_lag=0.5, t_start=0.0)
+    again = RampClock(guard=0.9, max_lag=0.5, t_start=0.0, t_end=0.9)
     again.load_state_dict(clock.state_dict())
-    assert (again.held, again.best, again.holds) == (clock.held, clock.best, clock.holds)
-    fresh = RampClock(guard=0.9, max_lag=0.5, t_start=0.0)
+    assert again.state_dict() == clock.state_dict()
+    fresh = RampClock(guard=0.9, max_lag=0.5, t_start=0.0, t_end=0.9)
     fresh.load_state_dict(None)  # a checkpoint from before the guard: nothing held
     assert (fresh.held, fresh.best, fresh.holds) == (0.0, None, 0)
