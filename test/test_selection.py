@@ -111,21 +111,32 @@ def test_compare_judges_actions_on_the_reference_states_and_outcomes_closed_loop
 
 
 def test_compare_fails_when_an_episode_ends_differently() -> None:
+    """An episode that ends differently fails the gate unless both policies agree within
+    the tolerance on every state either run visited (then the simulator amplified their
+    rounding: reported, not judged)."""
     cfg = from_dict({"train": {"env_id": HIGHWAY}})
     base = _snapshot(0).masked()
     with torch.no_grad():
         base.mlp.layers[-1].weight.mul_(0.01)
         base.mlp.layers[-1].bias.copy_(torch.tensor([0.0, 0.4]))
     ref = drive(base.act, cfg, 2, seed=11)
+    assert ref["rows"][1]["outcome"] == "collision"  # the calm policy runs into traffic
     other = drive(base.act, cfg, 2, seed=11)
     other["rows"][1] = {**other["rows"][1], "outcome": "timeout", "collisions": 0}
-    block = compare({"compact": ref, "onnx": other}, {"compact": base.act, "onnx": base.act},
-                    discrete=False)
-    assert ref["rows"][1]["outcome"] == "collision"  # the calm policy runs into traffic
-    assert block["compared"]["onnx"]["max_abs_diff"] == 0.0 and not block["passed"]
+    policies = {"compact": base.act, "onnx": base.act}
+    block = compare({"compact": ref, "onnx": other}, policies, discrete=False)
+    assert block["passed"] and block["compared"]["onnx"]["max_abs_diff"] == 0.0
+    assert block["compared"]["onnx"]["outcome_differences"] == [
+        "episode seed 12: outcome 'collision' vs 'timeout', collisions 1 vs 0 (the policies "
+        "agree within 1e-05 on both runs' states)"]
+    # the other run's own actions are not the reference policy's on its states: a failure
+    other["actions"][1] = other["actions"][1] + 1e-3
+    block = compare({"compact": ref, "onnx": other}, policies, discrete=False)
+    assert not block["passed"]
     assert block["failures"] == ["onnx vs compact: episode seed 12: outcome 'collision' vs "
                                  "'timeout'", "onnx vs compact: episode seed 12: collisions 1 "
                                  "vs 0"]
+    assert block["compared"]["onnx"]["max_abs_diff"] == pytest.approx(1e-3, rel=0.01)
 
 
 def test_run_exports_the_selected_snapshot(tmp_path: Path, tiny_config) -> None:
