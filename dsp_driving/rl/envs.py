@@ -39,17 +39,24 @@ def ray_options(train: Any) -> dict[str, Any]:
             "address": train.ray_address}
 
 
+def _carla_backend(train: Any) -> Any:
+    """The run's CarlaConfig when it trains a simulator-server env on the real CARLA backend
+    (not the kinematic stand-in), else None."""
+    if not _slot_kwargs(train.env_id, 0):
+        return None
+    from dsp_driving.driving.carla_config import resolve_carla_config
+
+    carla = resolve_carla_config(train.env_kwargs.get("config"))
+    return carla if carla.backend == "carla" else None
+
+
 def wants_process_per_env(train: Any) -> bool:
     """Whether a run (its TrainConfig) is a CARLA-backend simulator-server env
     (dsp_driving/Carla-v0) set to train in vector_mode sync, which it cannot: a CARLA client
     process holds Traffic Manager threads that every world.tick drives and that cannot be
     stopped safely after a server failure (docs/carla.md). dsp-driving train (unless --set
     chose the mode) and trainer_node then run it in vector_mode ray."""
-    if train.vector_mode != "sync" or not _slot_kwargs(train.env_id, 0):
-        return False
-    from dsp_driving.driving.carla_config import resolve_carla_config
-
-    return resolve_carla_config(train.env_kwargs.get("config")).backend == "carla"
+    return train.vector_mode == "sync" and _carla_backend(train) is not None
 
 
 def check_training_mode(train: Any) -> None:
@@ -57,12 +64,8 @@ def check_training_mode(train: Any) -> None:
     the trainer's process, where the selection and the final gate need a second CARLA env,
     and one process can hold only one (docs/carla.md); in vector_mode ray a reset must be
     allowed longer than the bridge's own start-up limit (launch, connect, map load)."""
-    if not _slot_kwargs(train.env_id, 0):
-        return
-    from dsp_driving.driving.carla_config import resolve_carla_config
-
-    carla = resolve_carla_config(train.env_kwargs.get("config"))
-    if carla.backend != "carla":
+    carla = _carla_backend(train)
+    if carla is None:
         return
     if train.vector_mode == "sync":
         raise ValueError(f"train.vector_mode='sync': {train.env_id} on the carla backend "
