@@ -26,12 +26,14 @@ Regulariser = Literal["importance_weighted", "group_lasso"]
 ThresholdMode = Literal["hybrid", "dynamic", "ratio"]
 LambdaUnits = Literal["dose", "step"]
 GroupSize = Literal["alive", "dense"]
+Compensation = Literal["none", "mean", "lstsq"]
 VectorMode = Literal["sync", "async", "ray"]
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 REGULARISERS: tuple[str, ...] = get_args(Regulariser)
 THRESHOLD_MODES: tuple[str, ...] = get_args(ThresholdMode)
 GROUP_SIZES: tuple[str, ...] = get_args(GroupSize)
 LAMBDA_UNITS: tuple[str, ...] = get_args(LambdaUnits)
+COMPENSATIONS: tuple[str, ...] = get_args(Compensation)
 VECTOR_MODES: tuple[str, ...] = get_args(VectorMode)
 # Renamed pruning choices, old -> new; old names still load (config files, --set, the
 # config.yaml of older runs) with a FutureWarning (users see it; a DeprecationWarning they
@@ -173,6 +175,12 @@ class PruningConfig:
     # are unchanged
     guard: float = 0.0
     guard_max_lag: float = 0.2
+    # what a pruning step does with the cut neurons' contribution to the next layer, fitted
+    # on the last rollout's observations (docs/method.md section 11): none (dropped) | mean
+    # (its batch mean moves into the next layer's bias) | lstsq (the part the kept neurons'
+    # activations and a constant explain, ridge least squares, moves into their outgoing
+    # weights and the bias)
+    compensate: Compensation = "none"
 
     def __post_init__(self) -> None:
         _rename_deprecated("pruning", self, RENAMED_PRUNING_CHOICES)
@@ -198,6 +206,8 @@ class PruningConfig:
                 f"must be > pruning.t_start ({self.t_start})")
         require(self.ratio_final < 1.0, "pruning.ratio_final", self.ratio_final,
                 "must be < 1 (a layer cannot lose every neuron)")
+        require(self.compensate in COMPENSATIONS, "pruning.compensate", self.compensate,
+                f"must be one of {COMPENSATIONS}")
         require(0.0 <= self.guard <= 1.0, "pruning.guard", self.guard,
                 "must be in [0, 1] (0: off)")
         require(self.guard_max_lag >= 0 and (self.guard == 0

@@ -81,6 +81,9 @@ class UpdateStats(TypedDict):
     actor: NetworkStats
     critic: NetworkStats
     newly_pruned: int
+    # KL(before || after) of the actor's action distribution across the update's pruning
+    # step, mean over the rollout's observations (0: nothing pruned; absent in older records)
+    prune_kl: NotRequired[float]
     losses: LossStats
     approx_kl: float
     clipfrac: float

@@ -101,21 +101,67 @@ class NetworkPruner:
 
     @torch.no_grad()
     def prune(self, t: float, optimizer: torch.optim.Optimizer | None,
-              k: float | None = None) -> int:
+              k: float | None = None, inputs: torch.Tensor | None = None) -> int:
         """One pruning step at training progress t (``k``: kappa(t), when the caller has it);
-        returns neurons newly masked."""
+        returns neurons newly masked.
+
+        With ``compensate`` other than none and ``inputs`` (a batch of the network's inputs,
+        [B, in]), the cut neurons' contribution to the next layer is fitted on the batch
+        before they go (``_compensate``), layer by layer on the activations of the network
+        as already cut below it.
+        """
         newly = 0
+        fit = self.cfg.compensate != "none" and inputs is not None
+        x = inputs
         for i, s in enumerate(neuron_importance(self.mlp)):
             cut, self.thresholds[i] = select_to_prune(s, self.masks.masks[i], t,
                                                       self.dense_sizes[i], self.cfg, k)
+            if fit:
+                x = self._hidden(i, x)
             if cut.numel():
+                if fit:
+                    self._compensate(i, x, cut)
                 newly += self.masks.mask_neurons(i, cut)
+                if fit:
+                    x = x * self.masks.masks[i]
         if newly:
             self.masks.apply_to_weights()
             if optimizer is not None:
                 self.masks.clear_optimizer_state(optimizer)
             self._set_coeffs([c * m for c, m in zip(self.coeffs, self.masks.masks)])
         return newly
+
+    def _compensate(self, i: int, h: torch.Tensor, cut: torch.Tensor) -> None:
+        # h: hidden layer i's activations [B, n] before the cut. What the cut neurons send
+        # the next layer, y = h[:, cut] W[:, cut]^T, is replaced by its batch mean (mean) or
+        # by its ridge least-squares fit on the kept neurons' activations plus a constant
+        # (lstsq), added to their outgoing weights and the next layer's bias.
+        nxt = self.mlp.layers[i + 1]
+        y = h[:, cut] @ nxt.weight[:, cut].T
+        y_mean = y.mean(0)
+        if self.cfg.compensate == "lstsq":
+            keep = self.masks.masks[i].clone()
+            keep[cut] = 0
+            keep = torch.nonzero(keep).flatten()
+            a = h[:, keep].double()
+            a_mean = a.mean(0)
+            a = a - a_mean
+            gram = a.T @ a
+            # ridge: 1e-3 of the mean variance, so a near-constant or duplicate kept neuron
+            # cannot get a huge weight from the batch's noise
+            ridge = 1e-3 * float(gram.diagonal().mean()) + 1e-12
+            gram.diagonal().add_(ridge)
+            coef = torch.linalg.solve(gram, a.T @ (y.double() - y_mean.double()))
+            nxt.weight[:, keep] += coef.T.to(nxt.weight.dtype)
+            y_mean = y_mean - (a_mean @ coef).to(y_mean.dtype)
+        nxt.bias.add_(y_mean)
+
+    def _hidden(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        # hidden layer i's masked activations for layer i's input x
+        layer = self.mlp.layers[i]
+        h = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        h = torch.tanh(h) if self.mlp.activation == "tanh" else torch.relu(h)
+        return h * self.masks.masks[i]
 
     def state_dict(self) -> dict[str, Any]:
         """Kept indices, masks, coefficients and thresholds for a checkpoint."""
@@ -239,11 +285,13 @@ class DynamicPruner:
             p.masks.apply_to_weights()
 
     def step(self, update: int, progress: float, optimizer: torch.optim.Optimizer | None,
-             started: float | None = None, recent_return: float | None = None) -> int:
+             started: float | None = None, recent_return: float | None = None,
+             inputs: torch.Tensor | None = None) -> int:
         """The pruning step, every ``prune_every`` updates; returns neurons newly masked.
         With the return guard (pruning.guard), ``started`` (the update's starting progress)
         and ``recent_return`` (the mean training return at its end) move the ramp's clock,
-        which the schedules read instead of ``progress``; a held update prunes nothing."""
+        which the schedules read instead of ``progress``; a held update prunes nothing.
+        ``inputs``: the networks' inputs (normalised observations) for ``compensate``."""
         held = started is not None and self.clock.advance(started, progress, recent_return)
         t = self.clock.clock(progress)
         self.kappa = kappa(t, self.cfg.kappa_final, self.cfg.t_start, self.cfg.t_end)
@@ -251,7 +299,7 @@ class DynamicPruner:
             return 0
         total = 0
         for p in self.active:
-            newly = p.prune(t, optimizer, self.kappa)
+            newly = p.prune(t, optimizer, self.kappa, inputs)
             total += newly
             if newly and self.cfg.compact_in_training:
                 p.compact(optimizer)

@@ -246,9 +246,17 @@ class PPO:
         learned = self.learn()
         progress = min(1.0, self.global_step / cfg.train.total_steps)
         # between updates only: compaction replaces Parameters that learn() lists at its start
+        b_obs = self.buf_obs.reshape(-1, self.obs_dim)
+        with torch.no_grad():
+            before = self.agent.distribution(b_obs)
         newly_pruned = self.pruner.step(self.update, progress, self.optimizer,
                                         self.update_start_progress,
-                                        _mean_or_none(self.episode_returns))
+                                        _mean_or_none(self.episode_returns), b_obs)
+        prune_kl = 0.0
+        if newly_pruned:
+            with torch.no_grad():
+                kl = torch.distributions.kl_divergence(before, self.agent.distribution(b_obs))
+            prune_kl = float((kl.sum(-1) if self.agent.continuous else kl).mean())
         elapsed = time.perf_counter() - start
         self.wall_s += elapsed
         pruning = self.pruner.stats()
@@ -260,6 +268,7 @@ class PPO:
             "actor": pruning["actor"],
             "critic": pruning["critic"],
             "newly_pruned": newly_pruned,
+            "prune_kl": prune_kl,
             "losses": learned["losses"],
             "approx_kl": learned["approx_kl"],
             "clipfrac": learned["clipfrac"],

@@ -389,3 +389,101 @@ def test_a_stopped_regulariser_stays_stopped_when_the_run_is_extended() -> None:
     fresh.load_state_dict(old)  # a checkpoint from before the key: not stopped
     fresh.update_regulariser(0.3)
     assert fresh.acting
+
+
+def _ratio_pruner(mlp: MLP, compensate: str, ratio: float) -> NetworkPruner:
+    cfg = _cfg(mode="ratio", ratio_final=ratio, t_start=0.0, t_end=0.5, max_prune_frac=1.0,
+               min_alive=1, compensate=compensate)
+    return NetworkPruner("actor", mlp, 1.0, cfg, True)
+
+
+@pytest.mark.parametrize("compensate", ["mean", "lstsq"])
+def test_compensation_keeps_the_batch_mean_of_a_one_hidden_layer_net(compensate: str
+                                                                      ) -> None:
+    # one hidden layer: the output is linear in the hidden activations; the batch mean of
+    # what the cut neurons sent moves into the output bias (lstsq: the fit has an
+    # intercept, so its residual has mean zero)
+    torch.manual_seed(5)
+    x = torch.randn(256, 3) + 0.5
+    outputs = {}
+    for how in ("none", compensate):
+        torch.manual_seed(6)
+        mlp = MLP(3, [12], 2, out_gain=1.0)
+        before = mlp(x).detach()
+        pruner = _ratio_pruner(mlp, how, 0.5)
+        assert pruner.prune(1.0, None, inputs=x) == 6
+        outputs[how] = (before, mlp(x).detach())
+    before, after = outputs[compensate]
+    torch.testing.assert_close(after.mean(0), before.mean(0), atol=1e-5, rtol=0)
+    before_plain, after_plain = outputs["none"]
+    torch.testing.assert_close(before_plain, before)  # the same net before the cut
+    assert float((after_plain.mean(0) - before.mean(0)).abs().max()) > 1e-3
+    err_plain = float((after_plain - before).square().mean())
+    err = float((after - before).square().mean())
+    assert err < err_plain
+    if compensate == "mean":  # the plain cut net plus a constant shift
+        shift = after - after_plain
+        torch.testing.assert_close(shift, shift[:1].expand_as(shift))
+
+
+@pytest.mark.parametrize("compensate", ["mean", "lstsq"])
+def test_compensation_is_exact_for_constant_neurons_in_every_layer(compensate: str) -> None:
+    # neurons with no input weights output tanh(bias) whatever the observation; cutting
+    # them with compensation leaves every output unchanged, layer after layer
+    torch.manual_seed(7)
+    mlp = MLP(3, [8, 6], 2, out_gain=1.0)
+    with torch.no_grad():
+        for layer, dead in ((0, [1, 4, 6, 7]), (1, [0, 2, 5])):
+            mlp.layers[layer].weight[dead] = 0.0
+            mlp.layers[layer].bias[dead] = 0.3
+            mlp.layers[layer + 1].weight[:, dead] *= 0.01  # lowest importance
+    x = torch.randn(64, 3)
+    before = mlp(x).detach()
+    pruner = _ratio_pruner(mlp, compensate, 0.5)
+    assert pruner.prune(1.0, None, inputs=x) == 7
+    assert [torch.nonzero(m == 0).flatten().tolist() for m in pruner.masks.masks] == \
+        [[1, 4, 6, 7], [0, 2, 5]]
+    torch.testing.assert_close(mlp(x), before, atol=1e-5, rtol=0)
+    _masked_entries_zero(mlp, pruner.masks.masks)
+
+
+def test_lstsq_compensation_moves_a_duplicate_neuron_onto_its_twin() -> None:
+    # hidden neuron 5 computes what neuron 0 computes (same input weights and bias): the
+    # kept twin can send what the cut copy sent, which lstsq finds and mean cannot
+    torch.manual_seed(11)
+    x = torch.randn(512, 3)
+    errors = {}
+    for how in ("mean", "lstsq"):
+        torch.manual_seed(12)
+        mlp = MLP(3, [6], 2, out_gain=1.0)
+        with torch.no_grad():
+            mlp.layers[0].weight[5] = mlp.layers[0].weight[0]
+            mlp.layers[0].bias[5] = mlp.layers[0].bias[0]
+            mlp.layers[1].weight[:, 5] = 0.05 * mlp.layers[1].weight[:, 0].sign()
+            for j in (1, 2, 3, 4):  # so that the copy is the least important neuron
+                mlp.layers[0].weight[j] += mlp.layers[0].weight[0].abs()
+        before = mlp(x).detach()
+        pruner = _ratio_pruner(mlp, how, 1 / 6)
+        assert pruner.prune(1.0, None, inputs=x) == 1
+        assert torch.nonzero(pruner.masks.masks[0] == 0).flatten().tolist() == [5]
+        errors[how] = float((mlp(x).detach() - before).abs().max())
+    assert errors["lstsq"] < 1e-3 < errors["mean"]
+
+
+def test_compensation_needs_inputs_and_the_setting() -> None:
+    # without inputs, or with compensate none, pruning is the plain cut
+    torch.manual_seed(8)
+    x = torch.randn(32, 3)
+    results = []
+    for how, inputs in (("none", x), ("lstsq", None), ("none", None)):
+        torch.manual_seed(9)
+        mlp = MLP(3, [10, 10], 2, out_gain=1.0)
+        _ratio_pruner(mlp, how, 0.6).prune(1.0, None, inputs=inputs)
+        results.append(mlp(x).detach())
+    torch.testing.assert_close(results[0], results[2], atol=0, rtol=0)
+    torch.testing.assert_close(results[1], results[2], atol=0, rtol=0)
+
+
+def test_compensate_must_be_a_known_choice() -> None:
+    with pytest.raises(ValueError, match="pruning.compensate.*'median'"):
+        PruningConfig(compensate="median")

@@ -169,3 +169,34 @@ def test_the_regulariser_stops_in_updates_that_start_after_t_end(tiny_config) ->
         assert rec["actor"]["lam"] == 0.0 and rec["critic"]["lam"] == 0.0
         assert rec["losses"]["lambda_R"] == 0.0
         assert rec["actor"]["R"] > 0 and rec["critic"]["R"] > 0  # still measured
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_prune_kl_measures_the_pruning_steps_change_of_the_policy(tiny_config,
+                                                                  env_id: str) -> None:
+    # prune_kl: KL(before || after) of the action distribution over the rollout's
+    # observations, 0 in updates that prune nothing. Compensation (lstsq) refits what the
+    # cut neurons sent the next layer; for a Gaussian policy (KL = the squared mean shift
+    # over 2 std^2) it shrinks the shift of the same first cut
+    records = {}
+    for replace in ("none", "lstsq"):
+        cfg = tiny_config(ppo={"num_steps": 32}, train={"env_id": env_id, "num_envs": 2,
+                                                        "total_steps": 512},
+                          pruning={"compensate": replace})
+        envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * 2,
+                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        try:
+            ppo = PPO(cfg, envs)
+            stats = [ppo.step_update()]
+            while not stats[-1]["newly_pruned"]:
+                stats.append(ppo.step_update())
+        finally:
+            envs.close()
+        assert all(s["prune_kl"] == 0.0 for s in stats[:-1])
+        assert stats[-1]["prune_kl"] > 0.0
+        records[replace] = stats[-1]
+    plain, replaced = records["none"], records["lstsq"]
+    assert (plain["update"], plain["newly_pruned"]) == \
+        (replaced["update"], replaced["newly_pruned"])
+    if env_id == "Pendulum-v1":
+        assert replaced["prune_kl"] < plain["prune_kl"]
