@@ -376,7 +376,8 @@ def from_dict(data: Mapping[str, Any], base: Config | None = None) -> Config:
 # Fields added to a section after runs were saved with every field written out: the value
 # that reproduces what those runs did (a saved run config lacking the field predates it).
 ADDED_FIELDS_OLD_MEANING: dict[str, dict[str, Any]] = {
-    "pruning": {"lambda_units": "step", "regularise_after_ramp": True},
+    "pruning": {"lambda_units": "step", "regularise_after_ramp": True, "guard": 0.0,
+                "compensate": "none"},
 }
 
 

@@ -256,3 +256,15 @@ def test_a_saved_run_without_a_pruning_section_gets_todays_defaults() -> None:
     assert from_saved_run(_saved_run(None)) == Config()
     assert from_saved_run(_saved_run({})) == Config()
     assert from_saved_run({"train": {"total_steps": 4096}}).pruning == PruningConfig()
+
+
+def test_a_saved_run_from_before_compensation_and_the_guard_loads_without_them() -> None:
+    # runs saved before pruning.compensate and pruning.guard existed cut without
+    # compensation and never held the ramp, whatever today's defaults are
+    old = Config().to_dict()["pruning"]
+    del old["compensate"], old["guard"]
+    cfg = from_saved_run(_saved_run(old))
+    assert (cfg.pruning.compensate, cfg.pruning.guard) == ("none", 0.0)
+    section = dict(Config().to_dict()["pruning"], compensate="lstsq", guard=0.9)
+    cfg = from_saved_run(_saved_run(section))
+    assert (cfg.pruning.compensate, cfg.pruning.guard) == ("lstsq", 0.9)
