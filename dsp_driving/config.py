@@ -175,11 +175,10 @@ class PruningConfig:
     # are unchanged
     guard: float = 0.0
     guard_max_lag: float = 0.2
-    # what a pruning step does with the cut neurons' contribution to the next layer, fitted
-    # on the last rollout's observations (docs/method.md section 11): none (dropped) | mean
-    # (its batch mean moves into the next layer's bias) | lstsq (the part the kept neurons'
-    # activations and a constant explain, ridge least squares, moves into their outgoing
-    # weights and the bias)
+    # whether a pruning step refits the layers above its cuts to what they received before
+    # it, on the last rollout's observations (docs/method.md section 5): none (the cut
+    # contribution is dropped) | mean (its batch mean moves into the bias) | lstsq (ridge
+    # least squares onto the alive neurons' outgoing weights and the bias)
     compensate: Compensation = "none"
 
     def __post_init__(self) -> None:

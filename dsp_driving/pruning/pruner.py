@@ -106,24 +106,27 @@ class NetworkPruner:
         returns neurons newly masked.
 
         With ``compensate`` other than none and ``inputs`` (a batch of the network's inputs,
-        [B, in]), the cut neurons' contribution to the next layer is fitted on the batch
-        before they go (``_compensate``), layer by layer on the activations of the network
-        as already cut below it.
+        [B, in]), each layer after a cut is refitted on the batch to what it received
+        before this step (``_compensate``), from the bottom up: layer l+1's input from the
+        neurons kept in layer l, whose activations already carry the cuts and fits below.
+        Which neurons go is decided on the importances from before any fit (the same cuts
+        as without compensation).
         """
         newly = 0
         fit = self.cfg.compensate != "none" and inputs is not None
-        x = inputs
+        if fit:
+            targets = self._preactivations(inputs)  # what each layer received before
+        x, changed = inputs, False
         for i, s in enumerate(neuron_importance(self.mlp)):
             cut, self.thresholds[i] = select_to_prune(s, self.masks.masks[i], t,
                                                       self.dense_sizes[i], self.cfg, k)
-            if fit:
-                x = self._hidden(i, x)
             if cut.numel():
-                if fit:
-                    self._compensate(i, x, cut)
                 newly += self.masks.mask_neurons(i, cut)
-                if fit:
-                    x = x * self.masks.masks[i]
+            if fit:
+                x = self._activate(self._linear(i, x)) * self.masks.masks[i]
+                changed = changed or bool(cut.numel())
+                if changed:
+                    self._compensate(i, x, targets[i + 1])
         if newly:
             self.masks.apply_to_weights()
             if optimizer is not None:
@@ -131,37 +134,46 @@ class NetworkPruner:
             self._set_coeffs([c * m for c, m in zip(self.coeffs, self.masks.masks)])
         return newly
 
-    def _compensate(self, i: int, h: torch.Tensor, cut: torch.Tensor) -> None:
-        # h: hidden layer i's activations [B, n] before the cut. What the cut neurons send
-        # the next layer, y = h[:, cut] W[:, cut]^T, is replaced by its batch mean (mean) or
-        # by its ridge least-squares fit on the kept neurons' activations plus a constant
-        # (lstsq), added to their outgoing weights and the next layer's bias.
+    def _compensate(self, i: int, h: torch.Tensor, target: torch.Tensor) -> None:
+        # h: hidden layer i's activations [B, n] after this step's cuts (cut and masked
+        # neurons are 0), target: layer i+1's pre-activations before the step. The
+        # residual r = target - layer i+1(h) is replaced by its batch mean (mean) or its
+        # ridge least-squares fit on the alive neurons' activations plus a constant (lstsq),
+        # added to their outgoing weights and to layer i+1's bias.
         nxt = self.mlp.layers[i + 1]
-        y = h[:, cut] @ nxt.weight[:, cut].T
-        y_mean = y.mean(0)
+        r = target - self._linear(i + 1, h)
+        r_mean = r.mean(0)
         if self.cfg.compensate == "lstsq":
-            keep = self.masks.masks[i].clone()
-            keep[cut] = 0
-            keep = torch.nonzero(keep).flatten()
+            keep = torch.nonzero(self.masks.masks[i]).flatten()
             a = h[:, keep].double()
             a_mean = a.mean(0)
             a = a - a_mean
             gram = a.T @ a
-            # ridge: 1e-3 of the mean variance, so a near-constant or duplicate kept neuron
-            # cannot get a huge weight from the batch's noise
-            ridge = 1e-3 * float(gram.diagonal().mean()) + 1e-12
+            # ridge: 1e-3 of the gram's mean diagonal (B times the kept activations' mean
+            # variance), so a near-constant or duplicate neuron cannot get a huge weight
+            # from the batch's noise
+            ridge = 1e-3 * float(gram.diagonal().mean()) + 1e-12 if keep.numel() else 0.0
             gram.diagonal().add_(ridge)
-            coef = torch.linalg.solve(gram, a.T @ (y.double() - y_mean.double()))
+            coef = torch.linalg.solve(gram, a.T @ (r.double() - r_mean.double()))
             nxt.weight[:, keep] += coef.T.to(nxt.weight.dtype)
-            y_mean = y_mean - (a_mean @ coef).to(y_mean.dtype)
-        nxt.bias.add_(y_mean)
+            r_mean = r_mean - (a_mean @ coef).to(r_mean.dtype)
+        nxt.bias.add_(r_mean)
 
-    def _hidden(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        # hidden layer i's masked activations for layer i's input x
+    def _linear(self, i: int, x: torch.Tensor) -> torch.Tensor:
         layer = self.mlp.layers[i]
-        h = torch.nn.functional.linear(x, layer.weight, layer.bias)
-        h = torch.tanh(h) if self.mlp.activation == "tanh" else torch.relu(h)
-        return h * self.masks.masks[i]
+        return torch.nn.functional.linear(x, layer.weight, layer.bias)
+
+    def _activate(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(z) if self.mlp.activation == "tanh" else torch.relu(z)
+
+    def _preactivations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # every layer's pre-activations on the batch x (the output layer's last)
+        out = []
+        for i in range(len(self.mlp.layers)):
+            z = self._linear(i, x)
+            out.append(z)
+            x = self._activate(z)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Kept indices, masks, coefficients and thresholds for a checkpoint."""

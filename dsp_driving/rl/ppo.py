@@ -59,6 +59,16 @@ def _hidden_sizes(agent_state: dict[str, torch.Tensor], name: str) -> list[int]:
     return [n for _, n in sorted(rows)][:-1]
 
 
+def policy_kl(before: torch.distributions.Distribution,
+              after: torch.distributions.Distribution) -> float:
+    """Mean over the batch of KL(before || after) between two action distributions of the
+    same observations (Normal: summed over the action dimensions; Categorical: as is)."""
+    kl = torch.distributions.kl_divergence(before, after)
+    if isinstance(before, torch.distributions.Normal):
+        kl = kl.sum(-1)
+    return float(kl.mean())
+
+
 def _mean_or_none(values: Any) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
@@ -247,16 +257,17 @@ class PPO:
         progress = min(1.0, self.global_step / cfg.train.total_steps)
         # between updates only: compaction replaces Parameters that learn() lists at its start
         b_obs = self.buf_obs.reshape(-1, self.obs_dim)
-        with torch.no_grad():
-            before = self.agent.distribution(b_obs)
+        before = None
+        if self.pruner.active and self.update % cfg.pruning.prune_every == 0:
+            with torch.no_grad():
+                before = self.agent.distribution(b_obs)
         newly_pruned = self.pruner.step(self.update, progress, self.optimizer,
                                         self.update_start_progress,
                                         _mean_or_none(self.episode_returns), b_obs)
         prune_kl = 0.0
-        if newly_pruned:
+        if newly_pruned and before is not None:
             with torch.no_grad():
-                kl = torch.distributions.kl_divergence(before, self.agent.distribution(b_obs))
-            prune_kl = float((kl.sum(-1) if self.agent.continuous else kl).mean())
+                prune_kl = policy_kl(before, self.agent.distribution(b_obs))
         elapsed = time.perf_counter() - start
         self.wall_s += elapsed
         pruning = self.pruner.stats()

@@ -397,33 +397,65 @@ def _ratio_pruner(mlp: MLP, compensate: str, ratio: float) -> NetworkPruner:
     return NetworkPruner("actor", mlp, 1.0, cfg, True)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("compensate", ["mean", "lstsq"])
-def test_compensation_keeps_the_batch_mean_of_a_one_hidden_layer_net(compensate: str
-                                                                      ) -> None:
-    # one hidden layer: the output is linear in the hidden activations; the batch mean of
-    # what the cut neurons sent moves into the output bias (lstsq: the fit has an
-    # intercept, so its residual has mean zero)
-    torch.manual_seed(5)
-    x = torch.randn(256, 3) + 0.5
-    outputs = {}
+def test_compensation_keeps_the_batch_mean_output_through_every_layer(compensate: str,
+                                                                     activation: str
+                                                                     ) -> None:
+    # each layer after a cut is refitted, with an intercept, to what it received before
+    # the step; the last fit is the output layer's, so the batch-mean output is kept
+    # exactly, two pruning steps in a row (the first one's neurons still masked, not
+    # compacted), while the plain cut moves it
+    x = torch.randn(256, 3, generator=torch.Generator().manual_seed(5)) + 0.5
+    errors = {}
     for how in ("none", compensate):
         torch.manual_seed(6)
-        mlp = MLP(3, [12], 2, out_gain=1.0)
+        mlp = MLP(3, [16, 12], 2, activation=activation, out_gain=1.0)
+        cfg = _cfg(mode="ratio", ratio_final=0.75, t_start=0.0, t_end=1.0,
+                   max_prune_frac=1.0, min_alive=1, compensate=how,
+                   compact_in_training=False)
+        pruner = NetworkPruner("actor", mlp, 1.0, cfg, True)
+        errors[how] = []
+        for t in (0.4, 1.0):
+            before = mlp(x).detach()
+            assert pruner.prune(t, None, inputs=x) > 0
+            after = mlp(x).detach()
+            _masked_entries_zero(mlp, pruner.masks.masks)
+            errors[how].append((float((after.mean(0) - before.mean(0)).abs().max()),
+                                float((after - before).square().mean())))
+        assert pruner.masks.alive() == [4, 3]
+    for (mean_err, sq_err), (mean_plain, sq_plain) in zip(errors[compensate],
+                                                          errors["none"]):
+        assert mean_err < 1e-5 < 1e-3 < mean_plain
+        assert sq_err < sq_plain
+
+
+@pytest.mark.parametrize("compensate", ["mean", "lstsq"])
+def test_a_cut_below_refits_the_layers_above_it_too(compensate: str) -> None:
+    # only hidden layer 0 loses neurons (layer 1 sits at min_alive); the output layer is
+    # refitted as well, so the batch-mean output is still kept exactly
+    x = torch.randn(256, 3, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(4)
+    mlp = MLP(3, [16, 4], 2, out_gain=1.0)
+    before = mlp(x).detach()
+    cfg = _cfg(mode="ratio", ratio_final=0.75, t_start=0.0, t_end=1.0, max_prune_frac=1.0,
+               min_alive=4, compensate=compensate)
+    pruner = NetworkPruner("actor", mlp, 1.0, cfg, True)
+    assert pruner.prune(1.0, None, inputs=x) == 12
+    assert pruner.masks.alive() == [4, 4]
+    torch.testing.assert_close(mlp(x).mean(0), before.mean(0), atol=1e-5, rtol=0)
+
+
+def test_lstsq_fits_better_than_the_mean_through_two_layers() -> None:
+    x = torch.randn(512, 4, generator=torch.Generator().manual_seed(1))
+    errors = {}
+    for how in ("none", "mean", "lstsq"):
+        torch.manual_seed(2)
+        mlp = MLP(4, [32, 32], 3, out_gain=1.0)
         before = mlp(x).detach()
-        pruner = _ratio_pruner(mlp, how, 0.5)
-        assert pruner.prune(1.0, None, inputs=x) == 6
-        outputs[how] = (before, mlp(x).detach())
-    before, after = outputs[compensate]
-    torch.testing.assert_close(after.mean(0), before.mean(0), atol=1e-5, rtol=0)
-    before_plain, after_plain = outputs["none"]
-    torch.testing.assert_close(before_plain, before)  # the same net before the cut
-    assert float((after_plain.mean(0) - before.mean(0)).abs().max()) > 1e-3
-    err_plain = float((after_plain - before).square().mean())
-    err = float((after - before).square().mean())
-    assert err < err_plain
-    if compensate == "mean":  # the plain cut net plus a constant shift
-        shift = after - after_plain
-        torch.testing.assert_close(shift, shift[:1].expand_as(shift))
+        _ratio_pruner(mlp, how, 0.5).prune(1.0, None, inputs=x)
+        errors[how] = float((mlp(x).detach() - before).square().mean())
+    assert errors["lstsq"] < 0.5 * errors["mean"] < 0.5 * errors["none"]
 
 
 @pytest.mark.parametrize("compensate", ["mean", "lstsq"])
@@ -447,27 +479,28 @@ def test_compensation_is_exact_for_constant_neurons_in_every_layer(compensate: s
     _masked_entries_zero(mlp, pruner.masks.masks)
 
 
-def test_lstsq_compensation_moves_a_duplicate_neuron_onto_its_twin() -> None:
-    # hidden neuron 5 computes what neuron 0 computes (same input weights and bias): the
-    # kept twin can send what the cut copy sent, which lstsq finds and mean cannot
+def test_lstsq_moves_a_duplicate_neuron_onto_its_twin_with_the_ridge_by_hand() -> None:
+    # hidden neuron 1 computes what neuron 0 computes and is cut: the one kept neuron's
+    # outgoing weights gain w1 / (1 + 1e-3), the ridge being 1e-3 of the gram's diagonal
     torch.manual_seed(11)
     x = torch.randn(512, 3)
-    errors = {}
-    for how in ("mean", "lstsq"):
-        torch.manual_seed(12)
-        mlp = MLP(3, [6], 2, out_gain=1.0)
-        with torch.no_grad():
-            mlp.layers[0].weight[5] = mlp.layers[0].weight[0]
-            mlp.layers[0].bias[5] = mlp.layers[0].bias[0]
-            mlp.layers[1].weight[:, 5] = 0.05 * mlp.layers[1].weight[:, 0].sign()
-            for j in (1, 2, 3, 4):  # so that the copy is the least important neuron
-                mlp.layers[0].weight[j] += mlp.layers[0].weight[0].abs()
-        before = mlp(x).detach()
-        pruner = _ratio_pruner(mlp, how, 1 / 6)
-        assert pruner.prune(1.0, None, inputs=x) == 1
-        assert torch.nonzero(pruner.masks.masks[0] == 0).flatten().tolist() == [5]
-        errors[how] = float((mlp(x).detach() - before).abs().max())
-    assert errors["lstsq"] < 1e-3 < errors["mean"]
+    mlp = MLP(3, [2], 2, out_gain=1.0)
+    with torch.no_grad():
+        mlp.layers[0].weight[1] = mlp.layers[0].weight[0]
+        mlp.layers[0].bias[1] = mlp.layers[0].bias[0]
+        mlp.layers[1].weight[:, 1] = 0.05 * mlp.layers[1].weight[:, 0].sign()
+    w0, w1 = mlp.layers[1].weight[:, 0].clone(), mlp.layers[1].weight[:, 1].clone()
+    b = mlp.layers[1].bias.clone()
+    before = mlp(x).detach()
+    pruner = _ratio_pruner(mlp, "lstsq", 0.5)
+    assert pruner.prune(1.0, None, inputs=x) == 1
+    assert pruner.masks.masks[0].tolist() == [1.0, 0.0]
+    torch.testing.assert_close(mlp.layers[1].weight[:, 0], w0 + w1 / 1.001, atol=1e-6, rtol=0)
+    # the intercept takes the ridge's shrinkage of the mean: (w1 - w1 / 1.001) mean(a0)
+    a0 = torch.tanh(x @ mlp.layers[0].weight[0] + mlp.layers[0].bias[0]).mean()
+    torch.testing.assert_close(mlp.layers[1].bias, b + (w1 - w1 / 1.001) * a0, atol=1e-6,
+                               rtol=0)
+    assert float((mlp(x).detach() - before).abs().max()) < 1e-4
 
 
 def test_compensation_needs_inputs_and_the_setting() -> None:

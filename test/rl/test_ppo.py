@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsp_driving.rl.ppo import PPO, regularised_lr_sum
+from dsp_driving.rl.ppo import PPO, policy_kl, regularised_lr_sum
 
 
 class RecordActions(gym.Wrapper):
@@ -200,3 +201,18 @@ def test_prune_kl_measures_the_pruning_steps_change_of_the_policy(tiny_config,
         (replaced["update"], replaced["newly_pruned"])
     if env_id == "Pendulum-v1":
         assert replaced["prune_kl"] < plain["prune_kl"]
+
+
+def test_policy_kl_by_hand() -> None:
+    # Normal with the same std: sum over action dims of (mu1 - mu2)^2 / (2 std^2), mean over
+    # the batch; Categorical: sum p1 log(p1 / p2)
+    mu1 = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    mu2 = torch.tensor([[0.3, -0.4], [1.0, -1.0]])
+    std = torch.tensor([0.5, 2.0]).expand_as(mu1)
+    normal = torch.distributions.Normal
+    expected = ((0.3 ** 2) / (2 * 0.25) + (0.4 ** 2) / (2 * 4.0)) / 2
+    assert policy_kl(normal(mu1, std), normal(mu2, std)) == pytest.approx(expected, rel=1e-6)
+    p1, p2 = torch.tensor([[0.5, 0.5]]), torch.tensor([[0.25, 0.75]])
+    cat = torch.distributions.Categorical
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert policy_kl(cat(probs=p1), cat(probs=p2)) == pytest.approx(expected, rel=1e-6)
