@@ -180,6 +180,11 @@ class PruningConfig:
     # contribution is dropped) | mean (its batch mean moves into the bias) | lstsq (ridge
     # least squares onto the alive neurons' outgoing weights and the bias)
     compensate: Compensation = "none"
+    # budget per pruning step (docs/method.md section 5): 0 = off; b > 0: a step cuts the
+    # largest share 1, 1/2, 1/4, ... of each actor layer's candidates whose KL(before ||
+    # after) of the policy on the last rollout stays <= b (possibly none; the rest wait),
+    # until t_end + guard_max_lag in training progress, after which the schedule cuts freely
+    kl_budget: float = 0.0
 
     def __post_init__(self) -> None:
         _rename_deprecated("pruning", self, RENAMED_PRUNING_CHOICES)
@@ -207,12 +212,14 @@ class PruningConfig:
                 "must be < 1 (a layer cannot lose every neuron)")
         require(self.compensate in COMPENSATIONS, "pruning.compensate", self.compensate,
                 f"must be one of {COMPENSATIONS}")
+        require(self.kl_budget >= 0, "pruning.kl_budget", self.kl_budget,
+                "must be >= 0 (0: off)")
         require(0.0 <= self.guard <= 1.0, "pruning.guard", self.guard,
                 "must be in [0, 1] (0: off)")
-        require(self.guard_max_lag >= 0 and (self.guard == 0
+        require(self.guard_max_lag >= 0 and ((self.guard == 0 and self.kl_budget == 0)
                                              or self.t_end + self.guard_max_lag <= 0.95),
                 "pruning.guard_max_lag", self.guard_max_lag,
-                f"must be >= 0, and with the guard on pruning.t_end + it <= 0.95 (t_end "
+                f"must be >= 0, and with the guard or kl_budget on pruning.t_end + it <= 0.95 (t_end "
                 f"{self.t_end}: the ramp must end with updates left to reach the size)")
 
 
@@ -376,7 +383,7 @@ def from_dict(data: Mapping[str, Any], base: Config | None = None) -> Config:
 # that reproduces what those runs did (a saved run config lacking the field predates it).
 ADDED_FIELDS_OLD_MEANING: dict[str, dict[str, Any]] = {
     "pruning": {"lambda_units": "step", "regularise_after_ramp": True, "guard": 0.0,
-                "compensate": "none"},
+                "compensate": "none", "kl_budget": 0.0},
 }
 
 

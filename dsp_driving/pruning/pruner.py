@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -101,7 +102,9 @@ class NetworkPruner:
 
     @torch.no_grad()
     def prune(self, t: float, optimizer: torch.optim.Optimizer | None,
-              k: float | None = None, inputs: torch.Tensor | None = None) -> int:
+              k: float | None = None, inputs: torch.Tensor | None = None,
+              kl_of: Callable[[torch.Tensor], float] | None = None,
+              kl_budget: float = 0.0) -> int:
         """One pruning step at training progress t (``k``: kappa(t), when the caller has it);
         returns neurons newly masked.
 
@@ -111,17 +114,36 @@ class NetworkPruner:
         neurons kept in layer l, whose activations already carry the cuts and fits below.
         Which neurons go is decided on the importances from before any fit (the same cuts
         as without compensation).
+
+        With ``kl_of`` (the network's outputs on ``inputs`` -> the policy's KL from before
+        the step) and ``kl_budget`` > 0 the step cuts the largest share 1, 1/2, 1/4, ... of
+        each layer's candidates (lowest importance first) whose KL stays within the budget,
+        possibly none; the rest stay candidates for later steps.
         """
+        cuts = []
+        for i, s in enumerate(neuron_importance(self.mlp)):
+            cut, self.thresholds[i] = select_to_prune(s, self.masks.masks[i], t,
+                                                      self.dense_sizes[i], self.cfg, k)
+            cuts.append(cut)
+        if kl_of is not None and kl_budget > 0 and inputs is not None:
+            cuts = self._within_budget(cuts, inputs, kl_of, kl_budget)
+        newly = self._cut(cuts, inputs)
+        if newly:
+            if optimizer is not None:
+                self.masks.clear_optimizer_state(optimizer)
+            self._set_coeffs([c * m for c, m in zip(self.coeffs, self.masks.masks)])
+        return newly
+
+    def _cut(self, cuts: list[torch.Tensor], inputs: torch.Tensor | None) -> int:
+        # mask cuts[i] of every hidden layer i, refit the layers above (compensate), zero
+        # the masked weights; returns neurons newly masked
         newly = 0
         fit = self.cfg.compensate != "none" and inputs is not None
         if fit:
             targets = self._preactivations(inputs)  # what each layer received before
         x, changed = inputs, False
-        for i, s in enumerate(neuron_importance(self.mlp)):
-            cut, self.thresholds[i] = select_to_prune(s, self.masks.masks[i], t,
-                                                      self.dense_sizes[i], self.cfg, k)
-            if cut.numel():
-                newly += self.masks.mask_neurons(i, cut)
+        for i, cut in enumerate(cuts):
+            newly += self.masks.mask_neurons(i, cut)
             if fit:
                 x = self._activate(self._linear(i, x)) * self.masks.masks[i]
                 changed = changed or bool(cut.numel())
@@ -129,10 +151,30 @@ class NetworkPruner:
                     self._compensate(i, x, targets[i + 1])
         if newly:
             self.masks.apply_to_weights()
-            if optimizer is not None:
-                self.masks.clear_optimizer_state(optimizer)
-            self._set_coeffs([c * m for c, m in zip(self.coeffs, self.masks.masks)])
         return newly
+
+    def _within_budget(self, cuts: list[torch.Tensor], inputs: torch.Tensor,
+                       kl_of: Callable[[torch.Tensor], float], budget: float
+                       ) -> list[torch.Tensor]:
+        # the largest share 1, 1/2, 1/4, ... of each layer's candidates whose cut (with the
+        # refits) keeps kl_of(outputs) <= budget; nothing when even the smallest exceeds it
+        layers = self.mlp.layers
+        saved = ([(layer.weight.clone(), layer.bias.clone()) for layer in layers],
+                 self.masks.state_dict())
+        share = 1.0
+        while True:
+            trial = [c[:int(share * c.numel())] for c in cuts]
+            if not any(c.numel() for c in trial):
+                return trial
+            self._cut(trial, inputs)
+            kl = kl_of(self.mlp(inputs))
+            for layer, (w, b) in zip(layers, saved[0]):
+                layer.weight.copy_(w)
+                layer.bias.copy_(b)
+            self.masks.load_state_dict(saved[1])
+            if kl <= budget:
+                return trial
+            share /= 2
 
     def _compensate(self, i: int, h: torch.Tensor, target: torch.Tensor) -> None:
         # h: hidden layer i's activations [B, n] after this step's cuts (cut and masked
@@ -298,20 +340,26 @@ class DynamicPruner:
 
     def step(self, update: int, progress: float, optimizer: torch.optim.Optimizer | None,
              started: float | None = None, recent_return: float | None = None,
-             inputs: torch.Tensor | None = None) -> int:
+             inputs: torch.Tensor | None = None,
+             kl_of: Callable[[torch.Tensor], float] | None = None) -> int:
         """The pruning step, every ``prune_every`` updates; returns neurons newly masked.
         With the return guard (pruning.guard), ``started`` (the update's starting progress)
         and ``recent_return`` (the mean training return at its end) move the ramp's clock,
         which the schedules read instead of ``progress``; a held update prunes nothing.
-        ``inputs``: the networks' inputs (normalised observations) for ``compensate``."""
+        ``inputs``: the networks' inputs (normalised observations) for ``compensate``;
+        ``kl_of``: the actor's outputs on them -> the policy's KL from before the step, for
+        ``kl_budget`` (which holds until t_end + guard_max_lag in training progress)."""
         held = started is not None and self.clock.advance(started, progress, recent_return)
         t = self.clock.clock(progress)
         self.kappa = kappa(t, self.cfg.kappa_final, self.cfg.t_start, self.cfg.t_end)
         if not self.active or update % self.cfg.prune_every != 0 or held:
             return 0
         total = 0
+        budget = self.cfg.kl_budget if (
+            progress < self.cfg.t_end + self.cfg.guard_max_lag) else 0.0
         for p in self.active:
-            newly = p.prune(t, optimizer, self.kappa, inputs)
+            newly = p.prune(t, optimizer, self.kappa, inputs,
+                            kl_of if p.name == "actor" else None, budget)
             total += newly
             if newly and self.cfg.compact_in_training:
                 p.compact(optimizer)

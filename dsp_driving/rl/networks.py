@@ -69,7 +69,10 @@ class Agent(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
         """Action distribution for normalised observations."""
-        out = self.actor(obs)
+        return self.distribution_of(self.actor(obs))
+
+    def distribution_of(self, out: torch.Tensor) -> torch.distributions.Distribution:
+        """Action distribution for the actor's outputs ``out`` (means or logits)."""
         if self.continuous:
             return Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
         return Categorical(logits=out, validate_args=False)

@@ -261,13 +261,17 @@ class PPO:
         if self.pruner.active and self.update % cfg.pruning.prune_every == 0:
             with torch.no_grad():
                 before = self.agent.distribution(b_obs)
+        def kl_of(out: torch.Tensor) -> float:  # the actor's outputs on b_obs -> the KL
+            return policy_kl(before, self.agent.distribution_of(out))
+
         newly_pruned = self.pruner.step(self.update, progress, self.optimizer,
                                         self.update_start_progress,
-                                        _mean_or_none(self.episode_returns), b_obs)
+                                        _mean_or_none(self.episode_returns), b_obs,
+                                        kl_of if before is not None else None)
         prune_kl = 0.0
         if newly_pruned and before is not None:
             with torch.no_grad():
-                prune_kl = policy_kl(before, self.agent.distribution(b_obs))
+                prune_kl = kl_of(self.agent.actor(b_obs))
         elapsed = time.perf_counter() - start
         self.wall_s += elapsed
         pruning = self.pruner.stats()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import math
 
 from pruning_samples import hand_net
@@ -520,3 +521,73 @@ def test_compensation_needs_inputs_and_the_setting() -> None:
 def test_compensate_must_be_a_known_choice() -> None:
     with pytest.raises(ValueError, match="pruning.compensate.*'median'"):
         PruningConfig(compensate="median")
+
+
+def _gauss_kl(before: torch.Tensor) -> Callable[[torch.Tensor], float]:
+    # KL between unit-std Gaussians with means before and out, summed over dims, mean over B
+    return lambda out: float(0.5 * (out.detach() - before).square().sum(-1).mean())
+
+
+@pytest.mark.parametrize("compensate", ["none", "lstsq"])
+def test_kl_budget_cuts_the_largest_share_within_it(compensate: str) -> None:
+    x = torch.randn(256, 3, generator=torch.Generator().manual_seed(1))
+    cfg = _cfg(mode="ratio", ratio_final=0.75, t_start=0.0, t_end=0.5, max_prune_frac=1.0,
+               min_alive=1, compensate=compensate)
+
+    def fresh() -> tuple[MLP, NetworkPruner, torch.Tensor]:
+        torch.manual_seed(2)
+        mlp = MLP(3, [16, 16], 2, out_gain=1.0)
+        return mlp, NetworkPruner("actor", mlp, 1.0, cfg, True), mlp(x).detach()
+
+    mlp, free, before = fresh()  # no budget: every candidate, 12 + 12
+    assert free.prune(1.0, None, inputs=x) == 24
+    full_kl = _gauss_kl(before)(mlp(x))
+    mlp, pruner, before = fresh()
+    assert pruner.prune(1.0, None, inputs=x, kl_of=_gauss_kl(before), kl_budget=1e3) == 24
+    mlp, pruner, before = fresh()  # nothing fits: nothing cut, the net untouched
+    state = {k: v.clone() for k, v in mlp.state_dict().items()}
+    assert pruner.prune(1.0, None, inputs=x, kl_of=_gauss_kl(before), kl_budget=1e-12) == 0
+    assert pruner.masks.alive() == [16, 16]
+    for key, value in mlp.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    # a budget between: the shares tried are 12, 6, 3, 1 per layer (lowest importance
+    # first); the one taken is within the budget, the one before it was not
+    kls = {}
+    for n in (12, 6, 3, 1):
+        mlp, pruner, before = fresh()
+        cuts = []
+        for i, s in enumerate(neuron_importance(mlp)):
+            cuts.append(torch.argsort(s.detach(), stable=True)[:n])
+        with torch.no_grad():
+            pruner._cut(cuts, x)
+        kls[n] = _gauss_kl(before)(mlp(x))
+    assert kls[12] == pytest.approx(full_kl)
+    budget = (kls[6] + kls[12]) / 2
+    assert kls[6] < budget < kls[12]
+    mlp, pruner, before = fresh()
+    assert pruner.prune(1.0, None, inputs=x, kl_of=_gauss_kl(before), kl_budget=budget) == 12
+    assert pruner.masks.alive() == [10, 10]
+    assert _gauss_kl(before)(mlp(x)) == pytest.approx(kls[6])
+    _masked_entries_zero(mlp, pruner.masks.masks)
+
+
+def test_kl_budget_holds_until_t_end_plus_the_lag_and_spares_the_critic() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 4)
+    cfg = _cfg(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=0.5, max_prune_frac=1.0,
+               prune_every=1, kl_budget=1e-12, guard_max_lag=0.2)
+    actor, critic = MLP(4, [10], 2), MLP(4, [10], 1)
+    pruner = DynamicPruner(actor, critic, cfg)
+    before = actor(x).detach()
+    assert pruner.step(1, 0.6, None, inputs=x, kl_of=_gauss_kl(before)) == 5  # critic only
+    assert (actor.hidden_sizes, critic.hidden_sizes) == ([10], [5])
+    assert pruner.step(2, 0.7, None, inputs=x, kl_of=_gauss_kl(before)) == 5  # past 0.5 + 0.2
+    assert actor.hidden_sizes == [5]
+
+
+def test_kl_budget_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="pruning.kl_budget.*-0.1"):
+        PruningConfig(kl_budget=-0.1)
+    with pytest.raises(ValueError, match="pruning.guard_max_lag"):
+        PruningConfig(kl_budget=1e-3, t_end=0.8, guard_max_lag=0.2)
+    PruningConfig(kl_budget=1e-3, t_end=0.6, guard_max_lag=0.2)

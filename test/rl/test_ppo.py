@@ -216,3 +216,23 @@ def test_policy_kl_by_hand() -> None:
     cat = torch.distributions.Categorical
     expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
     assert policy_kl(cat(probs=p1), cat(probs=p2)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_kl_budget_bounds_every_pruning_steps_kl(tiny_config) -> None:
+    # until t_end + guard_max_lag each update's pruning step stays within the budget
+    budget = 1e-7
+    cfg = tiny_config(ppo={"num_steps": 32},
+                      train={"env_id": "Pendulum-v1", "num_envs": 2, "total_steps": 1024},
+                      pruning={"kl_budget": budget, "compensate": "lstsq",
+                               "guard_max_lag": 0.2})
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("Pendulum-v1")] * 2,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    try:
+        ppo = PPO(cfg, envs)
+        stats = [ppo.step_update() for _ in range(16)]
+    finally:
+        envs.close()
+    deadline = cfg.pruning.t_end + cfg.pruning.guard_max_lag
+    within = [s for s in stats if s["progress"] < deadline]
+    assert within and all(s["prune_kl"] <= budget for s in within)
+    assert sum(s["newly_pruned"] for s in within) > 0  # it did prune, in small steps
