@@ -219,8 +219,9 @@ class PruningConfig:
         require(self.guard_max_lag >= 0 and ((self.guard == 0 and self.kl_budget == 0)
                                              or self.t_end + self.guard_max_lag <= 0.95),
                 "pruning.guard_max_lag", self.guard_max_lag,
-                f"must be >= 0, and with the guard or kl_budget on pruning.t_end + it <= 0.95 (t_end "
-                f"{self.t_end}: the ramp must end with updates left to reach the size)")
+                f"must be >= 0, and with the guard or kl_budget on pruning.t_end + it <= "
+                f"0.95 (t_end {self.t_end}: the ramp must end with updates left to reach "
+                "the size)")
 
 
 @dataclasses.dataclass(frozen=True)

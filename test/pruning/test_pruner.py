@@ -555,9 +555,7 @@ def test_kl_budget_cuts_the_largest_share_within_it(compensate: str) -> None:
     kls = {}
     for n in (12, 6, 3, 1):
         mlp, pruner, before = fresh()
-        cuts = []
-        for i, s in enumerate(neuron_importance(mlp)):
-            cuts.append(torch.argsort(s.detach(), stable=True)[:n])
+        cuts = [torch.argsort(s.detach(), stable=True)[:n] for s in neuron_importance(mlp)]
         with torch.no_grad():
             pruner._cut(cuts, x)
         kls[n] = _gauss_kl(before)(mlp(x))
