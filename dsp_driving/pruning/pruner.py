@@ -121,12 +121,18 @@ class NetworkPruner:
         possibly none; the rest stay candidates for later steps.
         """
         cuts = []
-        for i, s in enumerate(neuron_importance(self.mlp)):
+        importances = neuron_importance(self.mlp)
+        for i, s in enumerate(importances):
             cut, self.thresholds[i] = select_to_prune(s, self.masks.masks[i], t,
                                                       self.dense_sizes[i], self.cfg, k)
             cuts.append(cut)
         if kl_of is not None and kl_budget > 0 and inputs is not None:
-            cuts = self._within_budget(cuts, inputs, kl_of, kl_budget)
+            taken = self._within_budget(cuts, inputs, kl_of, kl_budget)
+            for i, (full, part) in enumerate(zip(cuts, taken)):
+                if len(part) < len(full) and self.cfg.mode != "dynamic":
+                    # ratio/hybrid threshold: the importance of the lowest neuron kept
+                    self.thresholds[i] = float(importances[i][full[len(part)]])
+            cuts = taken
         newly = self._cut(cuts, inputs)
         if newly:
             if optimizer is not None:

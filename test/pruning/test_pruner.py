@@ -548,6 +548,8 @@ def test_kl_budget_cuts_the_largest_share_within_it(compensate: str) -> None:
     state = {k: v.clone() for k, v in mlp.state_dict().items()}
     assert pruner.prune(1.0, None, inputs=x, kl_of=_gauss_kl(before), kl_budget=1e-12) == 0
     assert pruner.masks.alive() == [16, 16]
+    pruner.masks.apply_to_weights()  # the masks' own bookkeeping was restored too
+    assert not pruner.masks.any_masked
     for key, value in mlp.state_dict().items():
         assert torch.equal(value, state[key]), key
     # a budget between: the shares tried are 12, 6, 3, 1 per layer (lowest importance
@@ -566,6 +568,9 @@ def test_kl_budget_cuts_the_largest_share_within_it(compensate: str) -> None:
     assert pruner.prune(1.0, None, inputs=x, kl_of=_gauss_kl(before), kl_budget=budget) == 12
     assert pruner.masks.alive() == [10, 10]
     assert _gauss_kl(before)(mlp(x)) == pytest.approx(kls[6])
+    # the threshold recorded is the importance of the lowest neuron kept
+    for i, s in enumerate(neuron_importance(fresh()[0])):
+        assert pruner.thresholds[i] == pytest.approx(float(s.detach().sort().values[6]))
     _masked_entries_zero(mlp, pruner.masks.masks)
 
 
