@@ -594,3 +594,23 @@ def test_kl_budget_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="pruning.guard_max_lag"):
         PruningConfig(kl_budget=1e-3, t_end=0.8, guard_max_lag=0.2)
     PruningConfig(kl_budget=1e-3, t_end=0.6, guard_max_lag=0.2)
+
+
+def test_kl_budget_deadline_reads_training_progress_not_the_guards_clock() -> None:
+    # the guard holds the ramp's clock back 0.15 of progress; the budget still ends at
+    # t_end + guard_max_lag in training progress, where the clock is still before it
+    torch.manual_seed(0)
+    x = torch.randn(64, 4)
+    cfg = _cfg(mode="ratio", ratio_final=0.5, t_start=0.0, t_end=0.5, max_prune_frac=1.0,
+               kl_budget=1e-12, guard=0.9, guard_max_lag=0.2, prune_critic=False)
+    actor, critic = MLP(4, [10], 2), MLP(4, [10], 1)
+    pruner = DynamicPruner(actor, critic, cfg)
+    kl = _gauss_kl(actor(x).detach())
+    assert pruner.step(1, 0.05, None, 0.0, 100.0, x, kl) == 0  # the budget blocks every cut
+    for update, p in ((2, 0.10), (3, 0.15), (4, 0.20)):  # returns far below 0.9 x best
+        assert pruner.step(update, p, None, p - 0.05, 10.0, x, kl) == 0
+    assert pruner.clock.held == pytest.approx(0.15)
+    assert pruner.step(5, 0.69, None, 0.20, 100.0, x, kl) == 0  # progress 0.69 < 0.7
+    assert pruner.clock.clock(0.71) < 0.7
+    assert pruner.step(6, 0.71, None, 0.69, 100.0, x, kl) == 5  # 0.71 >= 0.5 + 0.2
+    assert actor.hidden_sizes == [5]
