@@ -151,7 +151,7 @@ class NetworkPruner:
         for i, cut in enumerate(cuts):
             newly += self.masks.mask_neurons(i, cut)
             if fit:
-                x = self._activate(self._linear(i, x)) * self.masks.masks[i]
+                x = self.mlp.act(self._linear(i, x)) * self.masks.masks[i]
                 changed = changed or bool(cut.numel())
                 if changed:
                     self._compensate(i, x, targets[i + 1])
@@ -211,16 +211,13 @@ class NetworkPruner:
         layer = self.mlp.layers[i]
         return torch.nn.functional.linear(x, layer.weight, layer.bias)
 
-    def _activate(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(z) if self.mlp.activation == "tanh" else torch.relu(z)
-
     def _preactivations(self, x: torch.Tensor) -> list[torch.Tensor]:
         # every layer's pre-activations on the batch x (the output layer's last)
         out = []
         for i in range(len(self.mlp.layers)):
             z = self._linear(i, x)
             out.append(z)
-            x = self._activate(z)
+            x = self.mlp.act(z)
         return out
 
     def state_dict(self) -> dict[str, Any]:
