@@ -179,7 +179,7 @@ class PruningConfig:
     # it, on the last rollout's observations (docs/method.md section 5): none (the cut
     # contribution is dropped) | mean (its batch mean moves into the bias) | lstsq (ridge
     # least squares onto the alive neurons' outgoing weights and the bias)
-    compensate: Compensation = "none"
+    compensate: Compensation = "lstsq"
     # budget per pruning step (docs/method.md section 5): 0 = off; b > 0: a step cuts the
     # largest share 1, 1/2, 1/4, ... of each actor layer's candidates whose KL(before ||
     # after) of the policy on the last rollout stays <= b (possibly none; the rest wait),

@@ -11,7 +11,10 @@
   same neuron importance (pruning/oneshot.py), then fine-tuned for 10 % of the budget;
 - ``dsp_fixed``: the ablation of the recipe (docs/method.md section 11): the schedule the
   defaults held before it, fixed in gradient steps: lambda 3e-4 per step for the whole run,
-  the dynamic threshold alone (kappa 0.8, t 0.05-0.5), the critic pruned too.
+  the dynamic threshold alone (kappa 0.8, t 0.05-0.5), the critic pruned too, no refit;
+- ``dsp_norefit``: the ablation of the refit: the recipe with ``compensate: none`` (the cut
+  neurons' contribution is dropped, the layers above are not refitted; the recipe until
+  the refit became its default).
 """
 
 from __future__ import annotations
@@ -76,11 +79,12 @@ def posthoc_steps(total_steps: int) -> int:
 
 
 # dsp_fixed: the defaults before the one recipe (docs/method.md section 11), every pruning
-# field the recipe changed
+# field the recipe changed (the guard and the budget: off, as they were)
 FIXED_SCHEDULE: dict[str, Any] = {
     "enabled": True, "prune_critic": True, "lambda_units": "step", "lambda_actor": 3e-4,
     "lambda_critic": 3e-4, "regularise_after_ramp": True, "mode": "dynamic",
     "kappa_final": 0.8, "t_start": 0.05, "t_end": 0.5, "ratio_final": 0.9,
+    "compensate": "none", "kl_budget": 0.0, "guard": 0.0,
 }
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
@@ -99,6 +103,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             doc="the trained dense net pruned once to dsp's sizes, fine-tuned 10 %"),
     Variant("dsp_fixed", _fixed({"pruning": FIXED_SCHEDULE}),
             doc="ablation: the fixed per-step schedule the recipe replaced"),
+    Variant("dsp_norefit", _fixed({"pruning": {"enabled": True, "compensate": "none"}}),
+            doc="ablation: the recipe without the refit after each cut"),
 )}
 
 

@@ -28,7 +28,8 @@ def test_spec_prunes_with_the_one_recipe(path, monkeypatch):
     spec = SweepSpec.from_mapping(data)
     assert spec.env == ENVS[path.stem]
     assert set(spec.variants) >= {"dense", "dsp", "group_lasso", "magnitude_gradual",
-                                  "small_dense", "posthoc", "dsp_fixed"}
+                                  "small_dense", "posthoc", "dsp_fixed",
+                                  "dsp_norefit"}
     # the env's base config sets no pruning field: only the dense baseline's PPO differs
     raw = unwrap_ros_params(yaml.safe_load(spec.config.read_text(encoding="utf-8")))
     assert "pruning" not in raw, f"{spec.config} sets pruning fields"

@@ -54,7 +54,12 @@ def test_the_fixed_overlays() -> None:
     assert fixed == PruningConfig(
         enabled=True, prune_critic=True, lambda_units="step", lambda_actor=3e-4,
         lambda_critic=3e-4, regularise_after_ramp=True, mode="dynamic", kappa_final=0.8,
-        t_start=0.05, t_end=0.5, ratio_final=0.9)
+        t_start=0.05, t_end=0.5, ratio_final=0.9, compensate="none")
+    # dsp_norefit: the recipe with the cuts' contribution dropped, nothing refitted
+    assert base.pruning.compensate == "lstsq"
+    norefit = variant_config("dsp_norefit", from_dict({"pruning": {"enabled": False}}), 1,
+                             5000).pruning
+    assert norefit == dataclasses.replace(base.pruning, compensate="none")
 
 
 def test_small_dense_gets_dsps_sizes_and_posthoc_starts_from_dense(tmp_path: Path) -> None:
