@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 TRIAL_FILES = ("summary.json", "config.yaml", EVAL)
 POLICY_FILES = ("policy.onnx", "policy.json")
+# the variants whose exported policies are committed: the method and its refit ablation
+POLICY_VARIANTS = ("dsp", "dsp_norefit")
 # results/README.md's reproduce commands: each env's sweep spec ({env}: its folder name)
 SWEEP_SPEC = "config/paper/sweeps/{env}.yaml"
 README = "README.md"
@@ -91,7 +93,8 @@ def readme_text(root: Path, results: Path, rows: list[dict[str, Any]],
              "folder holds its own table.md (with every seed's figures), table.csv and "
              "table.png (return against the actor's weights kept), its sweep.yaml (the "
              "settings every variant of the env shares) and every trial's summary.json, "
-             f"config.yaml and eval.json, with {GOAL_VARIANT}'s policy.onnx and policy.json.",
+             "config.yaml and eval.json, with the policy.onnx and policy.json of "
+             f"{' and '.join(POLICY_VARIANTS)}.",
              "", rows_markdown(rows), goals_markdown(rows, trials),
              "## Reproduce", "",
              f"Each env's sweep spec is `{sweep_spec.format(env='<env>')}` (the env, its base "
@@ -202,7 +205,7 @@ def _copy_results(root: Path, dirs: list[Path], trials: list[dict[str, Any]],
         _copy(d / SWEEP, dest / rel / SWEEP)
     for t in trials:
         run: Path = t["run_dir"]
-        names = TRIAL_FILES + (POLICY_FILES if t["variant"] == "dsp" else ())
+        names = TRIAL_FILES + (POLICY_FILES if t["variant"] in POLICY_VARIANTS else ())
         for name in names:
             if (run / name).is_file():
                 _copy(run / name, dest / run.relative_to(root) / name)

@@ -104,6 +104,25 @@ def _started(run: Path, cfg: Config) -> None:
     (run / "checkpoint.pt").write_bytes(b"")
 
 
+def test_a_run_saved_before_the_refit_is_the_norefit_ablation(tmp_path: Path) -> None:
+    # a dsp run saved before pruning.compensate existed (its config.yaml has no such key)
+    # was not refitted: it resumes as dsp_norefit, and dsp (now refitting) refuses it
+    spec = SweepSpec(env="CartPole-v1", variants=("dsp_norefit",), seeds=(1,),
+                     out=tmp_path, total_steps=1000)
+    old = variant_config("dsp", base_config(spec), 1, 1000).to_dict()
+    del old["pruning"]["compensate"], old["pruning"]["kl_budget"], old["pruning"]["guard"]
+    for variant in ("dsp_norefit", "dsp"):
+        run = tmp_path / "cartpole" / variant / "seed1"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(old))
+        (run / "checkpoint.pt").write_bytes(b"")
+    assert [t.name for phase in plan(spec) for t in phase] == ["cartpole/dsp_norefit/seed1"]
+    with pytest.raises(ValueError, match=r"cartpole/dsp/seed1 was started with "
+                       r"pruning.compensate='none', this command gives 'lstsq'"):
+        plan(SweepSpec(env="CartPole-v1", variants=("dsp",), seeds=(1,), out=tmp_path,
+                       total_steps=1000))
+
+
 def test_settings_of_an_env_folder_cannot_change(tmp_path: Path) -> None:
     spec = SweepSpec(env="CartPole-v1", variants=("dense", "dsp"), seeds=(1,), out=tmp_path,
                      total_steps=1000)

@@ -62,9 +62,21 @@ def _sweep(root: Path, returns: dict[str, list[float] | dict[int, float]],
                 {"dsp_driving": {"obs_dim": 4, "act_dim": 2}}))
             (run / "config.yaml").write_text("{}\n")
             (run / "checkpoint.pt").write_bytes(b"not copied")
-            if variant == "dsp":
-                (run / "policy.onnx").write_bytes(b"onnx")
+            (run / "policy.onnx").write_bytes(b"onnx")
     (env_dir / "dsp" / "seed9").mkdir(parents=True)  # an unfinished trial: not in the table
+
+
+def test_the_policies_of_the_method_and_its_refit_ablation_are_committed(
+        tmp_path: Path) -> None:
+    root, dest = tmp_path / "sweep", tmp_path / "results"
+    _sweep(root, {"dense": [400.0], "dsp": [390.0], "dsp_norefit": [350.0],
+                  "group_lasso": [380.0]},
+           {"dense": [10, 10], "dsp": [2, 3], "dsp_norefit": [2, 3], "group_lasso": [2, 3]})
+    assert cli.main(["table", str(root), "--results", str(dest)]) == 0
+    onnx = sorted(str(p.relative_to(dest)) for p in dest.rglob("policy.onnx"))
+    assert onnx == ["cartpole/dsp/seed1/policy.onnx", "cartpole/dsp_norefit/seed1/policy.onnx"]
+    assert (dest / "cartpole/dsp_norefit/seed1/policy.json").is_file()
+    assert (dest / "cartpole/group_lasso/seed1/eval.json").is_file()
 
 
 def test_write_table_on_a_synthetic_sweep(tmp_path: Path,

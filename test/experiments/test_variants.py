@@ -48,9 +48,10 @@ def test_the_fixed_overlays() -> None:
     assert (mg.lambda_actor, mg.lambda_critic, mg.mode, mg.kappa_final) == (
         0.0, 0.0, "hybrid", base.pruning.kappa_final)
     assert mg == dataclasses.replace(base.pruning, lambda_actor=0.0, lambda_critic=0.0)
-    # dsp_fixed: the pruning defaults before the one recipe, lambda per gradient step
-    fixed = variant_config("dsp_fixed", from_dict({"pruning": {"enabled": False}}), 1,
-                           5000).pruning
+    # dsp_fixed: the pruning defaults before the one recipe, lambda per gradient step, no
+    # refit, guard and budget off whatever the base sets
+    fixed = variant_config("dsp_fixed", from_dict({"pruning": {
+        "enabled": False, "guard": 0.9, "kl_budget": 1e-3}}), 1, 5000).pruning
     assert fixed == PruningConfig(
         enabled=True, prune_critic=True, lambda_units="step", lambda_actor=3e-4,
         lambda_critic=3e-4, regularise_after_ramp=True, mode="dynamic", kappa_final=0.8,
