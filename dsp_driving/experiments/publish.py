@@ -16,7 +16,6 @@ import yaml
 
 from dsp_driving.experiments.sweep import EVAL, EVAL_EPISODES, SWEEP
 from dsp_driving.experiments.table import (
-    GOAL_VARIANT,
     csv_text,
     env_dirs,
     goals_markdown,
