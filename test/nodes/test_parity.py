@@ -33,6 +33,9 @@ STEPS = 25
 SEED = 1  # an episode in the middle lane: lane widths stay those of the first step
 TOL = 1e-5  # onnxruntime vs torch (export.PARITY_TOL)
 DT = 0.2  # the env's control period
+# the header stamp of step 0: a stamp of 0 means "unstamped" to the node (it then uses the
+# arrival time, and step 1's finite-difference acceleration would be 0, not the env's)
+T0 = 1.0
 RATE_HZ = 20.0
 # ros mode drives as in closed-loop evaluation against carla-ros-bridge
 CARLA_TYPE = "carla_msgs/msg/CarlaEgoVehicleControl"
@@ -131,14 +134,14 @@ class Replay:
             data=[float(v) for v in step.obs]))
 
     def send_path(self, i: int, step: Step) -> None:
-        t, now = self.t, i * DT
+        t, now = self.t, T0 + i * DT
         poses = [t("geometry_msgs/msg/PoseStamped")(header=self.header(now),
                                                     pose=self.pose(float(x), float(y), 0.0))
                  for x, y in step.scene.path.points]
         self.path_pub.publish(t("nav_msgs/msg/Path")(header=self.header(now), poses=poses))
 
     def send_ros(self, i: int, step: Step) -> None:
-        now = i * DT
+        now = T0 + i * DT
         if i > 0 or not self.latched:
             self.send_path(i, step)
         if step.lead is not None:
