@@ -268,7 +268,7 @@ def check_trial(trial: Trial) -> None:
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A run's config without what does not change its result (progress bar, TensorBoard)
     and, where pruning (selection) is off, without the pruning (selection) settings it never
-    used."""
+    used (a dense run with selection keeps pruning.t_end: its selection starts there)."""
     out = json.loads(json.dumps(config))
     train = out.get("train", {})
     for key in ("progress", "tensorboard"):
@@ -276,8 +276,11 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     if not train.get("select_every"):  # no selection: its episodes and seeds are unused
         for key in ("select_every", "select_episodes", "select_seed"):
             train.pop(key, None)
-    if not out.get("pruning", {}).get("enabled", True):
+    pruning = out.get("pruning", {})
+    if not pruning.get("enabled", True):
         out["pruning"] = {"enabled": False}
+        if train.get("select_every") and "t_end" in pruning:
+            out["pruning"]["t_end"] = pruning["t_end"]
     return out
 
 

@@ -104,6 +104,26 @@ def _started(run: Path, cfg: Config) -> None:
     (run / "checkpoint.pt").write_bytes(b"")
 
 
+def test_a_dense_run_with_selection_keeps_the_window_it_was_selected_in(tmp_path: Path
+                                                                        ) -> None:
+    # safety-first selection starts at pruning.t_end, in dense runs too: a dense run selected
+    # from another t_end is another run; without selection t_end is unused
+    selecting = tmp_path / "selecting.yaml"
+    selecting.write_text(yaml.safe_dump({"train": {"select_every": 1}}))
+    for config, out in ((None, tmp_path / "plain"), (selecting, tmp_path / "selecting")):
+        spec = SweepSpec(env="CartPole-v1", variants=("dense",), seeds=(1,), out=out,
+                         total_steps=1000, config=config)
+        base = base_config(spec)
+        moved = from_dict({"pruning": {"t_end": base.pruning.t_end + 0.1}}, base)
+        _started(out / "cartpole" / "dense" / "seed1", variant_config("dense", moved, 1, 1000))
+        if config is None:
+            assert len(plan(spec)[0]) == 1
+        else:
+            with pytest.raises(ValueError, match=r"cartpole/dense/seed1 was started with "
+                               rf"pruning.t_end={base.pruning.t_end + 0.1!r}"):
+                plan(spec)
+
+
 def test_a_run_saved_before_the_refit_is_the_norefit_ablation(tmp_path: Path) -> None:
     # a dsp run saved before pruning.compensate existed (its config.yaml has no such key)
     # was not refitted: it resumes as dsp_norefit, and dsp (now refitting) refuses it
