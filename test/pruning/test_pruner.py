@@ -332,7 +332,7 @@ R_HAND = 2 * (3.75 / 7 * math.sqrt(7 + EPS) + 7.5 * math.sqrt(0.5 + EPS))
 
 
 def test_regulariser_stops_after_the_ramp() -> None:
-    pruner, actor, x = _hand_pruner()  # the defaults: t_end 0.6, regularise_after_ramp False
+    pruner, actor, x = _hand_pruner()  # the defaults: t_end 0.45, regularise_after_ramp False
     pruner.update_regulariser(0.0)  # the coefficients of the last regularised update
     assert pruner.acting
     for progress in (0.6, 0.9):
@@ -351,7 +351,8 @@ def test_regulariser_stops_after_the_ramp() -> None:
 
 
 def test_regulariser_acts_before_t_end_or_with_regularise_after_ramp() -> None:
-    for kw, progress in (({}, 0.0), ({}, 0.59), ({"regularise_after_ramp": True}, 0.9)):
+    before_end = PruningConfig().t_end - 0.01  # the defaults: the last update before t_end
+    for kw, progress in (({}, 0.0), ({}, before_end), ({"regularise_after_ramp": True}, 0.9)):
         pruner, actor, x = _hand_pruner(**kw)
         pruner.update_regulariser(progress)
         assert pruner.acting
