@@ -332,10 +332,10 @@ R_HAND = 2 * (3.75 / 7 * math.sqrt(7 + EPS) + 7.5 * math.sqrt(0.5 + EPS))
 
 
 def test_regulariser_stops_after_the_ramp() -> None:
-    pruner, actor, x = _hand_pruner()  # the defaults: t_end 0.45, regularise_after_ramp False
+    pruner, actor, x = _hand_pruner()  # the defaults: regularise_after_ramp False
     pruner.update_regulariser(0.0)  # the coefficients of the last regularised update
     assert pruner.acting
-    for progress in (0.6, 0.9):
+    for progress in (PruningConfig().t_end, 0.9):
         pruner.update_regulariser(progress)
         assert not pruner.acting
         grads = _loss_grads(actor, x)
