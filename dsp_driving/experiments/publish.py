@@ -16,6 +16,7 @@ import yaml
 
 from dsp_driving.experiments.sweep import EVAL, EVAL_EPISODES, SWEEP
 from dsp_driving.experiments.table import (
+    GOAL_VARIANT,
     csv_text,
     env_dirs,
     goals_markdown,
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 TRIAL_FILES = ("summary.json", "config.yaml", EVAL)
 POLICY_FILES = ("policy.onnx", "policy.json")
 # the variants whose exported policies are committed: the method and its refit ablation
-POLICY_VARIANTS = ("dsp", "dsp_norefit")
+POLICY_VARIANTS = (GOAL_VARIANT, "dsp_norefit")
 # results/README.md's reproduce commands: each env's sweep spec ({env}: its folder name)
 SWEEP_SPEC = "config/paper/sweeps/{env}.yaml"
 README = "README.md"
