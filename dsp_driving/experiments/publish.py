@@ -105,7 +105,10 @@ def readme_text(root: Path, results: Path, rows: list[dict[str, Any]],
              "commands in the order given (small_dense needs the dsp run of its seed, "
              "posthoc the dsp and dense runs). A sweep resumes: rerunning a command retrains "
              "no finished trial (one with eval.json), and an interrupted one continues from "
-             "its checkpoint.", ""]
+             f"its checkpoint. On a fresh clone, `cp -rn {results}/. {root}/` first puts "
+             "the committed trials back, so that only the missing ones train (posthoc "
+             "starts from the dense run's checkpoint.pt, which is not committed: train that "
+             "dense seed again; docs/experiments.md, \"On a fresh clone\").", ""]
     for env in envs:
         lines += [f"### {env}", "", "```bash"]
         commands, notes = sweep_commands(root, env, trials, sweep_spec)

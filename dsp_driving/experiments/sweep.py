@@ -208,12 +208,26 @@ def plan(spec: SweepSpec) -> list[list[Trial]]:
                                      f" ({path}): add {need} to the variants")
             trial = Trial(spec.env, variant, seed, str(env_dir / variant / f"seed{seed}"),
                           base.to_dict(), needs, spec.eval_episodes, EVAL_SEED)
+            _check_start(trial)
             check_trial(trial)
             (second if needs else first).append(trial)
     if not (env_dir / SWEEP).is_file():
         env_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(env_dir / SWEEP, yaml.safe_dump(settings, sort_keys=False))
     return [phase for phase in (first, second) if phase]
+
+
+def _check_start(trial: Trial) -> None:
+    """A trial that starts from another run's weights (posthoc: the dense run's) needs that
+    run's checkpoint.pt; a run copied back from results/ (summary, config, eval) has none."""
+    source = VARIANTS[trial.variant].starts_from
+    if source is None or trial_status(trial.run_dir) != "new":
+        return
+    path = Path(trial.needs[source])
+    if trial_status(path) == "done" and not (path / "checkpoint.pt").is_file():
+        raise ValueError(f"{trial.name} starts from the {source} run's weights, but {path} "
+                         "has no checkpoint.pt (copied from results/?): move that run aside "
+                         f"and add {source} to the variants to train it again")
 
 
 def _settings(spec: SweepSpec, base: Config) -> dict[str, Any]:

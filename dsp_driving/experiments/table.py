@@ -94,22 +94,41 @@ def read_trials(env_dir: Path) -> list[dict[str, Any]]:
     MACs, and the policy.onnx return."""
     settings = yaml.safe_load((env_dir / SWEEP).read_text(encoding="utf-8"))
     reference = list(settings["config"]["net"]["actor_hidden"])
-    rows = []
+    rows, dims = [], None
     for variant in VARIANTS:
         for run in sorted((env_dir / variant).glob("seed*"), key=_seed_of):
-            if not all((run / name).is_file() for name in (EVAL, "summary.json",
-                                                            "policy.json")):
+            if not all((run / name).is_file() for name in (EVAL, "summary.json")):
                 log.warning(f"{run}: not in the table (not done: run the sweep again)")
                 continue
             summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
             result = json.loads((run / EVAL).read_text(encoding="utf-8"))
-            meta = json.loads((run / "policy.json").read_text(encoding="utf-8"))[METADATA_KEY]
+            dims = dims or env_dims(env_dir, settings)
             rows.append({"env": env_dir.name, "env_id": summary["env"], "variant": variant,
                          "seed": _seed_of(run),
-                         "actor": actor_sizes(meta["obs_dim"], meta["act_dim"], reference,
+                         "actor": actor_sizes(*dims, reference,
                                               summary["actor"]["hidden_compact"]),
                          "return": float(result["return_mean"]), "run_dir": run})
     return rows
+
+
+def env_dims(env_dir: Path, settings: dict[str, Any]) -> tuple[int, int]:
+    """(obs_dim, act_dim) of an env folder's actors: from a policy.json of the folder (every
+    trial of it shares the env), else from the env's spaces. A trial needs only eval.json
+    and summary.json to be in the table, so trials copied back from results/ (where only the
+    published variants keep their policy) count as done on a fresh clone. ``settings``:
+    the folder's sweep.yaml."""
+    for path in sorted(Path(env_dir).glob("*/seed*/policy.json")):
+        meta = json.loads(path.read_text(encoding="utf-8"))[METADATA_KEY]
+        return int(meta["obs_dim"]), int(meta["act_dim"])
+    from dsp_driving.rl.envs import make_env
+    from dsp_driving.rl.networks import ActionSpec
+
+    train = (settings.get("config") or {}).get("train") or {}
+    env = make_env(settings["env"], train.get("env_kwargs"))
+    try:
+        return int(env.observation_space.shape[0]), ActionSpec.from_space(env.action_space).dim
+    finally:
+        env.close()
 
 
 def actor_sizes(obs_dim: int, act_dim: int, dense: list[int], compact: list[int]

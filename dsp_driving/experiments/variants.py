@@ -44,6 +44,7 @@ class Variant:
     overlay: Overlay
     needs: tuple[str, ...] = ()
     doc: str = ""
+    starts_from: str | None = None  # the needed variant whose checkpoint.pt it starts from
 
 
 def _fixed(overlay: dict[str, Any]) -> Overlay:
@@ -100,7 +101,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("small_dense", _small_dense, needs=("dsp",),
             doc="dsp's final sizes from scratch: is pruning needed at all?"),
     Variant("posthoc", _posthoc, needs=("dense", "dsp"),
-            doc="the trained dense net pruned once to dsp's sizes, fine-tuned 10 %"),
+            doc="the trained dense net pruned once to dsp's sizes, fine-tuned 10 %",
+            starts_from="dense"),
     Variant("dsp_fixed", _fixed({"pruning": FIXED_SCHEDULE}),
             doc="ablation: the fixed per-step schedule the recipe replaced"),
     Variant("dsp_norefit", _fixed({"pruning": {"enabled": True, "compensate": "none"}}),

@@ -217,3 +217,26 @@ def test_selection_seeds_may_not_be_the_sweeps_evaluation_seeds(tmp_path: Path) 
                        "seeds overlap the sweep's evaluation seeds"):
         plan(spec)
     assert not (tmp_path / "cartpole").exists()  # refused before anything was written
+
+
+def test_posthoc_refuses_a_dense_run_copied_back_without_its_checkpoint(tmp_path: Path
+                                                                         ) -> None:
+    # a fresh clone seeds its sweep folder from results/ (summary, config, eval): such a dense
+    # run is done, but posthoc starts from its weights, so plan() must refuse before training
+    spec = SweepSpec(env="CartPole-v1", variants=("posthoc",), seeds=(1,), out=tmp_path,
+                     total_steps=1000)
+    base = base_config(spec)
+    for variant in ("dense", "dsp"):
+        run = tmp_path / "cartpole" / variant / "seed1"
+        _started(run, variant_config(variant, base, 1, 1000))
+        (run / "checkpoint.pt").unlink(missing_ok=True)
+        hidden = [64, 64] if variant == "dense" else [4, 4]
+        (run / "summary.json").write_text(json.dumps(
+            {"actor": {"hidden_compact": hidden}, "critic": {"hidden_compact": hidden}}))
+        (run / "eval.json").write_text("{}")
+    dense = tmp_path / "cartpole" / "dense" / "seed1"
+    with pytest.raises(ValueError, match=r"cartpole/posthoc/seed1 starts from the dense run's "
+                       rf"weights, but {dense} has no checkpoint.pt"):
+        plan(spec)
+    (dense / "checkpoint.pt").write_bytes(b"ckpt")
+    assert [t.name for phase in plan(spec) for t in phase] == ["cartpole/posthoc/seed1"]

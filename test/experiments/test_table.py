@@ -43,9 +43,10 @@ def test_actor_sizes_against_the_dense_actor() -> None:
 
 def _sweep(root: Path, returns: dict[str, list[float] | dict[int, float]],
            compact: dict[str, list[int]], env: str = "cartpole", env_id: str = "CartPole-v1",
-           dense: tuple[int, ...] = (10, 10)) -> None:
+           dense: tuple[int, ...] = (10, 10), policies: bool = True) -> None:
     """A synthetic env folder root/<env>: per variant its returns (a list: seeds 1, 2, ...;
-    a dict: seed -> return) and its actor's compact hidden sizes (obs 4, act 2)."""
+    a dict: seed -> return) and its actor's compact hidden sizes (obs 4, act 2);
+    ``policies=False``: no policy.json, as trials copied back from results/."""
     env_dir = root / env
     env_dir.mkdir(parents=True)
     (env_dir / "sweep.yaml").write_text(yaml.safe_dump(
@@ -58,8 +59,9 @@ def _sweep(root: Path, returns: dict[str, list[float] | dict[int, float]],
             (run / "summary.json").write_text(json.dumps(
                 {"env": env_id, "actor": {"hidden_compact": compact[variant]}}))
             (run / "eval.json").write_text(json.dumps({"return_mean": value}))
-            (run / "policy.json").write_text(json.dumps(
-                {"dsp_driving": {"obs_dim": 4, "act_dim": 2}}))
+            if policies:
+                (run / "policy.json").write_text(json.dumps(
+                    {"dsp_driving": {"obs_dim": 4, "act_dim": 2}}))
             (run / "config.yaml").write_text("{}\n")
             (run / "checkpoint.pt").write_bytes(b"not copied")
             (run / "policy.onnx").write_bytes(b"onnx")
@@ -113,6 +115,24 @@ def test_write_table_on_a_synthetic_sweep(tmp_path: Path,
     # the same rows from the env folder itself
     assert write_table(root / "cartpole")[1]["return_mean"] == 375.0
     np.testing.assert_allclose(float(rows[1]["return_std"]), np.std([450, 300], ddof=1))
+
+
+def test_trials_copied_back_from_results_without_their_policy_are_in_the_table(
+        tmp_path: Path) -> None:
+    from dsp_driving.experiments.table import read_trials
+
+    # no policy.json anywhere: the dims come from the env's spaces (CartPole: 4 -> 2)
+    _sweep(tmp_path, {"dense": [400.0, 420.0], "dsp": [390.0]},
+           {"dense": [10, 10], "dsp": [2, 3]}, policies=False)
+    trials = read_trials(tmp_path / "cartpole")
+    assert [(t["variant"], t["seed"]) for t in trials] == [("dense", 1), ("dense", 2),
+                                                          ("dsp", 1)]
+    assert trials[2]["actor"] == actor_sizes(4, 2, [10, 10], [2, 3])
+    # a policy.json of the folder wins (its dims are the trained actor's)
+    (tmp_path / "cartpole" / "dsp" / "seed1" / "policy.json").write_text(json.dumps(
+        {"dsp_driving": {"obs_dim": 6, "act_dim": 3}}))
+    assert read_trials(tmp_path / "cartpole")[0]["actor"]["compact_weights"] == \
+        actor_sizes(6, 3, [10, 10], [10, 10])["compact_weights"]
 
 
 def test_table_errors_name_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
