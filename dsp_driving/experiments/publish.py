@@ -17,6 +17,7 @@ import yaml
 from dsp_driving.experiments.sweep import EVAL, EVAL_EPISODES, SWEEP
 from dsp_driving.experiments.table import (
     GOAL_VARIANT,
+    compute_markdown,
     csv_text,
     env_dirs,
     goals_markdown,
@@ -96,6 +97,7 @@ def readme_text(root: Path, results: Path, rows: list[dict[str, Any]],
              "config.yaml and eval.json, with the policy.onnx and policy.json of "
              f"{' and '.join(POLICY_VARIANTS)}.",
              "", rows_markdown(rows), goals_markdown(rows, trials),
+             compute_markdown(trials),
              "## Reproduce", "",
              f"Each env's sweep spec is `{sweep_spec.format(env='<env>')}` (the env, its base "
              "config, the training steps and the evaluation episodes); the options after it "

@@ -107,7 +107,8 @@ def read_trials(env_dir: Path) -> list[dict[str, Any]]:
                          "seed": _seed_of(run),
                          "actor": actor_sizes(*dims, reference,
                                               summary["actor"]["hidden_compact"]),
-                         "return": float(result["return_mean"]), "run_dir": run})
+                         "return": float(result["return_mean"]),
+                         "wall_s": float(summary.get("wall_s", math.nan)), "run_dir": run})
     return rows
 
 
@@ -298,6 +299,31 @@ def goals_markdown(rows: list[dict[str, Any]], trials: list[dict[str, Any]]) -> 
     for env in dict.fromkeys(r["env"] for r in rows):
         lines += goal_lines(env, rows, trials) + [""]
     return "\n".join(lines)
+
+
+def compute_markdown(trials: list[dict[str, Any]]) -> str:
+    """The Compute section: per env x variant, the trials' training wall time (summary.json's
+    wall_s: one trial per core, export and evaluation not included) and the core-hours."""
+    lines = ["## Compute", "",
+             "Training wall time per trial (summary.json's wall_s; each trial ran on one "
+             "core, beside another trial on a 2-core machine; the export and the evaluation "
+             "are not included). posthoc's is its fine-tuning only (10 % of the budget).", "",
+             "| env | variant | trials | minutes per trial (mean) | core-hours |",
+             "|---|---|---|---|---|"]
+    totals: dict[str, list[float]] = {}
+    groups: dict[tuple[str, str], list[float]] = {}
+    for t in trials:
+        wall = t.get("wall_s", math.nan)
+        if not math.isnan(wall):
+            groups.setdefault((t["env"], t["variant"]), []).append(wall)
+            totals.setdefault(t["env"], []).append(wall)
+    for (env, variant), walls in groups.items():
+        lines.append(f"| {env} | {variant} | {len(walls)} | {np.mean(walls) / 60:.1f} | "
+                     f"{sum(walls) / 3600:.2f} |")
+    for env, walls in totals.items():
+        lines.append(f"| {env} | all | {len(walls)} | {np.mean(walls) / 60:.1f} | "
+                     f"**{sum(walls) / 3600:.2f}** |")
+    return "\n".join(lines) + "\n"
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:

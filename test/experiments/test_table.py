@@ -307,3 +307,19 @@ def test_sweep_commands_order_needs_and_check_the_spec(tmp_path: Path) -> None:
                               str(tmp_path / "nowhere" / "{env}.yaml"))
     assert notes == [f"{tmp_path / 'nowhere' / 'hopper.yaml'}: no such file here (write "
                      "one, or give the env with --env)"]
+
+
+def test_compute_section_sums_the_trials_training_wall_time() -> None:
+    from dsp_driving.experiments.table import compute_markdown
+
+    trials = [{"env": "hopper", "variant": "dense", "wall_s": 1800.0},
+              {"env": "hopper", "variant": "dense", "wall_s": 2400.0},
+              {"env": "hopper", "variant": "dsp", "wall_s": 3600.0},
+              {"env": "hopper", "variant": "posthoc", "wall_s": math.nan},  # no wall_s
+              {"env": "cartpole", "variant": "dsp", "wall_s": 180.0}]
+    lines = compute_markdown(trials).splitlines()
+    assert "| hopper | dense | 2 | 35.0 | 1.17 |" in lines
+    assert "| hopper | dsp | 1 | 60.0 | 1.00 |" in lines
+    assert "| hopper | all | 3 | 43.3 | **2.17** |" in lines
+    assert "| cartpole | all | 1 | 3.0 | **0.05** |" in lines
+    assert not [line for line in lines if "posthoc" in line and line.startswith("|")]
