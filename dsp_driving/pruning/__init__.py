@@ -5,7 +5,8 @@ Networks with a Dynamic Structured Pruning Method for Autonomous Driving" (arXiv
 IEEE TVT 2024), as docs/method.md states it, equation by equation, with the function that
 computes each: importance (s_j, r_j), regulariser (c_j, |g_j|, R, dR/dtheta), schedule
 (kappa(t), p(t)), threshold (the pruning step of a layer), masks, compaction, and pruner
-(the hooks a training loop calls).
+(the hooks a training loop calls); refit (the least-squares repair after a cut, shared
+with the one-shot cut of oneshot.py).
 """
 
 from dsp_driving.modules.mlp import macs

@@ -2,7 +2,9 @@
 baseline of docs/experiments.md), with the same neuron importance s_j as the method.
 
 Each hidden layer keeps the ``sizes[l]`` neurons of highest s_j, all scored on the trained
-network at once, and the MLP is compacted in place.
+network at once; given a batch of the network's inputs, the layers above each cut are
+refitted on it as the method's pruning steps refit theirs (refit.py, ``compensate``); then
+the MLP is compacted in place.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning.compaction import compact_in_place
 from dsp_driving.pruning.importance import neuron_importance
+from dsp_driving.pruning.refit import refit_next_layer
 from dsp_driving.validation import require
 
 
@@ -33,9 +36,31 @@ def top_neurons(mlp: MLP, sizes: Sequence[int]) -> list[torch.Tensor]:
     return keep
 
 
-def prune_to_sizes(mlp: MLP, sizes: Sequence[int]) -> list[torch.Tensor]:
+@torch.no_grad()
+def prune_to_sizes(mlp: MLP, sizes: Sequence[int], inputs: torch.Tensor | None = None,
+                   compensate: str = "none") -> list[torch.Tensor]:
     """Shrink ``mlp`` in place to ``sizes`` hidden neurons per layer (``top_neurons``);
-    returns the kept indices."""
+    returns the kept indices. With ``inputs`` ([B, in]) and ``compensate`` mean or lstsq,
+    each layer above a cut is first refitted on the batch to the pre-activations it had
+    before the cut, from the bottom up (each fit sees the cuts and fits below it)."""
     keep = top_neurons(mlp, sizes)
+    if inputs is not None and compensate != "none":
+        _refit(mlp, keep, inputs, compensate)
     compact_in_place(mlp, keep)
     return keep
+
+
+def _refit(mlp: MLP, keep: list[torch.Tensor], inputs: torch.Tensor, method: str) -> None:
+    layers = mlp.layers
+    targets, x = [], inputs
+    for layer in layers:  # every layer's pre-activations before the cut
+        targets.append(torch.nn.functional.linear(x, layer.weight, layer.bias))
+        x = mlp.act(targets[-1])
+    x, changed = inputs, False
+    for i, kept in enumerate(keep):
+        mask = torch.zeros(layers[i].out_features, dtype=inputs.dtype)
+        mask[kept] = 1.0
+        x = mlp.act(torch.nn.functional.linear(x, layers[i].weight, layers[i].bias)) * mask
+        changed = changed or kept.numel() < layers[i].out_features
+        if changed:
+            refit_next_layer(layers[i + 1], x, kept, targets[i + 1], method)

@@ -12,6 +12,7 @@ from dsp_driving.modules.mlp import MLP, params_of_sizes
 from dsp_driving.pruning.compaction import alive_indices, compact_in_place
 from dsp_driving.pruning.importance import neuron_importance
 from dsp_driving.pruning.masks import NeuronMasks
+from dsp_driving.pruning.refit import refit_next_layer
 from dsp_driving.pruning.regulariser import (
     accumulate_regulariser_grad,
     group_sizes,
@@ -184,28 +185,9 @@ class NetworkPruner:
 
     def _compensate(self, i: int, h: torch.Tensor, target: torch.Tensor) -> None:
         # h: hidden layer i's activations [B, n] after this step's cuts (cut and masked
-        # neurons are 0), target: layer i+1's pre-activations before the step. The
-        # residual r = target - layer i+1(h) is replaced by its batch mean (mean) or its
-        # ridge least-squares fit on the alive neurons' activations plus a constant (lstsq),
-        # added to their outgoing weights and to layer i+1's bias.
-        nxt = self.mlp.layers[i + 1]
-        r = target - self._linear(i + 1, h)
-        r_mean = r.mean(0)
-        if self.cfg.compensate == "lstsq":
-            keep = torch.nonzero(self.masks.masks[i]).flatten()
-            a = h[:, keep].double()
-            a_mean = a.mean(0)
-            a = a - a_mean
-            gram = a.T @ a
-            # ridge: 1e-3 of the gram's mean diagonal (B times the kept activations' mean
-            # variance), so a near-constant or duplicate neuron cannot get a huge weight
-            # from the batch's noise
-            ridge = 1e-3 * float(gram.diagonal().mean()) + 1e-12 if keep.numel() else 0.0
-            gram.diagonal().add_(ridge)
-            coef = torch.linalg.solve(gram, a.T @ (r.double() - r_mean.double()))
-            nxt.weight[:, keep] += coef.T.to(nxt.weight.dtype)
-            r_mean = r_mean - (a_mean @ coef).to(r_mean.dtype)
-        nxt.bias.add_(r_mean)
+        # neurons are 0), target: layer i+1's pre-activations before the step (refit.py)
+        keep = torch.nonzero(self.masks.masks[i]).flatten()
+        refit_next_layer(self.mlp.layers[i + 1], h, keep, target, self.cfg.compensate)
 
     def _linear(self, i: int, x: torch.Tensor) -> torch.Tensor:
         layer = self.mlp.layers[i]

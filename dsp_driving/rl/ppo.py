@@ -331,8 +331,11 @@ class PPO:
     def warm_start(self, state: dict[str, Any]) -> None:
         """Start from another run's trained agent (``state``: its checkpoint's learner state),
         every hidden layer cut to this learner's sizes by keeping its neurons of highest
-        importance s_j (pruning/oneshot.py): the posthoc route. The observation normaliser
-        and reward scaler come along; the optimiser starts afresh."""
+        importance s_j (pruning/oneshot.py): the posthoc route. With ``pruning.compensate``
+        on, the layers above each cut are refitted as the method refits its cuts, on one
+        rollout of the trained agent (``_observe``: num_steps x num_envs states, not counted
+        in the budget). The observation normaliser and reward scaler come along; the
+        optimiser starts afresh."""
         source_agent = state["agent"]
         hidden = {name: _hidden_sizes(source_agent, name) for name in ("actor", "critic")}
         source = Agent(self.obs_dim, self.action, hidden["actor"], hidden["critic"],
@@ -343,13 +346,37 @@ class PPO:
         except RuntimeError as exc:
             raise ValueError(f"train.init_from: that agent does not fit this run's "
                              f"environment or settings ({exc})") from None
+        method = self.cfg.pruning.compensate
+        inputs = self._observe(source) if method != "none" else None
         for name in ("actor", "critic"):
-            prune_to_sizes(getattr(source, name), getattr(self.agent, name).hidden_sizes)
+            prune_to_sizes(getattr(source, name), getattr(self.agent, name).hidden_sizes,
+                           inputs, method)
         self.agent.load_state_dict(source.state_dict())
         self.optimizer = self._make_optimizer()
         if self._load_reward_scaler(state.get("reward_scaler")):
             # its statistics carry over; the running returns belong to the source's episodes
             self.reward_scaler.returns = np.zeros(self.cfg.train.num_envs)
+
+    @torch.no_grad()
+    def _observe(self, agent: Agent) -> torch.Tensor:
+        """One rollout (num_steps x num_envs) of ``agent``'s stochastic policy on the training
+        envs: the normalised observations it visited (its normaliser, not updated). The envs
+        are then reset as at the start, and its actions are drawn with torch's RNG forked
+        and seeded with train.seed (restored after), so the run's own rollouts and draws
+        begin as they would without it."""
+        obs_raw, seen = self.next_obs, []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.train.seed)
+            for _ in range(self.cfg.ppo.num_steps):
+                obs = torch.from_numpy(agent.obs_norm.normalize_np(obs_raw))
+                seen.append(obs)
+                action, _, _ = agent.sample(obs)
+                env_action = action.numpy()
+                if self.action.kind == "continuous":
+                    env_action = np.clip(env_action, self.action.low, self.action.high)
+                obs_raw = self.envs.step(env_action)[0]
+        self.next_obs = self._reset_envs(self.cfg.train.seed)
+        return torch.cat(seen)
 
     # -- checkpointing -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

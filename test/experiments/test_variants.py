@@ -96,20 +96,35 @@ def _learner(cfg: Config, start: Callable[[PPO], None]) -> PPO:
     return learner
 
 
-def test_posthoc_warm_start_is_the_dense_agent_pruned_once(tmp_path: Path,
-                                                           tiny_config) -> None:
-    dense_cfg = tiny_config(pruning={"enabled": False}, train={"total_steps": 1024})
+@pytest.mark.parametrize("compensate", ["none", "lstsq"])
+def test_posthoc_warm_start_is_the_dense_agent_pruned_once(tmp_path: Path, tiny_config,
+                                                           compensate: str) -> None:
+    dense_cfg = tiny_config(pruning={"enabled": False, "compensate": compensate},
+                            train={"total_steps": 1024})
     Runner.new(dense_cfg, tmp_path / "dense").learn()
     checkpoint = torch.load(tmp_path / "dense" / "checkpoint.pt", weights_only=False)
     cfg = from_dict({"net": {"actor_hidden": [5, 3], "critic_hidden": [4, 6]},
                      "train": {"init_from": str(tmp_path / "dense")}}, dense_cfg)
     learner = _learner(cfg, lambda ppo: ppo.warm_start(checkpoint["state"]))
     dense = _learner(dense_cfg, lambda ppo: ppo.load_state_dict(checkpoint["state"]))
-    x = torch.randn(64, 4)
+    # the refit's batch: one rollout of the dense agent, as warm_start draws it (a learner
+    # of the same config starts from the same RNG state and env seeds)
+    batch: list[torch.Tensor] = []
+    _learner(cfg, lambda ppo: batch.append(ppo._observe(copy.deepcopy(dense.agent))))
+    x = batch[0]
+    assert x.shape == (cfg.ppo.num_steps * cfg.train.num_envs, 4)
     for name, sizes in (("actor", [5, 3]), ("critic", [4, 6])):
-        expected = copy.deepcopy(getattr(dense.agent, name))
-        prune_to_sizes(expected, sizes)
+        source = getattr(dense.agent, name)
+        expected = copy.deepcopy(source)
+        prune_to_sizes(expected, sizes, x if compensate != "none" else None, compensate)
         assert getattr(learner.agent, name).hidden_sizes == sizes
         torch.testing.assert_close(getattr(learner.agent, name)(x), expected(x))
+        if compensate != "none":  # the refit cut is closer to the dense net on the batch
+            plain = copy.deepcopy(source)
+            prune_to_sizes(plain, sizes)
+            with torch.no_grad():
+                err = float((expected(x) - source(x)).square().mean())
+                err_plain = float((plain(x) - source(x)).square().mean())
+            assert err < 0.5 * err_plain
     torch.testing.assert_close(learner.agent.obs_norm.mean, dense.agent.obs_norm.mean)
     assert learner.agent.obs_norm.count == dense.agent.obs_norm.count

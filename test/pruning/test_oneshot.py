@@ -56,3 +56,38 @@ def test_bad_sizes_are_refused_by_name(sizes: list[int], field: str) -> None:
     mlp = MLP(5, [8, 6], 2, "tanh", out_gain=1.0)
     with pytest.raises(ValueError, match=rf"{field.replace('[', '.').replace(']', '.')}"):
         top_neurons(mlp, sizes)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_the_one_shot_cut_refitted_keeps_the_batch_mean_and_fits_better(activation: str
+                                                                        ) -> None:
+    # the refit the method applies to its cuts (refit.py), on the one-shot cut: the output
+    # layer is fitted last with an intercept, so the batch-mean output is kept exactly;
+    # lstsq's squared error on the batch is below the plain cut's
+    x = torch.randn(512, 5, generator=torch.Generator().manual_seed(1)) + 0.3
+    outputs = {}
+    for how in ("none", "mean", "lstsq"):
+        torch.manual_seed(2)
+        mlp = MLP(5, [32, 24], 3, activation, out_gain=1.0)
+        with torch.no_grad():
+            before = mlp(x)
+        keep = prune_to_sizes(mlp, [6, 5], x, how)
+        assert mlp.hidden_sizes == [6, 5] and [k.numel() for k in keep] == [6, 5]
+        with torch.no_grad():
+            outputs[how] = (mlp(x) - before)
+    for how in ("mean", "lstsq"):
+        torch.testing.assert_close(outputs[how].mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    assert float(outputs["none"].mean(0).abs().max()) > 1e-3
+    sq = {how: float(d.square().mean()) for how, d in outputs.items()}
+    assert sq["lstsq"] < sq["mean"] < sq["none"] and sq["lstsq"] < 0.5 * sq["none"]
+    # the same neurons are kept whatever the refit: they are chosen before any fit
+    torch.manual_seed(2)
+    mlp = MLP(5, [32, 24], 3, activation, out_gain=1.0)
+    assert [k.tolist() for k in top_neurons(mlp, [6, 5])] == \
+        [k.tolist() for k in prune_to_sizes(mlp, [6, 5], x, "lstsq")]
+
+
+def test_an_unknown_refit_is_refused_by_name() -> None:
+    mlp = MLP(5, [8, 6], 2, "tanh", out_gain=1.0)
+    with pytest.raises(ValueError, match="pruning.compensate='ridge'"):
+        prune_to_sizes(mlp, [3, 4], torch.randn(16, 5), "ridge")
