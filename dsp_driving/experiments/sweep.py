@@ -280,12 +280,16 @@ def check_trial(trial: Trial) -> None:
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's config without what does not change its result (progress bar, TensorBoard)
-    and, where pruning (selection) is off, without the pruning (selection) settings it never
-    used (a dense run with selection keeps pruning.t_end: its selection starts there)."""
+    """A run's config without what does not change its result (progress bar, TensorBoard,
+    where init_from's run lies) and, where pruning (selection) is off, without the pruning
+    (selection) settings it never used (a dense run with selection keeps pruning.t_end: its
+    selection starts there)."""
     out = json.loads(json.dumps(config))
     train = out.get("train", {})
-    for key in ("progress", "tensorboard"):
+    # init_from: the absolute path of the run it starts from (posthoc: the dense run of the
+    # seed, pinned by the variant's needs and the folder layout), so a sweep folder copied
+    # elsewhere (a fresh clone's results/ copied back) still matches
+    for key in ("progress", "tensorboard", "init_from"):
         train.pop(key, None)
     if not train.get("select_every"):  # no selection: its episodes and seeds are unused
         for key in ("select_every", "select_episodes", "select_seed"):

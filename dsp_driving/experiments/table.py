@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from dsp_driving.experiments.sweep import EVAL, SWEEP
-from dsp_driving.experiments.variants import VARIANTS
+from dsp_driving.experiments.variants import POSTHOC_BUDGET, VARIANTS
 from dsp_driving.intervals import percentile_bootstrap
 from dsp_driving.io_utils import atomic_write
 from dsp_driving.modules.mlp import macs_of_sizes, params_of_sizes
@@ -303,11 +303,14 @@ def goals_markdown(rows: list[dict[str, Any]], trials: list[dict[str, Any]]) -> 
 
 def compute_markdown(trials: list[dict[str, Any]]) -> str:
     """The Compute section: per env x variant, the trials' training wall time (summary.json's
-    wall_s: one trial per core, export and evaluation not included) and the core-hours."""
+    wall_s: the PPO updates, rollouts included) and the core-hours, one trial per core."""
     lines = ["## Compute", "",
-             "Training wall time per trial (summary.json's wall_s; each trial ran on one "
-             "core, beside another trial on a 2-core machine; the export and the evaluation "
-             "are not included). posthoc's is its fine-tuning only (10 % of the budget).", "",
+             "Training wall time per trial: summary.json's wall_s, the PPO updates (rollouts "
+             "and learning) on the one core the trial ran on; not included are the "
+             "in-training selection evaluations, checkpoints, the export and the table's "
+             f"evaluation. posthoc's is its fine-tuning only ({100 * POSTHOC_BUDGET:g} % of "
+             "the budget). Times depend on the machine and on what ran beside the trial "
+             "(docs/experiments.md).", "",
              "| env | variant | trials | minutes per trial (mean) | core-hours |",
              "|---|---|---|---|---|"]
     totals: dict[str, list[float]] = {}
@@ -321,8 +324,7 @@ def compute_markdown(trials: list[dict[str, Any]]) -> str:
         lines.append(f"| {env} | {variant} | {len(walls)} | {np.mean(walls) / 60:.1f} | "
                      f"{sum(walls) / 3600:.2f} |")
     for env, walls in totals.items():
-        lines.append(f"| {env} | all | {len(walls)} | {np.mean(walls) / 60:.1f} | "
-                     f"**{sum(walls) / 3600:.2f}** |")
+        lines.append(f"| {env} | all | {len(walls)} | | **{sum(walls) / 3600:.2f}** |")
     return "\n".join(lines) + "\n"
 
 

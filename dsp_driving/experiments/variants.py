@@ -46,6 +46,11 @@ class Variant:
     doc: str = ""
     starts_from: str | None = None  # the needed variant whose checkpoint.pt it starts from
 
+    def __post_init__(self) -> None:
+        if self.starts_from is not None and self.starts_from not in self.needs:
+            raise ValueError(f"variant {self.name}: starts_from={self.starts_from!r} must be "
+                             f"one of its needs {self.needs}")
+
 
 def _fixed(overlay: dict[str, Any]) -> Overlay:
     return lambda base, steps, needed: overlay

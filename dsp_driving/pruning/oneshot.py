@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from dsp_driving.config import COMPENSATIONS, Compensation
 from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning.compaction import compact_in_place
 from dsp_driving.pruning.importance import neuron_importance
@@ -38,11 +39,15 @@ def top_neurons(mlp: MLP, sizes: Sequence[int]) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def prune_to_sizes(mlp: MLP, sizes: Sequence[int], inputs: torch.Tensor | None = None,
-                   compensate: str = "none") -> list[torch.Tensor]:
+                   compensate: Compensation = "none") -> list[torch.Tensor]:
     """Shrink ``mlp`` in place to ``sizes`` hidden neurons per layer (``top_neurons``);
     returns the kept indices. With ``inputs`` ([B, in]) and ``compensate`` mean or lstsq,
     each layer above a cut is first refitted on the batch to the pre-activations it had
     before the cut, from the bottom up (each fit sees the cuts and fits below it)."""
+    require(compensate in COMPENSATIONS, "pruning.compensate", compensate,
+            f"must be one of {', '.join(COMPENSATIONS)}")
+    require(compensate == "none" or inputs is not None, "inputs", None,
+            f"the refit (compensate={compensate}) needs a batch of the network's inputs")
     keep = top_neurons(mlp, sizes)
     if inputs is not None and compensate != "none":
         _refit(mlp, keep, inputs, compensate)
@@ -58,7 +63,7 @@ def _refit(mlp: MLP, keep: list[torch.Tensor], inputs: torch.Tensor, method: str
         x = mlp.act(targets[-1])
     x, changed = inputs, False
     for i, kept in enumerate(keep):
-        mask = torch.zeros(layers[i].out_features, dtype=inputs.dtype)
+        mask = torch.zeros(layers[i].out_features, dtype=inputs.dtype, device=inputs.device)
         mask[kept] = 1.0
         x = mlp.act(torch.nn.functional.linear(x, layers[i].weight, layers[i].bias)) * mask
         changed = changed or kept.numel() < layers[i].out_features

@@ -332,10 +332,10 @@ class PPO:
         """Start from another run's trained agent (``state``: its checkpoint's learner state),
         every hidden layer cut to this learner's sizes by keeping its neurons of highest
         importance s_j (pruning/oneshot.py): the posthoc route. With ``pruning.compensate``
-        on, the layers above each cut are refitted as the method refits its cuts, on one
-        rollout of the trained agent (``_observe``: num_steps x num_envs states, not counted
-        in the budget). The observation normaliser and reward scaler come along; the
-        optimiser starts afresh."""
+        on (and something to cut), the layers above each cut are refitted as the method
+        refits its cuts, on one rollout of the trained agent (``_observe``: num_steps x
+        num_envs states, not counted in the budget). The observation normaliser and reward
+        scaler come along; the optimiser starts afresh."""
         source_agent = state["agent"]
         hidden = {name: _hidden_sizes(source_agent, name) for name in ("actor", "critic")}
         source = Agent(self.obs_dim, self.action, hidden["actor"], hidden["critic"],
@@ -347,7 +347,9 @@ class PPO:
             raise ValueError(f"train.init_from: that agent does not fit this run's "
                              f"environment or settings ({exc})") from None
         method = self.cfg.pruning.compensate
-        inputs = self._observe(source) if method != "none" else None
+        cut = hidden != {name: getattr(self.agent, name).hidden_sizes
+                         for name in ("actor", "critic")}
+        inputs = self._observe(source) if method != "none" and cut else None
         for name in ("actor", "critic"):
             prune_to_sizes(getattr(source, name), getattr(self.agent, name).hidden_sizes,
                            inputs, method)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -236,7 +239,31 @@ def test_posthoc_refuses_a_dense_run_copied_back_without_its_checkpoint(tmp_path
         (run / "eval.json").write_text("{}")
     dense = tmp_path / "cartpole" / "dense" / "seed1"
     with pytest.raises(ValueError, match=r"cartpole/posthoc/seed1 starts from the dense run's "
-                       rf"weights, but {dense} has no checkpoint.pt"):
+                       rf"weights, but {re.escape(str(dense))} has no checkpoint.pt"):
         plan(spec)
     (dense / "checkpoint.pt").write_bytes(b"ckpt")
     assert [t.name for phase in plan(spec) for t in phase] == ["cartpole/posthoc/seed1"]
+
+
+def test_a_finished_posthoc_copied_to_another_folder_still_matches(tmp_path: Path) -> None:
+    # posthoc's config.yaml holds the absolute path of the dense run it started from; the
+    # same sweep folder copied elsewhere (results/ copied back on a fresh clone) is the same
+    spec = SweepSpec(env="CartPole-v1", variants=("posthoc",), seeds=(1,),
+                     out=tmp_path / "a", total_steps=1000)
+    base = base_config(spec)
+    env_dir = tmp_path / "a" / "cartpole"
+    needed = {}
+    for variant in ("dense", "dsp"):
+        needed[variant] = run = env_dir / variant / "seed1"
+        _started(run, variant_config(variant, base, 1, 1000))
+        (run / "summary.json").write_text(json.dumps(
+            {"actor": {"hidden_compact": [4, 4]}, "critic": {"hidden_compact": [4, 4]}}))
+        (run / "eval.json").write_text("{}")
+    _started(env_dir / "posthoc" / "seed1", variant_config("posthoc", base, 1, 1000, needed))
+    (env_dir / "posthoc" / "seed1" / "eval.json").write_text("{}")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    moved = dataclasses.replace(spec, out=tmp_path / "b")
+    assert [t.name for phase in plan(moved) for t in phase] == ["cartpole/posthoc/seed1"]
+    saved = yaml.safe_load((tmp_path / "b" / "cartpole" / "posthoc" / "seed1" /
+                            "config.yaml").read_text())
+    assert saved["train"]["init_from"].startswith(str(tmp_path / "a"))  # still the old path

@@ -8,6 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,6 +114,12 @@ def test_posthoc_warm_start_is_the_dense_agent_pruned_once(tmp_path: Path, tiny_
     _learner(cfg, lambda ppo: batch.append(ppo._observe(copy.deepcopy(dense.agent))))
     x = batch[0]
     assert x.shape == (cfg.ppo.num_steps * cfg.train.num_envs, 4)
+    # its first rows: the training envs' first observations, through the dense normaliser
+    envs = make_vec_env(cfg.train.env_id, cfg.train.num_envs)
+    first = envs.reset(seed=cfg.train.seed)[0]
+    envs.close()
+    torch.testing.assert_close(x[:cfg.train.num_envs], torch.from_numpy(
+        dense.agent.obs_norm.normalize_np(first)))
     for name, sizes in (("actor", [5, 3]), ("critic", [4, 6])):
         source = getattr(dense.agent, name)
         expected = copy.deepcopy(source)
@@ -128,3 +135,27 @@ def test_posthoc_warm_start_is_the_dense_agent_pruned_once(tmp_path: Path, tiny_
             assert err < 0.5 * err_plain
     torch.testing.assert_close(learner.agent.obs_norm.mean, dense.agent.obs_norm.mean)
     assert learner.agent.obs_norm.count == dense.agent.obs_norm.count
+
+
+def test_posthoc_refit_rollout_leaves_the_run_to_start_as_without_it(tmp_path: Path,
+                                                                     tiny_config) -> None:
+    # the refit's rollout steps the training envs and draws actions; afterwards the envs
+    # are where a run without it starts and torch's RNG is untouched
+    dense_cfg = tiny_config(pruning={"enabled": False}, train={"total_steps": 1024})
+    Runner.new(dense_cfg, tmp_path / "dense").learn()
+    state = torch.load(tmp_path / "dense" / "checkpoint.pt", weights_only=False)["state"]
+    starts = {}
+    for how in ("none", "lstsq"):
+        cfg = from_dict({"net": {"actor_hidden": [5, 3], "critic_hidden": [4, 6]},
+                         "pruning": {"compensate": how}}, dense_cfg)
+
+        def start(ppo: PPO, how: str = how) -> None:
+            ppo.warm_start(state)
+            rng = torch.get_rng_state()
+            ppo.collect()
+            starts[how] = (ppo.next_obs.copy(), rng, ppo.buf_obs[0].clone())
+
+        _learner(cfg, start)
+    assert torch.equal(starts["none"][1], starts["lstsq"][1])  # the same RNG state
+    torch.testing.assert_close(starts["none"][2], starts["lstsq"][2])  # the same first obs
+    assert not np.array_equal(starts["none"][0], starts["lstsq"][0])  # other policies

@@ -87,7 +87,40 @@ def test_the_one_shot_cut_refitted_keeps_the_batch_mean_and_fits_better(activati
         [k.tolist() for k in prune_to_sizes(mlp, [6, 5], x, "lstsq")]
 
 
-def test_an_unknown_refit_is_refused_by_name() -> None:
+def test_an_unknown_refit_or_a_refit_without_inputs_is_refused_by_name() -> None:
     mlp = MLP(5, [8, 6], 2, "tanh", out_gain=1.0)
     with pytest.raises(ValueError, match="pruning.compensate='ridge'"):
         prune_to_sizes(mlp, [3, 4], torch.randn(16, 5), "ridge")
+    with pytest.raises(ValueError, match="pruning.compensate='ridge'"):
+        prune_to_sizes(mlp, [3, 4], None, "ridge")  # refused even where nothing is fitted
+    with pytest.raises(ValueError, match="inputs=None.*compensate=lstsq"):
+        prune_to_sizes(mlp, [3, 4], None, "lstsq")
+    assert mlp.hidden_sizes == [8, 6]  # nothing cut by a refused call
+
+
+@pytest.mark.parametrize("compensate", ["mean", "lstsq"])
+@pytest.mark.parametrize("sizes", [[6, 5], [32, 5], [6, 24], [32, 24]])
+def test_the_one_shot_refit_is_the_pruning_steps_refit(compensate: str, sizes: list[int]
+                                                      ) -> None:
+    # the same cut made by a pruning step (masks, refit, then compaction) gives the same
+    # network: one refit procedure for both routes, layers kept whole included
+    from dsp_driving.config import PruningConfig
+    from dsp_driving.pruning.compaction import compact_in_place
+    from dsp_driving.pruning.pruner import NetworkPruner
+
+    x = torch.randn(256, 5, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(4)
+    one = MLP(5, [32, 24], 3, "tanh", out_gain=1.0)
+    step = MLP(5, [32, 24], 3, "tanh", out_gain=1.0)
+    step.load_state_dict(one.state_dict())
+    keep = prune_to_sizes(one, sizes, x, compensate)
+    pruner = NetworkPruner("actor", step, 1.0, PruningConfig(compensate=compensate), True)
+    cuts = []
+    for kept, n in zip(keep, [32, 24]):
+        dropped = torch.ones(n, dtype=torch.bool)
+        dropped[kept] = False
+        cuts.append(torch.nonzero(dropped).flatten())
+    pruner._cut(cuts, x)
+    compact_in_place(step, keep)
+    with torch.no_grad():
+        torch.testing.assert_close(one(x), step(x), atol=1e-6, rtol=0)
