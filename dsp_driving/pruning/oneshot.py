@@ -17,7 +17,7 @@ from dsp_driving.config import COMPENSATIONS, Compensation
 from dsp_driving.modules.mlp import MLP
 from dsp_driving.pruning.compaction import compact_in_place
 from dsp_driving.pruning.importance import neuron_importance
-from dsp_driving.pruning.refit import refit_next_layer
+from dsp_driving.pruning.refit import preactivations, refit_next_layer
 from dsp_driving.validation import require
 
 
@@ -57,10 +57,7 @@ def prune_to_sizes(mlp: MLP, sizes: Sequence[int], inputs: torch.Tensor | None =
 
 def _refit(mlp: MLP, keep: list[torch.Tensor], inputs: torch.Tensor, method: str) -> None:
     layers = mlp.layers
-    targets, x = [], inputs
-    for layer in layers:  # every layer's pre-activations before the cut
-        targets.append(torch.nn.functional.linear(x, layer.weight, layer.bias))
-        x = mlp.act(targets[-1])
+    targets = preactivations(mlp, inputs)  # before the cut
     x, changed = inputs, False
     for i, kept in enumerate(keep):
         mask = torch.zeros(layers[i].out_features, dtype=inputs.dtype, device=inputs.device)

@@ -12,7 +12,7 @@ from dsp_driving.modules.mlp import MLP, params_of_sizes
 from dsp_driving.pruning.compaction import alive_indices, compact_in_place
 from dsp_driving.pruning.importance import neuron_importance
 from dsp_driving.pruning.masks import NeuronMasks
-from dsp_driving.pruning.refit import refit_next_layer
+from dsp_driving.pruning.refit import preactivations, refit_next_layer
 from dsp_driving.pruning.regulariser import (
     accumulate_regulariser_grad,
     group_sizes,
@@ -195,12 +195,7 @@ class NetworkPruner:
 
     def _preactivations(self, x: torch.Tensor) -> list[torch.Tensor]:
         # every layer's pre-activations on the batch x (the output layer's last)
-        out = []
-        for i in range(len(self.mlp.layers)):
-            z = self._linear(i, x)
-            out.append(z)
-            x = self.mlp.act(z)
-        return out
+        return preactivations(self.mlp, x)
 
     def state_dict(self) -> dict[str, Any]:
         """Kept indices, masks, coefficients and thresholds for a checkpoint."""

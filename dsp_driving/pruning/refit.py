@@ -36,3 +36,13 @@ def refit_next_layer(nxt: nn.Linear, h: torch.Tensor, keep: torch.Tensor,
         raise ValueError(f"invalid pruning.compensate={method!r}: the refit takes mean or "
                          "lstsq")
     nxt.bias.add_(r_mean)
+
+
+def preactivations(mlp: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's pre-activations on the batch ``x`` (the output layer's last): what the
+    refit fits each layer back to."""
+    out = []
+    for layer in mlp.layers:
+        out.append(nn.functional.linear(x, layer.weight, layer.bias))
+        x = mlp.act(out[-1])
+    return out
