@@ -147,7 +147,7 @@ class NetworkPruner:
         newly = 0
         fit = self.cfg.compensate != "none" and inputs is not None
         if fit:
-            targets = self._preactivations(inputs)  # what each layer received before
+            targets = preactivations(self.mlp, inputs)  # what each layer received before
         x, changed = inputs, False
         for i, cut in enumerate(cuts):
             newly += self.masks.mask_neurons(i, cut)
@@ -192,10 +192,6 @@ class NetworkPruner:
     def _linear(self, i: int, x: torch.Tensor) -> torch.Tensor:
         layer = self.mlp.layers[i]
         return torch.nn.functional.linear(x, layer.weight, layer.bias)
-
-    def _preactivations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        # every layer's pre-activations on the batch x (the output layer's last)
-        return preactivations(self.mlp, x)
 
     def state_dict(self) -> dict[str, Any]:
         """Kept indices, masks, coefficients and thresholds for a checkpoint."""
