@@ -135,6 +135,12 @@ class PPO:
             self.agent.obs_norm.update(obs_raw)
         return torch.from_numpy(self.agent.obs_norm.normalize_np(obs_raw))
 
+    def _env_action(self, action: torch.Tensor) -> np.ndarray:
+        """A sampled action as the envs take it: continuous ones clipped to the action box."""
+        if self.action.kind == "continuous":
+            return np.clip(action.numpy(), self.action.low, self.action.high)
+        return action.numpy()
+
     @torch.no_grad()
     def collect(self) -> None:
         """Fill the rollout buffers with num_steps steps of every environment."""
@@ -143,10 +149,8 @@ class PPO:
         for step in range(ppo.num_steps):
             obs = self._normalise(self.next_obs, update_stats=True)
             action, logprob, value = agent.sample(obs)
-            env_action = action.numpy()
-            if self.action.kind == "continuous":
-                env_action = np.clip(env_action, self.action.low, self.action.high)
-            next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
+            next_obs, reward, terminated, truncated, info = self.envs.step(
+                self._env_action(action))
             done = np.logical_or(terminated, truncated)
             self._track_episodes(reward, done, info)
             reward = np.asarray(reward, dtype=np.float64)
@@ -373,10 +377,7 @@ class PPO:
                 obs = torch.from_numpy(agent.obs_norm.normalize_np(obs_raw))
                 seen.append(obs)
                 action, _, _ = agent.sample(obs)
-                env_action = action.numpy()
-                if self.action.kind == "continuous":
-                    env_action = np.clip(env_action, self.action.low, self.action.high)
-                obs_raw = self.envs.step(env_action)[0]
+                obs_raw = self.envs.step(self._env_action(action))[0]
         self.next_obs = self._reset_envs(self.cfg.train.seed)
         return torch.cat(seen)
 
