@@ -3,12 +3,14 @@
     python bench/plot_runs.py runs/driving/* --out docs/img/highway_returns.png
     python bench/plot_runs.py runs/paper/walker2d/{dense,dsp}/seed1 --out w.png --csv w.csv
 
-Top: the mean return of the training episodes that ended in each update (smoothed over
-``--smooth`` updates), one line per run, coloured by variant: a sweep trial's variant folder
-(runs/paper/<env>/<variant>/seed<k>), else DSP / dense. Bottom: the actor's alive weights
-as a % of the dense actor, log scale. The final deterministic evaluation return
-(summary.json) is printed per run. ``--csv``: per run and tenth of training, the mean
-training return of the updates in it and the actor's neurons at its end.
+Top: the training return each update logs (``ep_return_mean``: the mean of the last 20
+finished episodes), smoothed over ``--smooth`` updates, one line per run, coloured by
+variant: a sweep trial's variant folder (runs/paper/<env>/<variant>/seed<k>), else DSP /
+dense (pruned runs blue, dense gray, other variants in further colours). Bottom: the
+actor's alive weights as a % of the dense actor, log scale. The final deterministic
+evaluation return (summary.json) is printed per run. ``--csv``: per run and tenth of
+training, the mean of that training return over the tenth's updates and the actor's neurons
+at its end.
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def tenths_csv(runs: list[dict]) -> str:
-    """One row per run and tenth of training: the mean training return of its updates (empty
-    where none finished an episode) and the actor's neurons after its last update."""
+    """One row per run and tenth of training: the mean of its updates' training return (empty
+    where none had one: before the run's first episode ended) and the actor's neurons after
+    its last update."""
     lines = ["run,variant,seed,progress_to,train_return_mean,actor_neurons"]
     for run in runs:
         for k in range(1, 11):
@@ -92,8 +95,10 @@ def main() -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 2]})
     variants = list(dict.fromkeys(r["variant"] for r in runs))
-    palette = ("tab:blue", "tab:gray", "tab:orange", "tab:green", "tab:red", "tab:purple")
-    colours = {v: palette[i % len(palette)] for i, v in enumerate(variants)}
+    colours = {"dsp": "tab:blue", "DSP": "tab:blue", "dense": "tab:gray"}
+    others = [v for v in variants if v not in colours]
+    palette = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive")
+    colours |= {v: palette[i % len(palette)] for i, v in enumerate(others)}
     for run in sorted(runs, key=lambda r: (variants.index(r["variant"]), r["seed"])):
         label = f"{run['variant']} seed {run['seed']}"
         style = dict(color=colours[run["variant"]], alpha=0.85, lw=1.3,

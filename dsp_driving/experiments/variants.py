@@ -109,7 +109,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             doc="the trained dense net pruned once to dsp's sizes, fine-tuned 10 %",
             starts_from="dense"),
     Variant("dsp_fixed", _fixed({"pruning": FIXED_SCHEDULE}),
-            doc="ablation: the fixed per-step schedule the recipe replaced"),
+            doc="ablation: the defaults the recipe replaced (fixed schedule, no refit)"),
     Variant("dsp_norefit", _fixed({"pruning": {"enabled": True, "compensate": "none"}}),
             doc="ablation: the recipe without the refit after each cut"),
 )}

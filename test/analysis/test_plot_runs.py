@@ -33,7 +33,7 @@ def _trial(root: Path, variant: str, seed: int, returns: list, neurons: list) ->
 def test_tenths_csv_means_each_tenth_and_keeps_the_last_size(tmp_path):
     plot_runs = _plot_runs()
     returns = [float(i) for i in range(20)]  # two updates per tenth
-    returns[5] = None  # no episode ended in update 6: the mean of its tenth is update 5's
+    returns[5] = None  # update 6 logged no return: its tenth's mean is update 5's alone
     neurons = [512 - 10 * i for i in range(20)]
     run = plot_runs.load(_trial(tmp_path, "dsp", 2, returns, neurons))
     assert run["name"] == "dsp/seed2" and run["variant"] == "dsp" and run["seed"] == 2
