@@ -41,7 +41,6 @@ def load(run: Path) -> dict:
     return {
         "name": f"{run.parent.name}/{run.name}" if sweep_trial else run.name,
         "variant": run.parent.name if sweep_trial else ("DSP" if pruned else "dense"),
-        "pruned": pruned,
         "seed": cfg["train"]["seed"],
         "step": np.array([r["step"] for r in rows]),
         "ret": np.array([r.get("ep_return_mean", np.nan) for r in rows], dtype=float),
